@@ -1,0 +1,88 @@
+package inference
+
+import "time"
+
+// Parameters carries request, tensor or response parameters. Values are one
+// of bool, int64, uint64, float64 or string.
+type Parameters map[string]any
+
+// Bool returns the named parameter if it is a bool.
+func (p Parameters) Bool(key string) (v, ok bool) {
+	v, ok = p[key].(bool)
+	return v, ok
+}
+
+// String returns the named parameter if it is a string.
+func (p Parameters) String(key string) (string, bool) {
+	v, ok := p[key].(string)
+	return v, ok
+}
+
+// Int returns the named parameter as an int64 if it is an integer that fits.
+func (p Parameters) Int(key string) (int64, bool) {
+	switch v := p[key].(type) {
+	case int64:
+		return v, true
+	case uint64:
+		if v <= 1<<63-1 {
+			return int64(v), true
+		}
+	}
+	return 0, false
+}
+
+// RequestedOutput names an output the client wants back.
+type RequestedOutput struct {
+	Name       string
+	Parameters Parameters
+}
+
+// Request is one inference request as the server core sees it, whatever
+// protocol it arrived on.
+type Request struct {
+	ID           string
+	ModelName    string
+	ModelVersion string // "" means the version the model's policy serves by default
+	Inputs       []Tensor
+	// Outputs lists the outputs to return; empty means all of them.
+	Outputs    []RequestedOutput
+	Parameters Parameters
+
+	// Arrival is when the front end received the request; the server
+	// fills it when zero.
+	Arrival time.Time
+
+	// BatchSize is the number of batch elements the request carries: the
+	// first dimension of its inputs when the model batches, else 1. The
+	// server fills it while checking the request against the model.
+	BatchSize int
+}
+
+// Input returns the named input, or nil.
+func (r *Request) Input(name string) *Tensor {
+	for i := range r.Inputs {
+		if r.Inputs[i].Name == name {
+			return &r.Inputs[i]
+		}
+	}
+	return nil
+}
+
+// Response is the result of one Request.
+type Response struct {
+	ID           string
+	ModelName    string
+	ModelVersion string
+	Outputs      []Tensor
+	Parameters   Parameters
+}
+
+// Output returns the named output, or nil.
+func (r *Response) Output(name string) *Tensor {
+	for i := range r.Outputs {
+		if r.Outputs[i].Name == name {
+			return &r.Outputs[i]
+		}
+	}
+	return nil
+}

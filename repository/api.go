@@ -1,0 +1,114 @@
+// Package repository serves models from Triton-layout model repositories:
+// it scans <repo>/<model>/config.pbtxt and numeric version directories,
+// parses and validates configurations, applies version policies, runs the
+// model control modes (none, poll, explicit) and keeps every model
+// version's state (UNKNOWN, READY, UNAVAILABLE, LOADING, UNLOADING).
+package repository
+
+import (
+	"context"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/nereid-project/nereid/proto/inferencepb"
+)
+
+// ControlMode is Triton's --model-control-mode.
+type ControlMode int
+
+// The model control modes.
+const (
+	ModeNone ControlMode = iota
+	ModePoll
+	ModeExplicit
+)
+
+// State is the lifecycle state of a model version, with Triton's names.
+type State string
+
+// Model version states.
+const (
+	StateUnknown     State = "UNKNOWN"
+	StateReady       State = "READY"
+	StateUnavailable State = "UNAVAILABLE"
+	StateLoading     State = "LOADING"
+	StateUnloading   State = "UNLOADING"
+)
+
+// VersionSpec is one model version to bring up.
+type VersionSpec struct {
+	Name       string
+	Version    int64
+	ModelDir   string
+	VersionDir string
+	Config     *inferencepb.ModelConfig // validated, defaults filled
+}
+
+// Servable is what a Loader builds for a loaded model version: the backend
+// model, its instances and scheduler. Close drains and frees it; the manager
+// calls it only once no request holds the version any more.
+type Servable interface {
+	Close(ctx context.Context) error
+}
+
+// Loader turns a validated version into a Servable. The server implements
+// it; tests use a fake.
+type Loader interface {
+	// Complete may fill in what a backend can learn from the model file
+	// (auto-complete) and checks backend-specific rules. It is called once
+	// per model load, before any version is loaded, with a copy of the
+	// configuration it may modify. It returns an error naming the field
+	// and reason when the backend cannot serve the configuration.
+	Complete(ctx context.Context, modelDir string, cfg *inferencepb.ModelConfig, autoComplete bool) error
+	// LoadVersion builds the servable for one version.
+	LoadVersion(ctx context.Context, spec VersionSpec) (Servable, error)
+}
+
+// Options configures a Manager.
+type Options struct {
+	Paths            []string // --model-repository, in flag order
+	Mode             ControlMode
+	StartupModels    []string // --load-model (explicit mode); "*" loads all
+	PollInterval     time.Duration
+	AutoComplete     bool   // false with --disable-auto-complete-config / --strict-model-config
+	ModelConfigName  string // --model-config-name: use configs/<name>.pbtxt when present
+	Loader           Loader
+	Logger           zerolog.Logger
+}
+
+// LoadOptions are the parameters of a repository load request.
+type LoadOptions struct {
+	// Config, when non-empty, is a ModelConfig in JSON that replaces
+	// config.pbtxt.
+	Config string
+	// Files maps "<version>/<path>" to file contents; they form the model
+	// directory for this load and require Config.
+	Files map[string][]byte
+}
+
+// IndexEntry is one row of the repository index.
+type IndexEntry struct {
+	Name    string
+	Version string // empty for a model that was never loaded
+	State   State  // empty for a model that was never loaded
+	Reason  string
+}
+
+// Handle is a reference to a READY model version, held for the duration of
+// one request. The version is not closed while a handle is held.
+type Handle struct {
+	Name     string
+	Version  int64
+	Config   *inferencepb.ModelConfig // read-only
+	Servable Servable
+	release  func()
+}
+
+// Release returns the reference. It is safe to call more than once.
+func (h *Handle) Release() {
+	if h.release != nil {
+		h.release()
+		h.release = nil
+	}
+}

@@ -1,0 +1,115 @@
+// Package scheduler decides when and on which instance a model's requests
+// run. The direct scheduler here hands each request to the next free
+// instance; the dynamic and sequence batchers build on the same contract.
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nereid-project/nereid/backends"
+	"github.com/nereid-project/nereid/inference"
+)
+
+// Execution describes one call of Instance.Execute, for statistics.
+type Execution struct {
+	Requests     []*inference.Request
+	BatchSize    int // sum of the requests' batch sizes
+	ComputeInput time.Duration
+	ComputeInfer time.Duration
+	ComputeOut   time.Duration
+}
+
+// Recorder receives what the scheduler measures. The server's per-model
+// statistics implement it.
+type Recorder interface {
+	// Queued records how long one request waited for an instance.
+	Queued(d time.Duration)
+	// Executed records one execution of a batch.
+	Executed(e Execution)
+	// Pending tracks requests accepted but not yet started (+1 / -1).
+	Pending(delta int)
+}
+
+// Direct runs each request on its own, on the first instance that is free.
+// Requests wait for an instance in arrival order; a request whose context
+// ends while it waits leaves the queue without running.
+type Direct struct {
+	free chan backends.Instance // idle instances; capacity = number of instances
+	rec  Recorder
+
+	mu     sync.Mutex // guards closed
+	closed bool
+}
+
+// NewDirect builds a scheduler over instances. rec may be nil.
+func NewDirect(instances []backends.Instance, rec Recorder) *Direct {
+	d := &Direct{free: make(chan backends.Instance, len(instances)), rec: rec}
+	for _, in := range instances {
+		d.free <- in
+	}
+	return d
+}
+
+// Infer waits for a free instance, executes req on it and returns its
+// response.
+func (d *Direct) Infer(ctx context.Context, req *inference.Request) (*inference.Response, error) {
+	d.mu.Lock()
+	closed := d.closed
+	d.mu.Unlock()
+	if closed {
+		return nil, inference.Unavailable("model '%s' is unloading", req.ModelName)
+	}
+	start := time.Now()
+	d.pending(1)
+	var inst backends.Instance
+	select {
+	case inst = <-d.free:
+	case <-ctx.Done():
+		d.pending(-1)
+		return nil, cancelled(ctx)
+	}
+	d.pending(-1)
+	defer func() { d.free <- inst }()
+	if d.rec != nil {
+		d.rec.Queued(time.Since(start))
+	}
+
+	batch := []*inference.Request{req}
+	execStart := time.Now()
+	resps, err := inst.Execute(ctx, batch)
+	infer := time.Since(execStart)
+	if err != nil {
+		return nil, err
+	}
+	if len(resps) != 1 || resps[0] == nil {
+		return nil, inference.Internal("backend returned %d responses for a batch of 1", len(resps))
+	}
+	if d.rec != nil {
+		d.rec.Executed(Execution{Requests: batch, BatchSize: req.BatchSize, ComputeInfer: infer})
+	}
+	return resps[0], nil
+}
+
+// Close refuses new requests. Requests already waiting or running finish:
+// the repository unloads a version only after its last request returns.
+func (d *Direct) Close() {
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
+}
+
+func (d *Direct) pending(delta int) {
+	if d.rec != nil {
+		d.rec.Pending(delta)
+	}
+}
+
+func cancelled(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return inference.Errorf(inference.CodeCancelled, "request timed out while waiting for a model instance")
+	}
+	return inference.Errorf(inference.CodeCancelled, "request cancelled while waiting for a model instance")
+}

@@ -1,0 +1,132 @@
+package scheduler
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/nereid-project/nereid/backends"
+
+	"github.com/nereid-project/nereid/inference"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// gate is an instance whose Execute blocks until released, counting how
+// many executions overlap.
+type gate struct {
+	release  chan struct{}
+	running  *atomic.Int32
+	maxAtAll *atomic.Int32
+}
+
+func (g *gate) Execute(ctx context.Context, batch []*inference.Request) ([]*inference.Response, error) {
+	n := g.running.Add(1)
+	defer g.running.Add(-1)
+	for {
+		m := g.maxAtAll.Load()
+		if n <= m || g.maxAtAll.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	select {
+	case <-g.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	out := make([]*inference.Response, len(batch))
+	for i := range batch {
+		out[i] = &inference.Response{}
+	}
+	return out, nil
+}
+
+type recorder struct {
+	mu       sync.Mutex
+	queued   int
+	executed []Execution
+	pending  int
+	maxPend  int
+}
+
+func (r *recorder) Queued(time.Duration) { r.mu.Lock(); r.queued++; r.mu.Unlock() }
+func (r *recorder) Executed(e Execution) {
+	r.mu.Lock()
+	r.executed = append(r.executed, e)
+	r.mu.Unlock()
+}
+func (r *recorder) Pending(d int) {
+	r.mu.Lock()
+	r.pending += d
+	r.maxPend = max(r.maxPend, r.pending)
+	r.mu.Unlock()
+}
+
+func TestDirectRunsOnePerInstance(t *testing.T) {
+	var running, maxSeen atomic.Int32
+	release := make(chan struct{})
+	inst := []*gate{{release, &running, &maxSeen}, {release, &running, &maxSeen}}
+	rec := &recorder{}
+	d := NewDirect([]backends.Instance{inst[0], inst[1]}, rec)
+
+	const n = 6
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := d.Infer(context.Background(), &inference.Request{BatchSize: 1})
+			errs <- err
+		}()
+	}
+	// Let every request in, then release them one by one.
+	for range n {
+		release <- struct{}{}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := maxSeen.Load(); got > 2 {
+		t.Errorf("%d executions overlapped on 2 instances", got)
+	}
+	if rec.queued != n || len(rec.executed) != n || rec.pending != 0 {
+		t.Errorf("recorder: queued %d executed %d pending %d", rec.queued, len(rec.executed), rec.pending)
+	}
+}
+
+func TestDirectCancelWhileQueued(t *testing.T) {
+	var running, maxSeen atomic.Int32
+	release := make(chan struct{})
+	d := NewDirect([]backends.Instance{&gate{release, &running, &maxSeen}}, nil)
+
+	busy := make(chan error, 1)
+	go func() {
+		_, err := d.Infer(context.Background(), &inference.Request{})
+		busy <- err
+	}()
+	for running.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := d.Infer(ctx, &inference.Request{}); inference.CodeOf(err) != inference.CodeCancelled {
+		t.Errorf("queued request after cancel: %v, want cancelled", err)
+	}
+	release <- struct{}{}
+	if err := <-busy; err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	if _, err := d.Infer(context.Background(), &inference.Request{ModelName: "m"}); inference.CodeOf(err) != inference.CodeUnavailable {
+		t.Errorf("after Close: %v, want unavailable", err)
+	}
+}

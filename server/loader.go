@@ -1,0 +1,111 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/rs/zerolog"
+
+	"github.com/nereid-project/nereid/backends"
+	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/proto/inferencepb"
+	"github.com/nereid-project/nereid/repository"
+	"github.com/nereid-project/nereid/scheduler"
+)
+
+// LoaderOptions configures how model versions are brought up.
+type LoaderOptions struct {
+	// BackendConfig holds --backend-config values by backend name.
+	BackendConfig map[string]map[string]string
+	Logger        zerolog.Logger
+}
+
+// Loader builds the servable of a model version from the backend registry.
+// It implements repository.Loader.
+type Loader struct{ opts LoaderOptions }
+
+var _ repository.Loader = (*Loader)(nil)
+
+// NewLoader returns a Loader with opts.
+func NewLoader(opts LoaderOptions) *Loader { return &Loader{opts: opts} }
+
+func (l *Loader) backendFor(cfg *inferencepb.ModelConfig) (string, backends.Backend, error) {
+	name := backends.BackendName(cfg)
+	if name == "" {
+		if cfg.GetPlatform() != "" {
+			return "", nil, inference.Unsupported("unknown platform '%s': Nereid serves the backends %v", cfg.GetPlatform(), backends.Names())
+		}
+		return "", nil, inference.InvalidArg("must specify 'platform' or 'backend' for model '%s'", cfg.GetName())
+	}
+	b, ok := backends.Lookup(name)
+	if !ok {
+		return "", nil, inference.Unsupported("unable to find backend '%s': Nereid serves the backends %v", name, backends.Names())
+	}
+	return name, b, nil
+}
+
+// Complete resolves the backend a configuration names and lets it fill in
+// or check the configuration.
+func (l *Loader) Complete(ctx context.Context, modelDir string, cfg *inferencepb.ModelConfig, autoComplete bool) error {
+	name, b, err := l.backendFor(cfg)
+	if err != nil {
+		return err
+	}
+	if cfg.GetBackend() == "" {
+		cfg.Backend = name
+	}
+	if c, ok := b.(backends.Completer); ok {
+		return c.Complete(ctx, modelDir, cfg, autoComplete)
+	}
+	return nil
+}
+
+// LoadVersion loads the backend model, builds every instance of every
+// instance group and puts a scheduler in front of them.
+func (l *Loader) LoadVersion(ctx context.Context, spec repository.VersionSpec) (_ repository.Servable, err error) {
+	name, b, err := l.backendFor(spec.Config)
+	if err != nil {
+		return nil, err
+	}
+	logger := l.opts.Logger.With().Str("model", spec.Name).Int64("version", spec.Version).Logger()
+	m, err := b.Load(ctx, backends.ModelSpec{
+		Name:          spec.Name,
+		Version:       spec.Version,
+		ModelDir:      spec.ModelDir,
+		VersionDir:    spec.VersionDir,
+		Config:        spec.Config,
+		BackendConfig: l.opts.BackendConfig[name],
+		Logger:        logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	lm := newLoadedModel(spec.Name, spec.Version, spec.Config, m)
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, lm.closeBackend())
+		}
+	}()
+	for _, g := range spec.Config.GetInstanceGroup() {
+		count := max(g.GetCount(), 1)
+		devices := g.GetGpus()
+		for i := range count {
+			is := backends.InstanceSpec{Name: fmt.Sprintf("%s_%d", g.GetName(), i), Kind: g.GetKind()}
+			if len(devices) > 0 {
+				is.DeviceID = devices[int(i)%len(devices)]
+			}
+			inst, err := m.NewInstance(ctx, is)
+			if err != nil {
+				return nil, fmt.Errorf("instance %s: %w", is.Name, err)
+			}
+			lm.instances = append(lm.instances, inst)
+		}
+	}
+	if len(lm.instances) == 0 {
+		return nil, inference.InvalidArg("model '%s' has no instances: instance_group count must be at least 1", spec.Name)
+	}
+	lm.sched = scheduler.NewDirect(lm.instances, lm.stats)
+	logger.Info().Int("instances", len(lm.instances)).Str("backend", name).Msg("model version loaded")
+	return lm, nil
+}

@@ -1,0 +1,202 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/nereid-project/nereid/backends"
+	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/proto/inferencepb"
+	"github.com/nereid-project/nereid/scheduler"
+)
+
+// loadedModel is one READY model version: its configuration, backend model,
+// instances, scheduler and statistics. It implements repository.Servable.
+type loadedModel struct {
+	name      string
+	version   int64
+	versionID string
+	cfg       *inferencepb.ModelConfig
+	inputs    map[string]*inferencepb.ModelInput
+	outputs   map[string]*inferencepb.ModelOutput
+	required  int // inputs that are not optional
+
+	model     backends.Model
+	instances []backends.Instance
+	sched     *scheduler.Direct
+	stats     *modelStats
+}
+
+func newLoadedModel(name string, version int64, cfg *inferencepb.ModelConfig, m backends.Model) *loadedModel {
+	lm := &loadedModel{
+		name:      name,
+		version:   version,
+		versionID: strconv.FormatInt(version, 10),
+		cfg:       cfg,
+		inputs:    make(map[string]*inferencepb.ModelInput, len(cfg.GetInput())),
+		outputs:   make(map[string]*inferencepb.ModelOutput, len(cfg.GetOutput())),
+		model:     m,
+		stats:     newModelStats(),
+	}
+	for _, in := range cfg.GetInput() {
+		lm.inputs[in.GetName()] = in
+		if !in.GetOptional() {
+			lm.required++
+		}
+	}
+	for _, out := range cfg.GetOutput() {
+		lm.outputs[out.GetName()] = out
+	}
+	return lm
+}
+
+// Close stops the scheduler and frees the backend. The repository calls it
+// once no request holds this version.
+func (lm *loadedModel) Close(context.Context) error {
+	if lm.sched != nil {
+		lm.sched.Close()
+	}
+	return lm.closeBackend()
+}
+
+func (lm *loadedModel) closeBackend() error {
+	var errs []error
+	for _, in := range lm.instances {
+		if c, ok := in.(backends.Closer); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	if c, ok := lm.model.(backends.Closer); ok {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// check validates a request against the configuration and sets its batch
+// size. Messages follow Triton's where clients or users recognise them.
+func (lm *loadedModel) check(req *inference.Request) error {
+	maxBatch := int64(lm.cfg.GetMaxBatchSize())
+	batch := int64(-1)
+	present := 0
+	for i := range req.Inputs {
+		t := &req.Inputs[i]
+		in := lm.inputs[t.Name]
+		if in == nil {
+			return inference.InvalidArg("unexpected inference input '%s' for model '%s'", t.Name, lm.name)
+		}
+		for j := range i {
+			if req.Inputs[j].Name == t.Name {
+				return inference.InvalidArg("input '%s' was specified more than once for model '%s'", t.Name, lm.name)
+			}
+		}
+		present++
+		if want := inference.DataType(in.GetDataType()); t.DataType != want {
+			return inference.InvalidArg("inference input '%s' data-type is '%s', but model '%s' expects '%s'", t.Name, t.DataType, lm.name, want)
+		}
+		shape := t.Shape
+		if maxBatch > 0 {
+			if len(shape) == 0 {
+				return inference.InvalidArg("inference input '%s' for model '%s' has no batch dimension: the model batches (max_batch_size %d), so the first dimension of every input is the batch size", t.Name, lm.name, maxBatch)
+			}
+			b := shape[0]
+			if b < 1 || b > maxBatch {
+				return inference.InvalidArg("inference request batch-size must be <= %d for '%s', got %d", maxBatch, lm.name, b)
+			}
+			if batch >= 0 && b != batch {
+				return inference.InvalidArg("inference input '%s' for model '%s' has batch size %d but other inputs have %d", t.Name, lm.name, b, batch)
+			}
+			batch = b
+			shape = shape[1:]
+		}
+		if !dimsMatch(shape, in.GetDims()) {
+			return inference.InvalidArg("unexpected shape for input '%s' for model '%s'. Expected %s, got %s",
+				t.Name, lm.name, formatShape(lm.fullDims(in.GetDims())), formatShape(t.Shape))
+		}
+		if err := t.ValidateData(); err != nil {
+			return err
+		}
+	}
+	if present < lm.required {
+		var missing []string
+		for _, in := range lm.cfg.GetInput() {
+			if !in.GetOptional() && req.Input(in.GetName()) == nil {
+				missing = append(missing, "'"+in.GetName()+"'")
+			}
+		}
+		return inference.InvalidArg("expected %d inputs but got %d inputs for model '%s'. Missing required input(s) [%s]",
+			lm.required, present, lm.name, strings.Join(missing, ", "))
+	}
+	for i, o := range req.Outputs {
+		if lm.outputs[o.Name] == nil {
+			return inference.InvalidArg("unexpected inference output '%s' for model '%s'", o.Name, lm.name)
+		}
+		for j := range i {
+			if req.Outputs[j].Name == o.Name {
+				return inference.InvalidArg("output '%s' was requested more than once for model '%s'", o.Name, lm.name)
+			}
+		}
+	}
+	req.BatchSize = 1
+	if batch > 0 {
+		req.BatchSize = int(batch)
+	}
+	return nil
+}
+
+// finish keeps the requested outputs, in the order asked, and stamps the
+// response with the request id and model identity.
+func (lm *loadedModel) finish(req *inference.Request, resp *inference.Response) (*inference.Response, error) {
+	resp.ID = req.ID
+	resp.ModelName = lm.name
+	resp.ModelVersion = lm.versionID
+	if len(req.Outputs) == 0 {
+		return resp, nil
+	}
+	kept := make([]inference.Tensor, 0, len(req.Outputs))
+	for _, o := range req.Outputs {
+		t := resp.Output(o.Name)
+		if t == nil {
+			return nil, inference.Internal("model '%s' did not produce requested output '%s'", lm.name, o.Name)
+		}
+		kept = append(kept, *t)
+	}
+	resp.Outputs = kept
+	return resp, nil
+}
+
+// fullDims is the shape a client sends: dims with the batch dimension first
+// when the model batches.
+func (lm *loadedModel) fullDims(dims []int64) []int64 {
+	if lm.cfg.GetMaxBatchSize() > 0 {
+		return append([]int64{-1}, dims...)
+	}
+	return dims
+}
+
+func dimsMatch(shape, dims []int64) bool {
+	if len(shape) != len(dims) {
+		return false
+	}
+	for i, d := range dims {
+		if d != -1 && shape[i] != d {
+			return false
+		}
+	}
+	return true
+}
+
+func formatShape(s []int64) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i, d := range s {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprint(&b, d)
+	}
+	b.WriteByte(']')
+	return b.String()
+}

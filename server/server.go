@@ -1,0 +1,254 @@
+// Package server is Nereid's core: it finds the model version a request
+// names, checks the request against the model configuration, hands it to the
+// model's scheduler and keeps statistics. Front ends in server/http and
+// server/grpc translate the wire to and from the calls here.
+package server
+
+import (
+	"context"
+	"sort"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/proto/inferencepb"
+	"github.com/nereid-project/nereid/repository"
+)
+
+// Models is what the server needs from the model repository.
+type Models interface {
+	Acquire(name, version string) (*repository.Handle, error)
+	ReadyVersions(name string) ([]int64, error)
+	Index(readyOnly bool) []repository.IndexEntry
+	Load(ctx context.Context, name string, opts repository.LoadOptions) error
+	Unload(ctx context.Context, name string, unloadDependents bool) error
+	AllReady() bool
+}
+
+// Extensions lists the protocol extensions Nereid implements, in the order
+// Triton reports them.
+var Extensions = []string{
+	"model_repository",
+	"model_repository(unload_dependents)",
+	"model_configuration",
+	"binary_tensor_data",
+	"parameters",
+	"statistics",
+}
+
+// Options configures a Server.
+type Options struct {
+	ID              string // --id, the name in server metadata
+	Version         string
+	StrictReadiness bool
+	Logger          zerolog.Logger
+}
+
+// Server is the protocol-independent inference server.
+type Server struct {
+	opts     Options
+	models   Models
+	stopping atomic.Bool
+}
+
+// New returns a server over models.
+func New(models Models, opts Options) *Server {
+	if opts.ID == "" {
+		opts.ID = "nereid"
+	}
+	return &Server{opts: opts, models: models}
+}
+
+// BeginShutdown makes the server report not ready, so that load balancers
+// stop sending traffic while in-flight requests finish.
+func (s *Server) BeginShutdown() { s.stopping.Store(true) }
+
+// Live reports whether the server is live. It stays live while draining.
+func (s *Server) Live() bool { return true }
+
+// Ready reports server readiness with Triton's --strict-readiness rules: not
+// while shutting down, and with strict readiness only when every model the
+// server tried to load is READY.
+func (s *Server) Ready() bool {
+	if s.stopping.Load() {
+		return false
+	}
+	return !s.opts.StrictReadiness || s.models.AllReady()
+}
+
+// Metadata is the server metadata (name, version, extensions).
+func (s *Server) Metadata() *inferencepb.ServerMetadataResponse {
+	return &inferencepb.ServerMetadataResponse{
+		Name:       s.opts.ID,
+		Version:    s.opts.Version,
+		Extensions: Extensions,
+	}
+}
+
+// acquire returns the loaded model version a request names. The caller
+// must Release the handle.
+func (s *Server) acquire(name, version string) (*repository.Handle, *loadedModel, error) {
+	h, err := s.models.Acquire(name, version)
+	if err != nil {
+		return nil, nil, err
+	}
+	lm, ok := h.Servable.(*loadedModel)
+	if !ok {
+		h.Release()
+		return nil, nil, inference.Internal("model '%s' is not servable", name)
+	}
+	return h, lm, nil
+}
+
+// ModelReady reports whether a model version is ready. Unknown models are a
+// NotFound error, versions not READY an Unavailable error.
+func (s *Server) ModelReady(_ context.Context, name, version string) (bool, error) {
+	h, _, err := s.acquire(name, version)
+	if err != nil {
+		return false, err
+	}
+	h.Release()
+	return true, nil
+}
+
+// ModelMetadata describes a model version's tensors (shapes carry a leading
+// -1 when the model batches).
+func (s *Server) ModelMetadata(_ context.Context, name, version string) (*inferencepb.ModelMetadataResponse, error) {
+	h, lm, err := s.acquire(name, version)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Release()
+	versions, err := s.models.ReadyVersions(name)
+	if err != nil {
+		return nil, err
+	}
+	cfg := lm.cfg
+	md := &inferencepb.ModelMetadataResponse{Name: name, Platform: cfg.GetPlatform()}
+	if md.Platform == "" {
+		md.Platform = cfg.GetBackend()
+	}
+	for _, v := range versions {
+		md.Versions = append(md.Versions, strconv.FormatInt(v, 10))
+	}
+	for _, in := range cfg.GetInput() {
+		md.Inputs = append(md.Inputs, &inferencepb.ModelMetadataResponse_TensorMetadata{
+			Name:     in.GetName(),
+			Datatype: inference.DataType(in.GetDataType()).String(),
+			Shape:    lm.fullDims(in.GetDims()),
+		})
+	}
+	for _, out := range cfg.GetOutput() {
+		md.Outputs = append(md.Outputs, &inferencepb.ModelMetadataResponse_TensorMetadata{
+			Name:     out.GetName(),
+			Datatype: inference.DataType(out.GetDataType()).String(),
+			Shape:    lm.fullDims(out.GetDims()),
+		})
+	}
+	return md, nil
+}
+
+// ModelConfig returns the (completed) configuration of a model version. The
+// caller must not modify it.
+func (s *Server) ModelConfig(_ context.Context, name, version string) (*inferencepb.ModelConfig, error) {
+	h, lm, err := s.acquire(name, version)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Release()
+	return lm.cfg, nil
+}
+
+// ModelStatistics returns statistics for one version, all ready versions of
+// one model (version ""), or every ready model (name "").
+func (s *Server) ModelStatistics(_ context.Context, name, version string) (*inferencepb.ModelStatisticsResponse, error) {
+	out := &inferencepb.ModelStatisticsResponse{}
+	add := func(n, v string) error {
+		h, lm, err := s.acquire(n, v)
+		if err != nil {
+			return err
+		}
+		defer h.Release()
+		out.ModelStats = append(out.ModelStats, lm.stats.snapshot(lm.name, lm.version))
+		return nil
+	}
+	switch {
+	case name == "":
+		for _, e := range s.models.Index(true) {
+			// A version may unload between the index and the read; skip it.
+			_ = add(e.Name, e.Version)
+		}
+	case version == "":
+		versions, err := s.models.ReadyVersions(name)
+		if err != nil {
+			return nil, err
+		}
+		if len(versions) == 0 {
+			return nil, inference.NotFound("requested model '%s' has no ready versions", name)
+		}
+		for _, v := range versions {
+			if err := add(name, strconv.FormatInt(v, 10)); err != nil {
+				return nil, err
+			}
+		}
+	default:
+		if err := add(name, version); err != nil {
+			return nil, err
+		}
+	}
+	sort.SliceStable(out.ModelStats, func(i, j int) bool {
+		a, b := out.ModelStats[i], out.ModelStats[j]
+		if a.Name != b.Name {
+			return a.Name < b.Name
+		}
+		return len(a.Version) < len(b.Version) || (len(a.Version) == len(b.Version) && a.Version < b.Version)
+	})
+	return out, nil
+}
+
+// RepositoryIndex lists the models of every repository.
+func (s *Server) RepositoryIndex(_ context.Context, readyOnly bool) ([]repository.IndexEntry, error) {
+	return s.models.Index(readyOnly), nil
+}
+
+// LoadModel loads or reloads a model (explicit mode only), synchronously.
+func (s *Server) LoadModel(ctx context.Context, name string, opts repository.LoadOptions) error {
+	return s.models.Load(ctx, name, opts)
+}
+
+// UnloadModel starts unloading a model (explicit mode only) and returns
+// before the unload completes.
+func (s *Server) UnloadModel(ctx context.Context, name string, unloadDependents bool) error {
+	return s.models.Unload(ctx, name, unloadDependents)
+}
+
+// Infer runs one request. Errors are *inference.Error values whose Code the
+// front ends map to their status codes. The response's outputs are those
+// requested, in the requested order, or every output when none were.
+func (s *Server) Infer(ctx context.Context, req *inference.Request) (*inference.Response, error) {
+	if req.Arrival.IsZero() {
+		req.Arrival = time.Now()
+	}
+	h, lm, err := s.acquire(req.ModelName, req.ModelVersion)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Release()
+	resp, err := s.run(ctx, lm, req)
+	lm.stats.finished(req.Arrival, time.Now(), err == nil)
+	return resp, err
+}
+
+func (s *Server) run(ctx context.Context, lm *loadedModel, req *inference.Request) (*inference.Response, error) {
+	if err := lm.check(req); err != nil {
+		return nil, err
+	}
+	resp, err := lm.sched.Infer(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return lm.finish(req, resp)
+}
