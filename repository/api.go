@@ -67,14 +67,17 @@ type Loader interface {
 
 // Options configures a Manager.
 type Options struct {
-	Paths            []string // --model-repository, in flag order
-	Mode             ControlMode
-	StartupModels    []string // --load-model (explicit mode); "*" loads all
-	PollInterval     time.Duration
-	AutoComplete     bool   // false with --disable-auto-complete-config / --strict-model-config
-	ModelConfigName  string // --model-config-name: use configs/<name>.pbtxt when present
-	Loader           Loader
-	Logger           zerolog.Logger
+	Paths           []string // --model-repository, in flag order
+	Mode            ControlMode
+	StartupModels   []string      // --load-model (explicit mode); "*" loads all
+	PollInterval    time.Duration // --repository-poll-secs; 0 disables periodic polling
+	AutoComplete    bool          // false with --disable-auto-complete-config / --strict-model-config
+	ModelConfigName string        // --model-config-name: use configs/<name>.pbtxt when present
+	Loader          Loader
+	Logger          zerolog.Logger
+	// LoadThreads bounds how many models load at once
+	// (--model-load-thread-count); 0 means Triton's default, 4.
+	LoadThreads int
 }
 
 // LoadOptions are the parameters of a repository load request.

@@ -57,7 +57,7 @@ type Server struct {
 // New returns a server over models.
 func New(models Models, opts Options) *Server {
 	if opts.ID == "" {
-		opts.ID = "nereid"
+		opts.ID = "triton"
 	}
 	return &Server{opts: opts, models: models}
 }

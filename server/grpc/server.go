@@ -1,0 +1,426 @@
+// Package grpcfront is Nereid's gRPC front end: it serves Triton's
+// inference.GRPCInferenceService and grpc.health.v1.Health, translating the
+// wire messages to and from the calls of the server core.
+package grpcfront
+
+import (
+	"context"
+	"errors"
+	"math"
+	"net"
+	"runtime/debug"
+	"sort"
+	"strings"
+
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/proto/healthpb"
+	"github.com/nereid-project/nereid/proto/inferencepb"
+	"github.com/nereid-project/nereid/repository"
+)
+
+// Core is what the gRPC front end needs from the server core; *server.Server
+// satisfies it.
+//
+// Contract: the returned protobuf messages (server metadata, model metadata,
+// configuration, statistics) are only read, never modified, by the front end,
+// so the core may return cached values. Infer must return promptly once ctx is
+// cancelled (the client went away or cancelled the stream); it must not write
+// into the Data of the request's input tensors, which alias the received gRPC
+// message, and the front end only reads the Data of the response's outputs.
+type Core interface {
+	Live() bool
+	Ready() bool
+	Metadata() *inferencepb.ServerMetadataResponse
+	ModelReady(ctx context.Context, name, version string) (bool, error)
+	ModelMetadata(ctx context.Context, name, version string) (*inferencepb.ModelMetadataResponse, error)
+	ModelConfig(ctx context.Context, name, version string) (*inferencepb.ModelConfig, error)
+	ModelStatistics(ctx context.Context, name, version string) (*inferencepb.ModelStatisticsResponse, error)
+	RepositoryIndex(ctx context.Context, readyOnly bool) ([]repository.IndexEntry, error)
+	LoadModel(ctx context.Context, name string, opts repository.LoadOptions) error
+	UnloadModel(ctx context.Context, name string, unloadDependents bool) error
+	Infer(ctx context.Context, req *inference.Request) (*inference.Response, error)
+}
+
+// Options configures the gRPC front end. The zero value gives Triton's
+// defaults.
+type Options struct {
+	Logger zerolog.Logger
+
+	// MaxMessageSize caps received and sent messages; 0 means
+	// math.MaxInt32, Triton's MAX_GRPC_MESSAGE_SIZE.
+	MaxMessageSize int
+
+	// MaxStreamInFlight bounds how many requests of one ModelStreamInfer
+	// stream run at the same time; 0 means 64. The stream stops reading
+	// while that many responses are outstanding.
+	MaxStreamInFlight int
+
+	// Keepalive and KeepalivePolicy map Triton's --grpc-keepalive-* and
+	// --grpc-max-connection-age[-grace] flags. Zero fields take grpc-go's
+	// defaults, which equal Triton's (keepalive time 2 h, timeout 20 s,
+	// minimum client ping interval 5 min, pings without calls refused,
+	// two ping strikes).
+	Keepalive       keepalive.ServerParameters
+	KeepalivePolicy keepalive.EnforcementPolicy
+
+	// ServerOptions are appended to the options the front end sets
+	// (transport credentials for --grpc-use-ssl, test hooks).
+	ServerOptions []grpc.ServerOption
+}
+
+const defaultMaxStreamInFlight = 64
+
+// Server is the gRPC listener side of Nereid.
+type Server struct {
+	grpc *grpc.Server
+	log  zerolog.Logger
+}
+
+// New builds a gRPC server with GRPCInferenceService and Health registered
+// over core. It does not listen until Serve.
+func New(core Core, opts Options) *Server {
+	if opts.MaxMessageSize <= 0 {
+		opts.MaxMessageSize = math.MaxInt32
+	}
+	if opts.MaxStreamInFlight <= 0 {
+		opts.MaxStreamInFlight = defaultMaxStreamInFlight
+	}
+	log := opts.Logger.With().Str("component", "grpc").Logger()
+	svc := &service{core: core, log: log, maxInFlight: opts.MaxStreamInFlight}
+
+	so := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(opts.MaxMessageSize),
+		grpc.MaxSendMsgSize(opts.MaxMessageSize),
+		grpc.KeepaliveParams(opts.Keepalive),
+		grpc.KeepaliveEnforcementPolicy(opts.KeepalivePolicy),
+		grpc.ChainUnaryInterceptor(svc.recoverUnary),
+		grpc.ChainStreamInterceptor(svc.recoverStream),
+	}
+	so = append(so, opts.ServerOptions...)
+	gs := grpc.NewServer(so...)
+	inferencepb.RegisterGRPCInferenceServiceServer(gs, svc)
+	healthpb.RegisterHealthServer(gs, &healthService{core: core})
+	return &Server{grpc: gs, log: log}
+}
+
+// Serve accepts connections on ln until Shutdown. It returns nil after a
+// Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.grpc.Serve(ln)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting connections and waits for in-flight RPCs
+// (streams included) to finish; when ctx ends first, it closes every
+// connection, which cancels the RPCs still running, and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// toStatus maps an error of the core (or of request decoding) to its gRPC
+// status: the code from its inference class, the message its text. It is the
+// one place where Nereid errors become gRPC codes.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ie *inference.Error
+	if !errors.As(err, &ie) {
+		if st, ok := status.FromError(err); ok {
+			return st.Err()
+		}
+		switch {
+		case errors.Is(err, context.Canceled):
+			return status.Error(codes.Canceled, err.Error())
+		case errors.Is(err, context.DeadlineExceeded):
+			return status.Error(codes.DeadlineExceeded, err.Error())
+		}
+	}
+	return status.Error(grpcCode(inference.CodeOf(err)), err.Error())
+}
+
+// grpcCode is Triton's CodeToStatus table.
+func grpcCode(c inference.Code) codes.Code {
+	switch c {
+	case inference.CodeInternal:
+		return codes.Internal
+	case inference.CodeNotFound:
+		return codes.NotFound
+	case inference.CodeInvalidArg:
+		return codes.InvalidArgument
+	case inference.CodeUnavailable:
+		return codes.Unavailable
+	case inference.CodeUnsupported:
+		return codes.Unimplemented
+	case inference.CodeAlreadyExists:
+		return codes.AlreadyExists
+	case inference.CodeCancelled:
+		return codes.Canceled
+	case inference.CodeUnknown:
+		return codes.Unknown
+	default:
+		return codes.Unknown
+	}
+}
+
+// Texts for what this front end does not do yet.
+const (
+	// msgClientShmDisabled answers every shared-memory request while client
+	// shared memory is off, which is Triton's default since --allow-client-shm
+	// was introduced.
+	msgClientShmDisabled = "client shared memory is disabled; start the server with --allow-client-shm=true to use shared-memory regions"
+	msgRepositoryName    = "'repository_name' specification is not supported"
+)
+
+// service implements inference.GRPCInferenceService.
+type service struct {
+	inferencepb.UnimplementedGRPCInferenceServiceServer
+
+	core        Core
+	log         zerolog.Logger
+	maxInFlight int
+}
+
+var _ inferencepb.GRPCInferenceServiceServer = (*service)(nil)
+
+func (s *service) ServerLive(context.Context, *inferencepb.ServerLiveRequest) (*inferencepb.ServerLiveResponse, error) {
+	return &inferencepb.ServerLiveResponse{Live: s.core.Live()}, nil
+}
+
+func (s *service) ServerReady(context.Context, *inferencepb.ServerReadyRequest) (*inferencepb.ServerReadyResponse, error) {
+	return &inferencepb.ServerReadyResponse{Ready: s.core.Ready()}, nil
+}
+
+func (s *service) ModelReady(ctx context.Context, in *inferencepb.ModelReadyRequest) (*inferencepb.ModelReadyResponse, error) {
+	ready, err := s.core.ModelReady(ctx, in.GetName(), in.GetVersion())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &inferencepb.ModelReadyResponse{Ready: ready}, nil
+}
+
+func (s *service) ServerMetadata(context.Context, *inferencepb.ServerMetadataRequest) (*inferencepb.ServerMetadataResponse, error) {
+	md := s.core.Metadata()
+	if md == nil {
+		return nil, status.Error(codes.Internal, "server metadata is not available")
+	}
+	return md, nil
+}
+
+func (s *service) ModelMetadata(ctx context.Context, in *inferencepb.ModelMetadataRequest) (*inferencepb.ModelMetadataResponse, error) {
+	md, err := s.core.ModelMetadata(ctx, in.GetName(), in.GetVersion())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return md, nil
+}
+
+func (s *service) ModelConfig(ctx context.Context, in *inferencepb.ModelConfigRequest) (*inferencepb.ModelConfigResponse, error) {
+	cfg, err := s.core.ModelConfig(ctx, in.GetName(), in.GetVersion())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &inferencepb.ModelConfigResponse{Config: cfg}, nil
+}
+
+func (s *service) ModelStatistics(ctx context.Context, in *inferencepb.ModelStatisticsRequest) (*inferencepb.ModelStatisticsResponse, error) {
+	st, err := s.core.ModelStatistics(ctx, in.GetName(), in.GetVersion())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if st == nil {
+		st = &inferencepb.ModelStatisticsResponse{}
+	}
+	return st, nil
+}
+
+func (s *service) RepositoryIndex(ctx context.Context, in *inferencepb.RepositoryIndexRequest) (*inferencepb.RepositoryIndexResponse, error) {
+	if in.GetRepositoryName() != "" {
+		return nil, status.Error(codes.Unimplemented, msgRepositoryName)
+	}
+	entries, err := s.core.RepositoryIndex(ctx, in.GetReady())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &inferencepb.RepositoryIndexResponse{
+		Models: make([]*inferencepb.RepositoryIndexResponse_ModelIndex, len(entries)),
+	}
+	for i, e := range entries {
+		out.Models[i] = &inferencepb.RepositoryIndexResponse_ModelIndex{
+			Name:    e.Name,
+			Version: e.Version,
+			State:   string(e.State),
+			Reason:  e.Reason,
+		}
+	}
+	return out, nil
+}
+
+// RepositoryModelLoad is synchronous, as in Triton. The load goes on if the
+// client gives up waiting, so the core gets a context without cancellation.
+func (s *service) RepositoryModelLoad(ctx context.Context, in *inferencepb.RepositoryModelLoadRequest) (*inferencepb.RepositoryModelLoadResponse, error) {
+	if in.GetRepositoryName() != "" {
+		return nil, status.Error(codes.Unimplemented, msgRepositoryName)
+	}
+	opts, err := loadOptions(in.GetParameters())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := s.core.LoadModel(context.WithoutCancel(ctx), in.GetModelName(), opts); err != nil {
+		return nil, toStatus(err)
+	}
+	return &inferencepb.RepositoryModelLoadResponse{}, nil
+}
+
+// loadOptions applies Triton's rules for load parameters: "config" is a
+// string_param, "file:<version>/<path>" a bytes_param, anything else is
+// rejected. Keys are checked in sorted order so the first error reported
+// does not depend on map order.
+func loadOptions(params map[string]*inferencepb.ModelRepositoryParameter) (repository.LoadOptions, error) {
+	var opts repository.LoadOptions
+	for _, k := range sortedKeys(params) {
+		p := params[k]
+		switch {
+		case k == "config":
+			v, ok := p.GetParameterChoice().(*inferencepb.ModelRepositoryParameter_StringParam)
+			if !ok {
+				return opts, inference.InvalidArg("invalid value type for load parameter '%s', expected string_param.", k)
+			}
+			opts.Config = v.StringParam
+		case strings.HasPrefix(k, "file:"):
+			v, ok := p.GetParameterChoice().(*inferencepb.ModelRepositoryParameter_BytesParam)
+			if !ok {
+				return opts, inference.InvalidArg("invalid value type for load parameter '%s', expected bytes_param.", k)
+			}
+			if opts.Files == nil {
+				opts.Files = make(map[string][]byte)
+			}
+			opts.Files[strings.TrimPrefix(k, "file:")] = v.BytesParam
+		default:
+			return opts, inference.InvalidArg("unrecognized load parameter '%s'.", k)
+		}
+	}
+	return opts, nil
+}
+
+// RepositoryModelUnload only starts the unload (Triton's unload is
+// asynchronous); like a load, it is not cancelled with the RPC.
+func (s *service) RepositoryModelUnload(ctx context.Context, in *inferencepb.RepositoryModelUnloadRequest) (*inferencepb.RepositoryModelUnloadResponse, error) {
+	if in.GetRepositoryName() != "" {
+		return nil, status.Error(codes.Unimplemented, msgRepositoryName)
+	}
+	dependents := false
+	if p, ok := in.GetParameters()["unload_dependents"]; ok {
+		v, ok := p.GetParameterChoice().(*inferencepb.ModelRepositoryParameter_BoolParam)
+		if !ok {
+			return nil, status.Error(codes.InvalidArgument, "invalid value type for 'unload_dependents' parameter, expected bool_param.")
+		}
+		dependents = v.BoolParam
+	}
+	if err := s.core.UnloadModel(context.WithoutCancel(ctx), in.GetModelName(), dependents); err != nil {
+		return nil, toStatus(err)
+	}
+	return &inferencepb.RepositoryModelUnloadResponse{}, nil
+}
+
+func (s *service) SystemSharedMemoryStatus(context.Context, *inferencepb.SystemSharedMemoryStatusRequest) (*inferencepb.SystemSharedMemoryStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, msgClientShmDisabled)
+}
+
+func (s *service) SystemSharedMemoryRegister(context.Context, *inferencepb.SystemSharedMemoryRegisterRequest) (*inferencepb.SystemSharedMemoryRegisterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, msgClientShmDisabled)
+}
+
+func (s *service) SystemSharedMemoryUnregister(context.Context, *inferencepb.SystemSharedMemoryUnregisterRequest) (*inferencepb.SystemSharedMemoryUnregisterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, msgClientShmDisabled)
+}
+
+func (s *service) CudaSharedMemoryStatus(context.Context, *inferencepb.CudaSharedMemoryStatusRequest) (*inferencepb.CudaSharedMemoryStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, msgClientShmDisabled)
+}
+
+func (s *service) CudaSharedMemoryRegister(context.Context, *inferencepb.CudaSharedMemoryRegisterRequest) (*inferencepb.CudaSharedMemoryRegisterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, msgClientShmDisabled)
+}
+
+func (s *service) CudaSharedMemoryUnregister(context.Context, *inferencepb.CudaSharedMemoryUnregisterRequest) (*inferencepb.CudaSharedMemoryUnregisterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, msgClientShmDisabled)
+}
+
+func (s *service) TraceSetting(context.Context, *inferencepb.TraceSettingRequest) (*inferencepb.TraceSettingResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "the server does not support trace settings yet")
+}
+
+func (s *service) LogSettings(context.Context, *inferencepb.LogSettingsRequest) (*inferencepb.LogSettingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "the server does not support log settings yet")
+}
+
+// recoverUnary turns a panic in a handler or the core into an INTERNAL
+// status instead of a crashed server.
+func (s *service) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = s.panicked(info.FullMethod, r)
+		}
+	}()
+	return handler(ctx, req)
+}
+
+func (s *service) recoverStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = s.panicked(info.FullMethod, r)
+		}
+	}()
+	return handler(srv, ss)
+}
+
+func (s *service) panicked(method string, r any) error {
+	s.log.Error().Str("method", method).Interface("panic", r).Bytes("stack", debug.Stack()).Msg("panic in gRPC handler")
+	return status.Errorf(codes.Internal, "internal error in %s: %v", method, r)
+}
+
+// healthService answers grpc.health.v1 Check from server readiness, as
+// Triton does; the service name is ignored.
+type healthService struct {
+	healthpb.UnimplementedHealthServer
+	core Core
+}
+
+func (h *healthService) Check(context.Context, *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if h.core.Ready() {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	return &healthpb.HealthCheckResponse{Status: st}, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
