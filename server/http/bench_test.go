@@ -1,0 +1,124 @@
+package httpfront
+
+import (
+	"context"
+	"math/rand/v2"
+	"strconv"
+	"testing"
+
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+
+	"github.com/nereid-project/nereid/inference"
+)
+
+// echoCore answers every request with its inputs, copying nothing, so that
+// benchmarks measure the front end alone.
+type echoCore struct{ *fakeCore }
+
+func (e echoCore) Infer(_ context.Context, req *inference.Request) (*inference.Response, error) {
+	return &inference.Response{ModelName: req.ModelName, ModelVersion: "1", Outputs: req.Inputs}, nil
+}
+
+// binaryRequest builds a binary request with n FP32 inputs of size
+// elements each, every output asked for in binary.
+func binaryRequest(n, size int) ([]byte, int) {
+	hdr := `{"inputs":[`
+	outs := ""
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			hdr += ","
+			outs += ","
+		}
+		hdr += `{"name":"INPUT` + strconv.Itoa(i) + `","datatype":"FP32","shape":[1,` + strconv.Itoa(size) +
+			`],"parameters":{"binary_data_size":` + strconv.Itoa(4*size) + `}}`
+		outs += `{"name":"INPUT` + strconv.Itoa(i) + `","parameters":{"binary_data":true}}`
+	}
+	hdr += `],"outputs":[` + outs + `]}`
+	body := []byte(hdr)
+	for i := 0; i < n*size; i++ {
+		body = appendF32(body, rand.Float32())
+	}
+	return body, len(hdr)
+}
+
+// BenchmarkBinaryDecodeEncode decodes a binary request and encodes the
+// echoed binary response into a reused buffer: the front end's hot path
+// without the network. Allocations must not grow with the tensor size.
+func BenchmarkBinaryDecodeEncode(b *testing.B) {
+	for _, size := range []int{16, 1 << 18} {
+		b.Run("elems="+strconv.Itoa(size), func(b *testing.B) {
+			body, hl := binaryRequest(2, size)
+			s := New(echoCore{newFakeCore()}, Options{Logger: zerolog.Nop()})
+			out := make([]byte, 0, len(body)+4096)
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				c := s.getCall()
+				c.req.ModelName = "any"
+				if err := decodeInferJSON(c, body[:hl], body[hl:]); err != nil {
+					b.Fatal(err)
+				}
+				resp := &inference.Response{ModelName: "any", ModelVersion: "1", Outputs: c.req.Inputs}
+				var err error
+				out, _, _, err = appendInferResponse(out[:0], c, resp)
+				if err != nil {
+					b.Fatal(err)
+				}
+				s.putCall(c)
+			}
+		})
+	}
+}
+
+// BenchmarkJSONDecodeEncode does the same for a JSON request with every
+// data type.
+func BenchmarkJSONDecodeEncode(b *testing.B) {
+	s := New(echoCore{newFakeCore()}, Options{Logger: zerolog.Nop()})
+	body := []byte(allTypesJSON)
+	var out []byte
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		c := s.getCall()
+		c.req.ModelName = "any"
+		if err := decodeInferJSON(c, body, nil); err != nil {
+			b.Fatal(err)
+		}
+		resp := &inference.Response{ModelName: "any", ModelVersion: "1", Outputs: c.req.Inputs}
+		var err error
+		out, _, _, err = appendInferResponse(out[:0], c, resp)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.putCall(c)
+	}
+}
+
+// BenchmarkHandlerBinary runs the whole infer handler (routing, headers,
+// config lookup, decode, core call, encode) on a fasthttp request context.
+func BenchmarkHandlerBinary(b *testing.B) {
+	for _, size := range []int{16, 1 << 18} {
+		b.Run("elems="+strconv.Itoa(size), func(b *testing.B) {
+			body, hl := binaryRequest(2, size)
+			s := New(echoCore{newFakeCore()}, Options{Logger: zerolog.Nop()})
+			handler := s.Handler()
+			var req fasthttp.Request
+			req.Header.SetMethod("POST")
+			req.SetRequestURI("/v2/models/any/infer")
+			req.Header.Set(headerInferHeaderLength, strconv.Itoa(hl))
+			req.SetBody(body)
+			var ctx fasthttp.RequestCtx
+			ctx.Init(&req, nil, nil)
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				handler(&ctx)
+				if ctx.Response.StatusCode() != 200 {
+					b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+				}
+				ctx.Response.Reset()
+			}
+		})
+	}
+}

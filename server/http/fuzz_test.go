@@ -1,0 +1,100 @@
+package httpfront
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/proto/inferencepb"
+)
+
+var fuzzRawConfigs = []*inferencepb.ModelConfig{
+	testModels()["raw_fp32"],
+	testModels()["raw_batched"],
+	testModels()["raw_bytes"],
+	testModels()["simple"],
+}
+
+// FuzzDecodeInferRequest feeds arbitrary bodies to the request decoder:
+// hdrLen < 0 decodes body as a JSON request, 0 as a raw binary request, and
+// n > 0 as a JSON header of n bytes (modulo the body) followed by binary
+// tensor data. Decoding must never panic, every tensor it accepts must be
+// consistent with its shape, and echoing the tensors back must encode.
+func FuzzDecodeInferRequest(f *testing.F) {
+	f.Add([]byte(allTypesJSON), -1)
+	f.Add([]byte(`{"id":"x","parameters":{"sequence_id":"s","priority":1,"custom":1.5,"binary_data_output":true},"inputs":[{"name":"a","datatype":"FP32","shape":[2,2],"data":[[1,2],[3,4e-3]]}],"outputs":[{"name":"a","parameters":{"binary_data":false,"classification":2}}]}`), -1)
+	hdr := `{"inputs":[{"name":"a","datatype":"INT32","shape":[2],"parameters":{"binary_data_size":8}},{"name":"b","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size":7}}]}`
+	bin, _ := binaryBody(hdr, []byte{1, 0, 0, 0, 2, 0, 0, 0}, []byte{3, 0, 0, 0, 'a', 'b', 'c'})
+	f.Add(bin, len(hdr))
+	f.Add(bin, 0)
+	f.Add([]byte{0, 0, 128, 63, 0, 0, 0, 64}, 0)
+	f.Add([]byte(`{"inputs":[{"name":"x","datatype":"BYTES","shape":[2],"data":["\u00e9\ud83d\ude00","\\\"\/\b\f\n\r\t"]}]}`), -1)
+	f.Add([]byte(`{"inputs":[{"name":"x","datatype":"INT8","shape":[1],"data":`+strings.Repeat("[", 80)+`1`+strings.Repeat("]", 80)+`}]}`), -1)
+	f.Add([]byte(`{"inputs":[{"name":"x","datatype":"UINT64","shape":[0],"data":[]},{"name":"y","datatype":"BOOL","shape":[],"data":[true]}]}`), -1)
+	f.Add([]byte(`{"inputs":[]}  `), -1)
+	f.Add([]byte(`{`), -1)
+	f.Add([]byte(``), 5)
+
+	f.Fuzz(func(t *testing.T, body []byte, hdrLen int) {
+		c := &inferCall{}
+		c.req.ModelName = "fuzz"
+		var err error
+		switch {
+		case hdrLen < 0:
+			err = decodeInferJSON(c, body, nil)
+		case hdrLen == 0:
+			err = decodeRaw(c, body, fuzzRawConfigs[len(body)%len(fuzzRawConfigs)])
+		default:
+			n := hdrLen % (len(body) + 1)
+			err = decodeInferJSON(c, body[:n], body[n:])
+		}
+		if err != nil {
+			if inference.CodeOf(err) == inference.CodeInternal {
+				t.Fatalf("decode error without a status class: %v", err)
+			}
+			return
+		}
+		for i := range c.req.Inputs {
+			if err := c.req.Inputs[i].ValidateData(); err != nil {
+				t.Fatalf("accepted an inconsistent tensor: %v", err)
+			}
+		}
+		// Echo every input back as an output, in JSON and in binary.
+		resp := &inference.Response{ModelName: "fuzz", ModelVersion: "1", Outputs: c.req.Inputs}
+		for _, binaryOut := range []bool{false, true} {
+			c.binaryOutput = binaryOut
+			c.req.Outputs, c.outKinds = nil, nil
+			out, hl, _, err := appendInferResponse(nil, c, resp)
+			if err != nil {
+				continue // FP16/BF16 cannot be JSON
+			}
+			header := out[:hl]
+			if !bytes.Contains(header, []byte("NaN")) && !bytes.Contains(header, []byte("Infinity")) && !json.Valid(header) {
+				t.Fatalf("invalid JSON response: %s", header)
+			}
+		}
+	})
+}
+
+// FuzzParseRoute checks that routing never panics and that every model
+// route names a model.
+func FuzzParseRoute(f *testing.F) {
+	for _, p := range []string{"/v2", "/v2/models/m/versions/1/infer", "/v2/repository/r/models/m/load", "/v2/systemsharedmemory/region/x/status", "/v2/models/a%2Fb/ready", "//", "/v2/models/%"} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		r := parseRoute([]byte(path))
+		switch r.kind {
+		case routeModelMetadata, routeModelReady, routeModelConfig, routeModelStats, routeModelInfer, routeRepoLoad, routeRepoUnload:
+			if r.model == "" {
+				t.Fatalf("%q routed to %d without a model", path, r.kind)
+			}
+		default:
+		}
+		if r.version != "" && !isDigits([]byte(r.version)) {
+			t.Fatalf("%q: version %q", path, r.version)
+		}
+	})
+}

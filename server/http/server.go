@@ -1,0 +1,283 @@
+// Package httpfront is Nereid's HTTP/REST front end: the KServe v2 protocol
+// with Triton's extensions (binary tensor data, model repository,
+// configuration, statistics), served with fasthttp and answering with the
+// same paths, status codes, JSON shapes and error texts as Triton's
+// src/http_server.cc, so that tritonclient and perf_analyzer work unchanged.
+//
+// The package only translates between the wire and the inference types; the
+// work is done by a Core (in production *server.Server).
+//
+// Cancellation: fasthttp gives a handler no signal when its client goes
+// away, so a request's context is derived from the front end's base
+// context only. It is cancelled when Shutdown gives up waiting (its context
+// expires), not when a single client disconnects; a request whose client has
+// left runs to completion and its response is discarded.
+package httpfront
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+
+	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/proto/inferencepb"
+	"github.com/nereid-project/nereid/repository"
+)
+
+// Core is what the front end needs from the server core. *server.Server
+// satisfies it.
+//
+// Contract for Infer: the request's tensor Data may alias the HTTP request
+// body, which is reused once the handler returns, so the core must not keep
+// the request, its tensors or their Data after Infer returns. The response's
+// tensors are read (and copied to the wire) before the handler returns; the
+// core may hand back Data that aliases the request's inputs.
+type Core interface {
+	Live() bool
+	Ready() bool
+	Metadata() *inferencepb.ServerMetadataResponse
+	ModelReady(ctx context.Context, name, version string) (bool, error)
+	ModelMetadata(ctx context.Context, name, version string) (*inferencepb.ModelMetadataResponse, error)
+	// ModelConfig returns a configuration the caller must not modify.
+	ModelConfig(ctx context.Context, name, version string) (*inferencepb.ModelConfig, error)
+	ModelStatistics(ctx context.Context, name, version string) (*inferencepb.ModelStatisticsResponse, error)
+	RepositoryIndex(ctx context.Context, readyOnly bool) ([]repository.IndexEntry, error)
+	LoadModel(ctx context.Context, name string, opts repository.LoadOptions) error
+	UnloadModel(ctx context.Context, name string, unloadDependents bool) error
+	Infer(ctx context.Context, req *inference.Request) (*inference.Response, error)
+}
+
+// DefaultMaxInputSize is Triton's default --http-max-input-size (64 MiB).
+const DefaultMaxInputSize = 64 << 20
+
+// Options configures the front end. Zero values select the defaults.
+type Options struct {
+	// Addr is the listen address for ListenAndServe (--http-address and
+	// --http-port); default ":8000".
+	Addr string
+	// MaxInputSize caps the request body, and the decompressed body of a
+	// gzip or deflate request, in bytes (--http-max-input-size).
+	MaxInputSize int
+	// HeaderForwardPattern, when set, forwards every request header whose
+	// name it matches into the inference request as a string parameter
+	// (--http-header-forward-pattern). Compile it with
+	// CompileHeaderForwardPattern to get Triton's case-insensitive default.
+	HeaderForwardPattern *regexp.Regexp
+	// ReadTimeout and IdleTimeout bound slow clients; zero means none.
+	ReadTimeout time.Duration
+	IdleTimeout time.Duration
+	// Concurrency caps the connections served at once; 0 is fasthttp's
+	// default (256 * 1024).
+	Concurrency int
+	Logger      zerolog.Logger
+}
+
+// CompileHeaderForwardPattern compiles a --http-header-forward-pattern the
+// way Triton matches it: case-insensitively unless the pattern turns that
+// off with a leading "(?-i)".
+func CompileHeaderForwardPattern(pattern string) (*regexp.Regexp, error) {
+	if pattern == "" {
+		return nil, nil
+	}
+	if !strings.HasPrefix(pattern, "(?-i)") {
+		pattern = "(?i)" + pattern
+	}
+	re, err := regexp.Compile(pattern)
+	if err != nil {
+		return nil, fmt.Errorf("invalid --http-header-forward-pattern %q: %w", pattern, err)
+	}
+	return re, nil
+}
+
+// Server is the HTTP front end.
+type Server struct {
+	core Core
+	opts Options
+	log  zerolog.Logger
+	srv  *fasthttp.Server
+
+	// baseCtx is the parent of every request context (fasthttp has none
+	// per request); cancel ends it once Shutdown stops waiting.
+	baseCtx context.Context //nolint:containedctx // server-lifetime parent context
+	cancel  context.CancelFunc
+
+	callPool sync.Pool // *inferCall
+}
+
+// New returns a front end over core. It does not listen until Serve.
+func New(core Core, opts Options) *Server {
+	if opts.Addr == "" {
+		opts.Addr = ":8000"
+	}
+	if opts.MaxInputSize <= 0 {
+		opts.MaxInputSize = DefaultMaxInputSize
+	}
+	s := &Server{core: core, opts: opts, log: opts.Logger}
+	s.baseCtx, s.cancel = context.WithCancel(context.Background())
+	s.srv = &fasthttp.Server{
+		Handler:                       s.Handler(),
+		ErrorHandler:                  s.handleTransportError,
+		NoDefaultServerHeader:         true,
+		NoDefaultContentType:          true,
+		DisablePreParseMultipartForm:  true,
+		DisableHeaderNamesNormalizing: true, // forwarded headers keep the client's spelling
+		MaxRequestBodySize:            opts.MaxInputSize,
+		ReadBufferSize:                16 << 10, // room for forwarded headers
+		ReadTimeout:                   opts.ReadTimeout,
+		IdleTimeout:                   opts.IdleTimeout,
+		Concurrency:                   opts.Concurrency,
+		Logger:                        fasthttpLogger{opts.Logger},
+	}
+	return s
+}
+
+// Serve accepts connections on ln until Shutdown. It returns nil after a
+// clean shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.log.Info().Str("addr", ln.Addr().String()).Msg("started HTTP service")
+	if err := s.srv.Serve(lingerListener{ln}); err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+// ListenAndServe listens on Options.Addr and serves until Shutdown.
+func (s *Server) ListenAndServe() error {
+	ln, err := net.Listen("tcp", s.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("http: listen on %s: %w", s.opts.Addr, err)
+	}
+	return s.Serve(ln)
+}
+
+// Shutdown stops accepting connections and waits for in-flight requests
+// until ctx ends; then it cancels the requests still running.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.ShutdownWithContext(ctx)
+	s.cancel()
+	return err
+}
+
+// Handler returns the request handler, for tests and for embedding.
+func (s *Server) Handler() fasthttp.RequestHandler {
+	return s.handle
+}
+
+// handleTransportError answers requests fasthttp could not read, notably
+// bodies larger than MaxInputSize, with Triton's JSON error shape.
+func (s *Server) handleTransportError(ctx *fasthttp.RequestCtx, err error) {
+	// fasthttp closes the connection after this response, possibly with
+	// the request body unread.
+	if lc, ok := ctx.Conn().(*lingerConn); ok {
+		lc.linger.Store(true)
+	}
+	var small *fasthttp.ErrSmallBuffer
+	var timeout interface{ Timeout() bool }
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		writeError(ctx, fasthttp.StatusBadRequest, tooLargeMessage(-1, s.opts.MaxInputSize))
+	case errors.As(err, &small):
+		writeError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "request header too large")
+	case errors.As(err, &timeout) && timeout.Timeout():
+		writeError(ctx, fasthttp.StatusRequestTimeout, "request timeout")
+	default:
+		writeError(ctx, fasthttp.StatusBadRequest, "error when parsing request: "+err.Error())
+	}
+}
+
+func tooLargeMessage(size, limit int) string {
+	if size < 0 {
+		return fmt.Sprintf("request body exceeds the maximum allowed value of %d bytes; use --http-max-input-size to increase the limit", limit)
+	}
+	return fmt.Sprintf("request body size of %d bytes exceeds the maximum allowed value of %d bytes; use --http-max-input-size to increase the limit", size, limit)
+}
+
+// httpStatus maps an error's class to the HTTP status Triton answers with
+// (HttpCodeFromError): the one place this front end does so.
+func httpStatus(err error) int {
+	switch inference.CodeOf(err) {
+	case inference.CodeInternal:
+		return fasthttp.StatusInternalServerError
+	case inference.CodeNotFound:
+		return fasthttp.StatusNotFound
+	case inference.CodeUnavailable:
+		return fasthttp.StatusServiceUnavailable
+	case inference.CodeUnsupported:
+		return fasthttp.StatusNotImplemented
+	default: // invalid argument, already exists, cancelled, unknown
+		return fasthttp.StatusBadRequest
+	}
+}
+
+// respondErr writes err as {"error": "..."} with its mapped status.
+func respondErr(ctx *fasthttp.RequestCtx, err error) {
+	writeError(ctx, httpStatus(err), err.Error())
+}
+
+// writeError writes a JSON error body with the given status.
+func writeError(ctx *fasthttp.RequestCtx, status int, msg string) {
+	ctx.Response.Header.Del(headerInferHeaderLength)
+	ctx.Response.Header.Del("Content-Encoding")
+	ctx.SetStatusCode(status)
+	ctx.SetContentType(contentTypeJSON)
+	buf := ctx.Response.SwapBody(nil)
+	buf = append(buf[:0], `{"error":`...)
+	buf = appendJSONString(buf, msg)
+	buf = append(buf, '}')
+	ctx.Response.SwapBody(buf)
+}
+
+// fasthttpLogger routes fasthttp's own messages to zerolog.
+type fasthttpLogger struct{ log zerolog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug().Msgf(format, args...)
+}
+
+// Lingering close. When fasthttp refuses a request before reading its body
+// (notably a body over MaxInputSize) it answers and closes the connection.
+// Closing a socket with unread input makes the kernel send a reset, which
+// can destroy the answer before the client has read it, so such a
+// connection first stops writing and drains its input for a moment, as web
+// servers do.
+const (
+	lingerTimeout  = 2 * time.Second
+	lingerMaxBytes = 256 << 20
+)
+
+type lingerListener struct{ net.Listener }
+
+func (l lingerListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &lingerConn{Conn: c}, nil
+}
+
+type lingerConn struct {
+	net.Conn
+	linger atomic.Bool // set when the connection closes after an error
+}
+
+func (c *lingerConn) Close() error {
+	if c.linger.Load() {
+		if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+		if c.SetReadDeadline(time.Now().Add(lingerTimeout)) == nil {
+			_, _ = io.CopyN(io.Discard, c.Conn, lingerMaxBytes)
+		}
+	}
+	return c.Conn.Close()
+}
