@@ -60,8 +60,7 @@ func Errorf(code Code, format string, args ...any) error {
 	return &Error{Code: code, Msg: err.Error(), Err: errors.Unwrap(err)}
 }
 
-// InvalidArg, NotFound, Unavailable, Internal and Unsupported are shorthands
-// for Errorf with their class.
+// InvalidArg is Errorf with CodeInvalidArg.
 func InvalidArg(format string, args ...any) error { return Errorf(CodeInvalidArg, format, args...) }
 
 // NotFound is Errorf with CodeNotFound.

@@ -1,0 +1,211 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nereid-project/nereid/repository"
+)
+
+// config is every setting of the process, parsed from Triton-compatible
+// flags. No other package reads flags or the environment.
+type config struct {
+	repositories        []string
+	controlMode         repository.ControlMode
+	loadModels          []string
+	pollInterval        time.Duration
+	strictModelConfig   bool
+	disableAutoComplete bool
+	modelConfigName     string
+	exitOnError         bool
+	strictReadiness     bool
+	exitTimeout         time.Duration
+	id                  string
+
+	allowHTTP        bool
+	httpAddress      string
+	httpPort         int
+	httpMaxInputSize int
+
+	allowGRPC   bool
+	grpcAddress string
+	grpcPort    int
+
+	allowMetrics   bool
+	metricsAddress string
+	metricsPort    int
+
+	logVerbose int
+	logInfo    bool
+	logWarning bool
+	logError   bool
+
+	// backendConfig holds --backend-config=<backend>,<key>=<value>; the
+	// global form without a backend name is stored under "".
+	backendConfig map[string]map[string]string
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (s *stringList) String() string { return strings.Join(*s, ",") }
+
+func (s *stringList) Set(v string) error {
+	*s = append(*s, v)
+	return nil
+}
+
+// ignoredFlags are Triton flags Nereid accepts so that existing launch
+// scripts start unchanged, but whose settings do not apply to it yet.
+var ignoredFlags = []string{
+	"model-load-thread-count", "model-load-retry-count", "model-namespacing",
+	"http-thread-count", "reuse-http-port", "http-header-forward-pattern", "http-restricted-api",
+	"grpc-infer-thread-count", "grpc-infer-allocation-pool-size", "grpc-max-response-pool-size",
+	"grpc-use-ssl", "grpc-use-ssl-mutual", "grpc-server-cert", "grpc-server-key", "grpc-root-cert",
+	"grpc-infer-response-compression-level", "grpc-keepalive-time", "grpc-keepalive-timeout",
+	"grpc-keepalive-permit-without-calls", "grpc-http2-max-pings-without-data",
+	"grpc-http2-min-recv-ping-interval-without-data", "grpc-http2-max-ping-strikes",
+	"grpc-restricted-protocol", "grpc-header-forward-pattern", "reuse-grpc-port",
+	"grpc-max-connection-age", "grpc-max-connection-age-grace",
+	"allow-gpu-metrics", "allow-cpu-metrics", "metrics-interval-ms", "metrics-config",
+	"log-format", "log-file", "rate-limit", "rate-limit-resource",
+	"pinned-memory-pool-byte-size", "cuda-memory-pool-byte-size", "cuda-virtual-address-size",
+	"buffer-manager-thread-count", "model-load-gpu-limit", "host-policy", "backend-directory",
+	"repoagent-directory", "cache-config", "cache-directory", "response-cache-byte-size",
+	"allow-client-shm", "trace-config", "trace-file", "trace-level", "trace-rate", "trace-count",
+	"trace-log-frequency", "min-supported-compute-capability", "enable-peer-access",
+	"allow-sagemaker", "sagemaker-port", "sagemaker-safe-port-range", "sagemaker-thread-count",
+	"allow-vertex-ai", "vertex-ai-port", "vertex-ai-default-model", "vertex-ai-thread-count",
+}
+
+// errHelp is returned when --help was asked for.
+var errHelp = errors.New("help requested")
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	c := &config{backendConfig: map[string]map[string]string{}}
+	fs := flag.NewFlagSet("nereid", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+
+	var repos, loads, backendCfg stringList
+	fs.Var(&repos, "model-repository", "model repository path (repeatable)")
+	fs.Var(&repos, "model-store", "alias of --model-repository")
+	mode := fs.String("model-control-mode", "none", "model control mode: none, poll or explicit")
+	fs.Var(&loads, "load-model", "model to load at start in explicit mode (repeatable; * loads all)")
+	pollSecs := fs.Int("repository-poll-secs", 15, "seconds between repository scans in poll mode")
+	fs.BoolVar(&c.strictModelConfig, "strict-model-config", false, "require complete config.pbtxt files (disables auto-complete)")
+	fs.BoolVar(&c.disableAutoComplete, "disable-auto-complete-config", false, "do not complete configurations from the model files")
+	fs.StringVar(&c.modelConfigName, "model-config-name", "", "use configs/<name>.pbtxt instead of config.pbtxt when present")
+	fs.BoolVar(&c.exitOnError, "exit-on-error", true, "exit when a model fails to load at start")
+	fs.BoolVar(&c.strictReadiness, "strict-readiness", true, "ready only when every model is ready")
+	exitSecs := fs.Int("exit-timeout-secs", 30, "seconds to wait for in-flight requests at shutdown")
+	fs.StringVar(&c.id, "id", "triton", "server name reported in server metadata (Triton's default, which clients may expect)")
+
+	fs.BoolVar(&c.allowHTTP, "allow-http", true, "serve the HTTP/REST protocol")
+	fs.StringVar(&c.httpAddress, "http-address", "0.0.0.0", "HTTP listen address")
+	fs.IntVar(&c.httpPort, "http-port", 8000, "HTTP port")
+	fs.IntVar(&c.httpMaxInputSize, "http-max-input-size", 64<<20, "largest HTTP request body in bytes")
+	fs.BoolVar(&c.allowGRPC, "allow-grpc", true, "serve the gRPC protocol")
+	fs.StringVar(&c.grpcAddress, "grpc-address", "0.0.0.0", "gRPC listen address")
+	fs.IntVar(&c.grpcPort, "grpc-port", 8001, "gRPC port")
+	fs.BoolVar(&c.allowMetrics, "allow-metrics", true, "serve Prometheus metrics")
+	fs.StringVar(&c.metricsAddress, "metrics-address", "", "metrics listen address (default: --http-address)")
+	fs.IntVar(&c.metricsPort, "metrics-port", 8002, "metrics port")
+
+	fs.IntVar(&c.logVerbose, "log-verbose", 0, "verbose logging level (0 = off)")
+	fs.BoolVar(&c.logInfo, "log-info", true, "log informational messages")
+	fs.BoolVar(&c.logWarning, "log-warning", true, "log warnings")
+	fs.BoolVar(&c.logError, "log-error", true, "log errors")
+	fs.Var(&backendCfg, "backend-config", "<backend>,<key>=<value> (repeatable)")
+
+	for _, name := range ignoredFlags {
+		fs.String(name, "", "accepted for compatibility with Triton's flags; not used by Nereid yet")
+	}
+
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, errHelp
+		}
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if len(repos) == 0 {
+		return nil, errors.New("--model-repository must be given at least once")
+	}
+	c.repositories = repos
+	c.loadModels = loads
+	switch *mode {
+	case "none":
+		c.controlMode = repository.ModeNone
+	case "poll":
+		c.controlMode = repository.ModePoll
+	case "explicit":
+		c.controlMode = repository.ModeExplicit
+	default:
+		return nil, fmt.Errorf("--model-control-mode: %q is not one of none, poll, explicit", *mode)
+	}
+	if *pollSecs < 1 && c.controlMode == repository.ModePoll {
+		return nil, fmt.Errorf("--repository-poll-secs: %d must be at least 1", *pollSecs)
+	}
+	c.pollInterval = time.Duration(*pollSecs) * time.Second
+	if *exitSecs < 0 {
+		return nil, fmt.Errorf("--exit-timeout-secs: %d must not be negative", *exitSecs)
+	}
+	c.exitTimeout = time.Duration(*exitSecs) * time.Second
+	if c.metricsAddress == "" {
+		c.metricsAddress = c.httpAddress
+	}
+	for _, port := range []struct {
+		name string
+		v    int
+	}{{"http-port", c.httpPort}, {"grpc-port", c.grpcPort}, {"metrics-port", c.metricsPort}} {
+		if port.v < 0 || port.v > 65535 {
+			return nil, fmt.Errorf("--%s: %d is not a port number", port.name, port.v)
+		}
+	}
+	if c.httpMaxInputSize <= 0 {
+		return nil, fmt.Errorf("--http-max-input-size: %d must be positive", c.httpMaxInputSize)
+	}
+	for _, bc := range backendCfg {
+		if err := c.addBackendConfig(bc); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// addBackendConfig parses "<backend>,<key>=<value>" or the global
+// "<key>=<value>".
+func (c *config) addBackendConfig(s string) error {
+	backend, kv, hasBackend := strings.Cut(s, ",")
+	if !hasBackend {
+		backend, kv = "", s
+	}
+	key, value, ok := strings.Cut(kv, "=")
+	if !ok || key == "" {
+		return fmt.Errorf("--backend-config: %q is not <backend>,<key>=<value>", s)
+	}
+	if c.backendConfig[backend] == nil {
+		c.backendConfig[backend] = map[string]string{}
+	}
+	c.backendConfig[backend][key] = value
+	return nil
+}
+
+func (c *config) autoComplete() bool { return !c.strictModelConfig && !c.disableAutoComplete }
+
+// hostPort joins a listen address and port. Triton's IPv6 form
+// "ipv6:[::1]" is accepted as well as a bare "::1".
+func hostPort(addr string, port int) string {
+	addr = strings.TrimPrefix(addr, "ipv6:")
+	if strings.Contains(addr, ":") && !strings.HasPrefix(addr, "[") {
+		addr = "[" + addr + "]"
+	}
+	return addr + ":" + strconv.Itoa(port)
+}
