@@ -1,8 +1,9 @@
 # Nereid build, test and check entry points.
 #
 # Works from a fresh clone on a machine that has only Go, python3 (3.11),
-# gcc and make: every other tool is installed into an ignored folder of the
-# repository (.venv for Python, .tools for Go tools) by the targets below.
+# gcc, make and npm: every other tool is installed into an ignored folder of
+# the repository (.venv for Python, .tools for Go tools, .ort for the ONNX
+# Runtime library) by the targets below.
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -28,6 +29,24 @@ PROTOC_GEN_GRPC:= $(TOOLS)/protoc-gen-go-grpc
 GOLANGCI_LINT  := $(TOOLS)/golangci-lint
 GOLANGCI_STAMP := $(TOOLS)/.golangci-lint-$(GOLANGCI_LINT_VERSION)
 
+# ONNX Runtime shared library for backends/onnxruntime: the CPU build that
+# the npm package onnxruntime-node ships for linux-x64, fetched with
+# `npm pack` (no install scripts run) and checked against its sha256. The
+# version matches the C API (ORT_API_VERSION 24) that
+# github.com/yalue/onnxruntime_go v1.27.0 in go.mod compiles against.
+ORT_VERSION := 1.24.3
+ORT_SHA256  := aa1bb5fa261ea68de05dd53efbba210cd7adf2d2850f4c3a201054c74cc78040
+ORT_DIR     := .ort
+ORT_LIB     := $(CURDIR)/$(ORT_DIR)/lib/libonnxruntime.so.1
+ORT_STAMP   := $(ORT_DIR)/.onnxruntime-node-$(ORT_VERSION)
+
+# The example models are made by scripts/make_models.py with the venv's
+# onnx. The committed stamp is named after the script's content, so the
+# models are remade when the script changes, whatever the files' mtimes
+# (a fresh clone has arbitrary ones).
+MODELS_SCRIPT := scripts/make_models.py
+MODELS_STAMP  := model_repo_examples/.models-$(shell sha256sum $(MODELS_SCRIPT) | cut -c1-16)
+
 PROTO_SOURCES := model_config.proto grpc_service.proto health.proto
 # protoc comes from the venv's grpcio-tools; the plugins are pinned in go.mod.
 # $(1) is the directory protoc runs in (a copy of proto/ for the freshness
@@ -42,7 +61,7 @@ define protoc
 endef
 
 .PHONY: all build run test test-go test-fuzz test-e2e check fmt-check vet lint \
-	tidy-check proto proto-check venv tools clean distclean help
+	tidy-check proto proto-check venv tools clean distclean help ort models bench-ort
 
 all: build
 
@@ -53,16 +72,48 @@ help:
 	@echo 'make check   gofmt, go vet, golangci-lint, go mod tidy diff, generated-code freshness, go test -race'
 	@echo 'make proto   regenerate proto/inferencepb and proto/healthpb'
 	@echo 'make venv    Python virtualenv for the end-to-end tests (.venv)'
+	@echo 'make ort     ONNX Runtime shared library into .ort/ (from the npm package onnxruntime-node)'
+	@echo 'make models  regenerate the ONNX example models when scripts/make_models.py changed'
 	@echo 'make tools   pinned protoc plugins and golangci-lint (.tools)'
 	@echo 'make clean   remove build outputs; make distclean also removes .venv and .tools'
 
 ## ---- build and run -------------------------------------------------------
 
-build:
+build: models
 	$(GO) build -o bin/nereid ./cmd/nereid
 
-run: build
+run: build ort
 	bin/nereid --model-repository=model_repo_examples
+
+# The committed .onnx files are what the script makes. The venv is made
+# in the recipe, not as a prerequisite, so that a build with the models
+# up to date needs no Python.
+models: $(MODELS_STAMP)
+
+$(MODELS_STAMP): | $(MODELS_SCRIPT)
+	$(MAKE) --no-print-directory venv
+	$(VENV)/bin/python $(MODELS_SCRIPT) model_repo_examples --testdata backends/onnxruntime/testdata/models
+	rm -f model_repo_examples/.models-*
+	touch $@
+
+ort: $(ORT_STAMP)
+
+# linux-x64 only: that is the build the npm package carries.
+$(ORT_STAMP):
+	@if [ "$$(uname -sm)" != "Linux x86_64" ]; then \
+		echo "make ort: onnxruntime-node carries the library for linux-x64 only; on $$(uname -sm)"; \
+		echo "pass --backend-config=onnxruntime,library=PATH to a libonnxruntime $(ORT_VERSION) instead"; exit 1; fi
+	@command -v npm >/dev/null || { echo "make ort needs npm (it fetches the onnxruntime-node package)"; exit 1; }
+	rm -rf $(ORT_DIR)
+	mkdir -p $(ORT_DIR)/lib
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	echo "npm pack onnxruntime-node@$(ORT_VERSION)"; \
+	(cd "$$tmp" && npm pack --silent --ignore-scripts onnxruntime-node@$(ORT_VERSION) >/dev/null); \
+	tgz="$$tmp/onnxruntime-node-$(ORT_VERSION).tgz"; \
+	echo "$(ORT_SHA256)  $$tgz" | sha256sum --check --quiet; \
+	tar -xzf "$$tgz" -C "$$tmp" package/bin/napi-v6/linux/x64; \
+	cp "$$tmp"/package/bin/napi-v6/linux/x64/libonnxruntime.so.1* $(ORT_DIR)/lib/
+	touch $@
 
 ## ---- tool installation ----------------------------------------------------
 
@@ -104,8 +155,10 @@ $(GOLANGCI_STAMP):
 
 test: test-go test-fuzz test-e2e
 
-test-go:
-	$(GO) test -race ./...
+# NEREID_ORT_LIBRARY makes the ONNX Runtime tests fail, not skip, when the
+# library is missing.
+test-go: ort
+	NEREID_ORT_LIBRARY=$(ORT_LIB) $(GO) test -race ./...
 
 # Runs every native fuzz target for $(FUZZTIME). `go test -list` prints a
 # package's matching test names followed by its "ok <package>" line.
@@ -119,8 +172,14 @@ test-fuzz:
 		done; \
 	done <<< "$$targets"
 
-test-e2e: build venv
+test-e2e: build venv ort
 	$(VENV)/bin/python -m pytest -q tests/e2e $(PYTEST_ARGS)
+
+# The ONNX Runtime backend's per-request overhead against onnxruntime_go
+# called directly (perf/onnxruntime.md). A benchmark, not a test.
+BENCH_COUNT ?= 5
+bench-ort: ort
+	NEREID_ORT_LIBRARY=$(ORT_LIB) $(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./backends/onnxruntime
 
 ## ---- checks -----------------------------------------------------------------
 
@@ -162,4 +221,4 @@ clean:
 	find . -type d -name '.?*' -prune -o -type d -name __pycache__ -print | xargs rm -rf
 
 distclean: clean
-	rm -rf $(VENV) $(TOOLS) .pytest_cache
+	rm -rf $(VENV) $(TOOLS) $(ORT_DIR) .pytest_cache

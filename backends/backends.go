@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -65,6 +66,24 @@ type Model interface {
 // allowed). Execute returns promptly once ctx is cancelled.
 type Instance interface {
 	Execute(ctx context.Context, batch []*inference.Request) ([]*inference.Response, error)
+}
+
+// Phases is how one execution spent its time, for the statistics extension's
+// compute_input / compute_infer / compute_output split: Input is the time the
+// backend took to gather the batch's inputs into the form the framework
+// runs on, Output the time it took to turn the framework's results into
+// response tensors. The rest of the execution counts as inference.
+type Phases struct {
+	Input  time.Duration
+	Output time.Duration
+}
+
+// PhaseReporter is implemented by instances that measure the phases of an
+// execution. ExecuteWithPhases has Execute's contract; the scheduler calls
+// it instead of Execute when an instance implements it. Instances that do
+// not implement it have their whole execution counted as inference.
+type PhaseReporter interface {
+	ExecuteWithPhases(ctx context.Context, batch []*inference.Request) ([]*inference.Response, Phases, error)
 }
 
 // Closer is implemented by models and instances that hold resources to free

@@ -56,6 +56,27 @@ type Request struct {
 	// first dimension of its inputs when the model batches, else 1. The
 	// server fills it while checking the request against the model.
 	BatchSize int
+
+	// Timing holds when the request passed the phases that statistics,
+	// metrics and traces report. The server and the scheduler fill it.
+	Timing Timing
+}
+
+// Timing is the life of one request as Triton's statistics and traces see
+// it. Zero values are phases the request did not reach.
+type Timing struct {
+	QueueStart         time.Time // handed to the model's scheduler
+	ComputeStart       time.Time // its batch started executing
+	ComputeInputEnd    time.Time // the backend had gathered its inputs
+	ComputeOutputStart time.Time // the backend started producing outputs
+	ComputeEnd         time.Time // its batch finished executing
+
+	// The response cache, for models that use it: CacheHit when the
+	// response came from the cache, CacheMiss when it was computed and
+	// then stored; CacheTime is the lookup time of a hit, or the lookup
+	// plus insertion time of a miss.
+	CacheHit, CacheMiss bool
+	CacheTime           time.Duration
 }
 
 // Input returns the named input, or nil.

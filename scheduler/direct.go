@@ -20,6 +20,10 @@ type Execution struct {
 	ComputeInput time.Duration
 	ComputeInfer time.Duration
 	ComputeOut   time.Duration
+	// Start and End bound the execution; zero when the scheduler did not
+	// record them, in which case the recorder takes the moment it is called
+	// as the end and the three durations before it as the start.
+	Start, End time.Time
 }
 
 // Recorder receives what the scheduler measures. The server's per-model
@@ -37,8 +41,10 @@ type Recorder interface {
 // Requests wait for an instance in arrival order; a request whose context
 // ends while it waits leaves the queue without running.
 type Direct struct {
-	free chan backends.Instance // idle instances; capacity = number of instances
-	rec  Recorder
+	instances []backends.Instance
+	free      chan int // indexes of idle instances; capacity = number of instances
+	rec       Recorder
+	gate      Gate // may be nil
 
 	mu     sync.Mutex // guards closed
 	closed bool
@@ -46,9 +52,15 @@ type Direct struct {
 
 // NewDirect builds a scheduler over instances. rec may be nil.
 func NewDirect(instances []backends.Instance, rec Recorder) *Direct {
-	d := &Direct{free: make(chan backends.Instance, len(instances)), rec: rec}
-	for _, in := range instances {
-		d.free <- in
+	return NewDirectGated(instances, rec, nil)
+}
+
+// NewDirectGated is NewDirect whose executions go through gate (the rate
+// limiter) when it is not nil.
+func NewDirectGated(instances []backends.Instance, rec Recorder, gate Gate) *Direct {
+	d := &Direct{instances: instances, free: make(chan int, len(instances)), rec: rec, gate: gate}
+	for i := range instances {
+		d.free <- i
 	}
 	return d
 }
@@ -64,7 +76,7 @@ func (d *Direct) Infer(ctx context.Context, req *inference.Request) (*inference.
 	}
 	start := time.Now()
 	d.pending(1)
-	var inst backends.Instance
+	var inst int
 	select {
 	case inst = <-d.free:
 	case <-ctx.Done():
@@ -73,14 +85,18 @@ func (d *Direct) Infer(ctx context.Context, req *inference.Request) (*inference.
 	}
 	d.pending(-1)
 	defer func() { d.free <- inst }()
+	if d.gate != nil {
+		if err := d.gate.Acquire(ctx, inst); err != nil {
+			return nil, cancelled(ctx)
+		}
+		defer d.gate.Release(inst)
+	}
 	if d.rec != nil {
 		d.rec.Queued(time.Since(start))
 	}
 
 	batch := []*inference.Request{req}
-	execStart := time.Now()
-	resps, err := inst.Execute(ctx, batch)
-	infer := time.Since(execStart)
+	resps, exec, err := ExecuteBatch(ctx, d.instances[inst], batch)
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +104,7 @@ func (d *Direct) Infer(ctx context.Context, req *inference.Request) (*inference.
 		return nil, inference.Internal("backend returned %d responses for a batch of 1", len(resps))
 	}
 	if d.rec != nil {
-		d.rec.Executed(Execution{Requests: batch, BatchSize: req.BatchSize, ComputeInfer: infer})
+		d.rec.Executed(exec)
 	}
 	return resps[0], nil
 }

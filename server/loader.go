@@ -4,14 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/nereid-project/nereid/backends"
+	"github.com/nereid-project/nereid/cache"
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/proto/inferencepb"
+	"github.com/nereid-project/nereid/ratelimit"
 	"github.com/nereid-project/nereid/repository"
-	"github.com/nereid-project/nereid/scheduler"
 )
 
 // LoaderOptions configures how model versions are brought up.
@@ -19,6 +21,14 @@ type LoaderOptions struct {
 	// BackendConfig holds --backend-config values by backend name.
 	BackendConfig map[string]map[string]string
 	Logger        zerolog.Logger
+	// Metrics, when set, creates the Prometheus reporter of each version
+	// that loads; the version closes it when it unloads.
+	Metrics MetricsFactory
+	// RateLimiter admits executions (--rate-limit); nil or off: none.
+	RateLimiter *ratelimit.Limiter
+	// Cache is the response cache (--cache-config) that models with
+	// response_cache enabled use; nil: none.
+	Cache *cache.Local
 }
 
 // Loader builds the servable of a model version from the backend registry.
@@ -64,6 +74,7 @@ func (l *Loader) Complete(ctx context.Context, modelDir string, cfg *inferencepb
 // LoadVersion loads the backend model, builds every instance of every
 // instance group and puts a scheduler in front of them.
 func (l *Loader) LoadVersion(ctx context.Context, spec repository.VersionSpec) (_ repository.Servable, err error) {
+	loadStart := time.Now()
 	name, b, err := l.backendFor(spec.Config)
 	if err != nil {
 		return nil, err
@@ -87,6 +98,9 @@ func (l *Loader) LoadVersion(ctx context.Context, spec repository.VersionSpec) (
 			err = errors.Join(err, lm.closeBackend())
 		}
 	}()
+	if lm.labels, err = loadLabels(spec.ModelDir, spec.Config); err != nil {
+		return nil, err
+	}
 	for _, g := range spec.Config.GetInstanceGroup() {
 		count := max(g.GetCount(), 1)
 		devices := g.GetGpus()
@@ -105,7 +119,15 @@ func (l *Loader) LoadVersion(ctx context.Context, spec repository.VersionSpec) (
 	if len(lm.instances) == 0 {
 		return nil, inference.InvalidArg("model '%s' has no instances: instance_group count must be at least 1", spec.Name)
 	}
-	lm.sched = scheduler.NewDirect(lm.instances, lm.stats)
+	deps, err := l.schedulerDeps(lm, spec, logger)
+	if err != nil {
+		return nil, err
+	}
+	if l.opts.Metrics != nil {
+		lm.stats.metrics = l.opts.Metrics(spec.Name, spec.Version, spec.Config.GetMetricTags())
+		lm.stats.metrics.LoadDuration(time.Since(loadStart))
+	}
+	lm.sched = newScheduler(spec.Config, lm.instances, lm.stats, deps)
 	logger.Info().Int("instances", len(lm.instances)).Str("backend", name).Msg("model version loaded")
 	return lm, nil
 }

@@ -8,9 +8,9 @@ import (
 	"strings"
 
 	"github.com/nereid-project/nereid/backends"
+	"github.com/nereid-project/nereid/cache"
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/proto/inferencepb"
-	"github.com/nereid-project/nereid/scheduler"
 )
 
 // loadedModel is one READY model version: its configuration, backend model,
@@ -26,8 +26,12 @@ type loadedModel struct {
 
 	model     backends.Model
 	instances []backends.Instance
-	sched     *scheduler.Direct
+	sched     modelScheduler
 	stats     *modelStats
+	cache     *cache.Local        // response cache; nil when the model does not use one
+	release   func()              // undoes what the scheduler registered (rate limiter); may be nil
+	injected  map[string]bool     // inputs the sequence batcher supplies
+	labels    map[string][]string // classification labels by output name (label_filename)
 }
 
 func newLoadedModel(name string, version int64, cfg *inferencepb.ModelConfig, m backends.Model) *loadedModel {
@@ -41,9 +45,10 @@ func newLoadedModel(name string, version int64, cfg *inferencepb.ModelConfig, m 
 		model:     m,
 		stats:     newModelStats(),
 	}
+	lm.injected = injectedInputs(cfg)
 	for _, in := range cfg.GetInput() {
 		lm.inputs[in.GetName()] = in
-		if !in.GetOptional() {
+		if !in.GetOptional() && !lm.injected[in.GetName()] {
 			lm.required++
 		}
 	}
@@ -58,6 +63,12 @@ func newLoadedModel(name string, version int64, cfg *inferencepb.ModelConfig, m 
 func (lm *loadedModel) Close(context.Context) error {
 	if lm.sched != nil {
 		lm.sched.Close()
+	}
+	if lm.release != nil {
+		lm.release()
+	}
+	if lm.stats.metrics != nil {
+		lm.stats.metrics.Close()
 	}
 	return lm.closeBackend()
 }
@@ -78,9 +89,12 @@ func (lm *loadedModel) closeBackend() error {
 // check validates a request against the configuration and sets its batch
 // size. Messages follow Triton's where clients or users recognise them.
 func (lm *loadedModel) check(req *inference.Request) error {
+	if err := lm.checkSequence(req); err != nil {
+		return err
+	}
 	maxBatch := int64(lm.cfg.GetMaxBatchSize())
 	batch := int64(-1)
-	present := 0
+	present, requiredPresent := 0, 0
 	for i := range req.Inputs {
 		t := &req.Inputs[i]
 		in := lm.inputs[t.Name]
@@ -92,7 +106,12 @@ func (lm *loadedModel) check(req *inference.Request) error {
 				return inference.InvalidArg("input '%s' was specified more than once for model '%s'", t.Name, lm.name)
 			}
 		}
-		present++
+		if !lm.injected[t.Name] {
+			present++
+			if !in.GetOptional() {
+				requiredPresent++
+			}
+		}
 		if want := inference.DataType(in.GetDataType()); t.DataType != want {
 			return inference.InvalidArg("inference input '%s' data-type is '%s', but model '%s' expects '%s'", t.Name, t.DataType, lm.name, want)
 		}
@@ -119,10 +138,10 @@ func (lm *loadedModel) check(req *inference.Request) error {
 			return err
 		}
 	}
-	if present < lm.required {
+	if requiredPresent < lm.required {
 		var missing []string
 		for _, in := range lm.cfg.GetInput() {
-			if !in.GetOptional() && req.Input(in.GetName()) == nil {
+			if !in.GetOptional() && !lm.injected[in.GetName()] && req.Input(in.GetName()) == nil {
 				missing = append(missing, "'"+in.GetName()+"'")
 			}
 		}
@@ -164,6 +183,9 @@ func (lm *loadedModel) finish(req *inference.Request, resp *inference.Response) 
 		kept = append(kept, *t)
 	}
 	resp.Outputs = kept
+	if err := lm.classify(req, resp); err != nil {
+		return nil, err
+	}
 	return resp, nil
 }
 

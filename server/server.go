@@ -16,6 +16,7 @@ import (
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 	"github.com/nereid-project/nereid/repository"
+	"github.com/nereid-project/nereid/sharedmem"
 )
 
 // Models is what the server needs from the model repository.
@@ -31,12 +32,19 @@ type Models interface {
 // Extensions lists the protocol extensions Nereid implements, in the order
 // Triton reports them.
 var Extensions = []string{
+	"classification",
+	"sequence",
 	"model_repository",
 	"model_repository(unload_dependents)",
+	"schedule_policy",
 	"model_configuration",
+	"system_shared_memory",
+	"cuda_shared_memory",
 	"binary_tensor_data",
 	"parameters",
 	"statistics",
+	"trace",
+	"logging",
 }
 
 // Options configures a Server.
@@ -45,6 +53,9 @@ type Options struct {
 	Version         string
 	StrictReadiness bool
 	Logger          zerolog.Logger
+	// AllowClientShm enables the shared-memory extensions
+	// (--allow-client-shm); when false they answer UNSUPPORTED.
+	AllowClientShm bool
 }
 
 // Server is the protocol-independent inference server.
@@ -52,6 +63,7 @@ type Server struct {
 	opts     Options
 	models   Models
 	stopping atomic.Bool
+	shm      *sharedmem.Table // nil when client shared memory is disabled
 }
 
 // New returns a server over models.
@@ -59,7 +71,11 @@ func New(models Models, opts Options) *Server {
 	if opts.ID == "" {
 		opts.ID = "triton"
 	}
-	return &Server{opts: opts, models: models}
+	s := &Server{opts: opts, models: models}
+	if opts.AllowClientShm {
+		s.shm = sharedmem.New(sharedmem.Options{})
+	}
+	return s
 }
 
 // BeginShutdown makes the server report not ready, so that load balancers
@@ -238,17 +254,26 @@ func (s *Server) Infer(ctx context.Context, req *inference.Request) (*inference.
 	}
 	defer h.Release()
 	resp, err := s.run(ctx, lm, req)
-	lm.stats.finished(req.Arrival, time.Now(), err == nil)
+	lm.stats.finished(req, time.Now(), err)
 	return resp, err
 }
 
 func (s *Server) run(ctx context.Context, lm *loadedModel, req *inference.Request) (*inference.Response, error) {
-	if err := lm.check(req); err != nil {
-		return nil, err
-	}
-	resp, err := lm.sched.Infer(ctx, req)
+	shm, err := s.bindSharedMemory(req)
 	if err != nil {
 		return nil, err
 	}
-	return lm.finish(req, resp)
+	defer shm.release()
+	if err := lm.check(req); err != nil {
+		return nil, err
+	}
+	req.Timing.QueueStart = time.Now()
+	resp, err := lm.infer(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if resp, err = lm.finish(req, resp); err != nil {
+		return nil, err
+	}
+	return shm.finish(resp)
 }

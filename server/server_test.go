@@ -127,7 +127,8 @@ func TestInferIdentityAndStatistics(t *testing.T) {
 	if o := resp.Outputs[0]; o.Name != "OUTPUT0" || string(o.Data) != string(int32s(1, 2, 3, 4)) {
 		t.Fatalf("output %+v", o)
 	}
-	// A failing request counts as a failure, not an execution.
+	// A request refused by validation is not counted at all, as in Triton:
+	// it never reaches the scheduler.
 	bad := &inference.Request{ModelName: "ident", Inputs: []inference.Tensor{{Name: "INPUT0", DataType: inference.Int32, Shape: []int64{5, 2}, Data: make([]byte, 40)}}}
 	if _, err := s.Infer(ctx, bad); inference.CodeOf(err) != inference.CodeInvalidArg {
 		t.Fatalf("batch 5 > 4: %v", err)
@@ -137,8 +138,19 @@ func TestInferIdentityAndStatistics(t *testing.T) {
 		t.Fatal(err)
 	}
 	ms := st.ModelStats[0]
-	if ms.InferenceCount != 2 || ms.ExecutionCount != 1 || ms.InferenceStats.Success.Count != 1 || ms.InferenceStats.Fail.Count != 1 {
+	if ms.InferenceCount != 2 || ms.ExecutionCount != 1 || ms.InferenceStats.Success.Count != 1 || ms.InferenceStats.Fail.Count != 0 {
 		t.Errorf("stats %v", ms)
+	}
+	is := ms.InferenceStats
+	for name, d := range map[string]*inferencepb.StatisticDuration{
+		"queue": is.Queue, "compute_input": is.ComputeInput, "compute_infer": is.ComputeInfer, "compute_output": is.ComputeOutput,
+	} {
+		if d.Count != 1 {
+			t.Errorf("%s count %d, want the success count 1", name, d.Count)
+		}
+	}
+	if r := ms.ResponseStats["0"]; r == nil || r.Success.Count != 1 || r.ComputeInfer.Count != 1 || r.ComputeOutput.Count != 1 {
+		t.Errorf("response_stats %v", ms.ResponseStats)
 	}
 	if len(ms.BatchStats) != 1 || ms.BatchStats[0].BatchSize != 2 || ms.LastInference == 0 {
 		t.Errorf("batch stats %v last %d", ms.BatchStats, ms.LastInference)
@@ -222,5 +234,17 @@ func TestLoaderRejectsUnknownBackend(t *testing.T) {
 		if inference.CodeOf(err) != c.code {
 			t.Errorf("%v: %v, want %v", c.cfg, err, c.code)
 		}
+	}
+}
+
+func TestOptionalInputDoesNotStandInForRequired(t *testing.T) {
+	s := newTestServer(t)
+	// INPUT1 is optional; sending it alone must still fail for INPUT0.
+	only := &inference.Request{ModelName: "ident", Inputs: []inference.Tensor{{
+		Name: "INPUT1", DataType: inference.Bytes, Shape: []int64{1, 1}, Data: inference.AppendBytesElement(nil, []byte("x")),
+	}}}
+	_, err := s.Infer(context.Background(), only)
+	if inference.CodeOf(err) != inference.CodeInvalidArg || !strings.Contains(err.Error(), "Missing required input(s) ['INPUT0']") {
+		t.Fatalf("got %v", err)
 	}
 }

@@ -6,9 +6,41 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 	"github.com/nereid-project/nereid/scheduler"
 )
+
+// Failure reasons, the `reason` label of nv_inference_request_failure.
+const (
+	FailureRejected = "REJECTED" // refused or timed out by the scheduler
+	FailureCanceled = "CANCELED" // cancelled by the client or a deadline
+	FailureBackend  = "BACKEND"  // the backend failed the execution
+	FailureOther    = "OTHER"
+)
+
+// ModelMetrics receives the per-request numbers of one model version for
+// Prometheus; metrics.ModelReporter implements it. The server core calls it
+// from many goroutines at once.
+type ModelMetrics interface {
+	// Success records a successful request of batchSize inferences and the
+	// durations of its phases.
+	Success(batchSize int, request, queue, computeInput, computeInfer, computeOutput time.Duration)
+	// Failure records a failed request with one of the Failure* reasons.
+	Failure(reason string)
+	// Executed records one model execution (a batch).
+	Executed()
+	// Pending moves the gauge of requests waiting for an instance.
+	Pending(delta int)
+	// LoadDuration records how long the version took to load.
+	LoadDuration(d time.Duration)
+	// Close deletes the version's series; the reporter is not used after.
+	Close()
+}
+
+// MetricsFactory returns the metrics reporter of a model version that has
+// loaded; tags are the configuration's metric_tags.
+type MetricsFactory func(name string, version int64, tags map[string]string) ModelMetrics
 
 // duration is a count and a total, as the statistics extension reports.
 type duration struct{ count, ns uint64 }
@@ -26,9 +58,41 @@ func (d duration) proto() *inferencepb.StatisticDuration {
 
 type batchStats struct{ input, infer, output duration }
 
-// modelStats accumulates the statistics of one loaded model version. It
-// implements scheduler.Recorder.
+// responseStats is one entry of response_stats: the responses a model sent
+// at one index of its requests' response streams. A model that is not
+// decoupled sends exactly one response per request, under the key "0".
+type responseStats struct{ computeInfer, computeOutput, success, fail, empty, cancel duration }
+
+func (r *responseStats) proto() *inferencepb.InferResponseStatistics {
+	return &inferencepb.InferResponseStatistics{
+		ComputeInfer:  r.computeInfer.proto(),
+		ComputeOutput: r.computeOutput.proto(),
+		Success:       r.success.proto(),
+		Fail:          r.fail.proto(),
+		EmptyResponse: r.empty.proto(),
+		Cancel:        r.cancel.proto(),
+	}
+}
+
+// modelStats accumulates the statistics of one loaded model version with
+// Triton's semantics (core src/infer_stats.cc):
+//
+//   - success counts successful requests, its duration is the end-to-end
+//     request time; queue and the compute durations are accumulated for
+//     successful requests only, so their counts equal success's count;
+//   - every request of a batch is charged the whole batch's compute
+//     durations, while batch_stats counts each execution once;
+//   - inference_count adds each successful request's batch size,
+//     execution_count each execution; last_inference is the wall-clock
+//     time of the last execution;
+//   - fail counts requests that reached the scheduler and failed there or
+//     in the backend; requests refused before (unknown model, invalid
+//     inputs) are not counted, as in Triton.
+//
+// It implements scheduler.Recorder.
 type modelStats struct {
+	metrics ModelMetrics // may be nil
+
 	mu             sync.Mutex // guards the fields below
 	lastInference  time.Time
 	inferenceCount uint64
@@ -38,60 +102,150 @@ type modelStats struct {
 	computeInput   duration
 	computeInfer   duration
 	computeOutput  duration
+	cacheHit       duration // response cache hits: lookup time
+	cacheMiss      duration // misses that were computed: lookup + insertion time
 	batches        map[uint64]*batchStats
-	pending        int
+	responses      map[string]*responseStats
 }
 
 var _ scheduler.Recorder = (*modelStats)(nil)
 
 func newModelStats() *modelStats {
-	return &modelStats{batches: map[uint64]*batchStats{}}
+	return &modelStats{batches: map[uint64]*batchStats{}, responses: map[string]*responseStats{}}
 }
 
-func (s *modelStats) Queued(d time.Duration) {
-	s.mu.Lock()
-	s.queue.add(d)
-	s.mu.Unlock()
-}
+// Queued is part of scheduler.Recorder. Queue time is taken from each
+// request's Timing when it succeeds, so that the queue count is the
+// success count as in Triton.
+func (s *modelStats) Queued(time.Duration) {}
 
+// Pending forwards the pending-request gauge to the metrics.
 func (s *modelStats) Pending(delta int) {
-	s.mu.Lock()
-	s.pending += delta
-	s.mu.Unlock()
+	if s.metrics != nil {
+		s.metrics.Pending(delta)
+	}
 }
 
-// Executed records one execution: its batch under batch_stats, and its
-// compute durations once for every request it served, as Triton does.
+// Executed records one execution under batch_stats and stamps its requests'
+// Timing with the execution's phases.
 func (s *modelStats) Executed(e scheduler.Execution) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.executionCount++
-	s.inferenceCount += uint64(e.BatchSize)
-	for range e.Requests {
-		s.computeInput.add(e.ComputeInput)
-		s.computeInfer.add(e.ComputeInfer)
-		s.computeOutput.add(e.ComputeOut)
+	end := e.End
+	if end.IsZero() {
+		end = time.Now()
 	}
-	b := s.batches[uint64(e.BatchSize)]
+	start := e.Start
+	if start.IsZero() {
+		start = end.Add(-(e.ComputeInput + e.ComputeInfer + e.ComputeOut))
+	}
+	inputEnd := start.Add(e.ComputeInput)
+	outputStart := end.Add(-e.ComputeOut)
+	for _, r := range e.Requests {
+		r.Timing.ComputeStart = start
+		r.Timing.ComputeInputEnd = inputEnd
+		r.Timing.ComputeOutputStart = outputStart
+		r.Timing.ComputeEnd = end
+	}
+	size := uint64(max(e.BatchSize, 1))
+	s.mu.Lock()
+	s.executionCount++
+	if now := time.Now(); now.After(s.lastInference) {
+		s.lastInference = now
+	}
+	b := s.batches[size]
 	if b == nil {
 		b = &batchStats{}
-		s.batches[uint64(e.BatchSize)] = b
+		s.batches[size] = b
 	}
 	b.input.add(e.ComputeInput)
 	b.infer.add(e.ComputeInfer)
 	b.output.add(e.ComputeOut)
+	s.mu.Unlock()
+	if s.metrics != nil {
+		s.metrics.Executed()
+	}
 }
 
-// finished records the end of one request, successful or not.
-func (s *modelStats) finished(arrival, now time.Time, ok bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if ok {
-		s.success.add(now.Sub(arrival))
-	} else {
-		s.fail.add(now.Sub(arrival))
+// finished records the end of a request. A request that never reached the
+// scheduler (Timing.QueueStart zero) is not counted.
+func (s *modelStats) finished(req *inference.Request, end time.Time, err error) {
+	t := &req.Timing
+	if t.QueueStart.IsZero() {
+		return
 	}
-	s.lastInference = now
+	request := end.Sub(req.Arrival)
+	executed := !t.ComputeStart.IsZero()
+	if err != nil {
+		reason := failureReason(err)
+		s.mu.Lock()
+		s.fail.add(request)
+		if executed {
+			r := s.responseLocked("0")
+			r.computeInfer.add(end.Sub(t.ComputeStart))
+			r.fail.add(end.Sub(t.ComputeStart))
+		}
+		s.mu.Unlock()
+		if s.metrics != nil {
+			s.metrics.Failure(reason)
+		}
+		return
+	}
+	if t.CacheHit {
+		s.cachedSuccess(request, t.CacheTime)
+		return
+	}
+	var queue, input, infer, output time.Duration
+	if executed {
+		queue = t.ComputeStart.Sub(t.QueueStart)
+		input = t.ComputeInputEnd.Sub(t.ComputeStart)
+		infer = t.ComputeOutputStart.Sub(t.ComputeInputEnd)
+		output = t.ComputeEnd.Sub(t.ComputeOutputStart)
+	}
+	batch := max(req.BatchSize, 1)
+	s.mu.Lock()
+	s.inferenceCount += uint64(batch)
+	s.success.add(request)
+	s.queue.add(queue)
+	s.computeInput.add(input)
+	s.computeInfer.add(infer)
+	s.computeOutput.add(output)
+	if t.CacheMiss {
+		s.cacheMiss.add(t.CacheTime)
+	}
+	if executed {
+		// Triton times a response from the start of the execution that
+		// produced it: compute_infer up to the start of the outputs,
+		// compute_output from there to the response.
+		r := s.responseLocked("0")
+		r.computeInfer.add(t.ComputeOutputStart.Sub(t.ComputeStart))
+		r.computeOutput.add(t.ComputeEnd.Sub(t.ComputeOutputStart))
+		r.success.add(t.ComputeEnd.Sub(t.ComputeStart))
+	}
+	s.mu.Unlock()
+	if s.metrics != nil {
+		s.metrics.Success(batch, request, queue, input, infer, output)
+	}
+}
+
+func (s *modelStats) responseLocked(key string) *responseStats {
+	r := s.responses[key]
+	if r == nil {
+		r = &responseStats{}
+		s.responses[key] = r
+	}
+	return r
+}
+
+// failureReason classifies a failed request for the failure counter's
+// reason label.
+func failureReason(err error) string {
+	switch inference.CodeOf(err) {
+	case inference.CodeCancelled:
+		return FailureCanceled
+	case inference.CodeUnavailable:
+		return FailureRejected
+	default:
+		return FailureBackend
+	}
 }
 
 func (s *modelStats) snapshot(name string, version int64) *inferencepb.ModelStatistics {
@@ -109,13 +263,16 @@ func (s *modelStats) snapshot(name string, version int64) *inferencepb.ModelStat
 			ComputeInput:  s.computeInput.proto(),
 			ComputeInfer:  s.computeInfer.proto(),
 			ComputeOutput: s.computeOutput.proto(),
-			CacheHit:      duration{}.proto(),
-			CacheMiss:     duration{}.proto(),
+			CacheHit:      s.cacheHit.proto(),
+			CacheMiss:     s.cacheMiss.proto(),
 		},
-		ResponseStats: map[string]*inferencepb.InferResponseStatistics{},
+		ResponseStats: make(map[string]*inferencepb.InferResponseStatistics, len(s.responses)),
 	}
 	if !s.lastInference.IsZero() {
 		out.LastInference = uint64(s.lastInference.UnixMilli())
+	}
+	for k, r := range s.responses {
+		out.ResponseStats[k] = r.proto()
 	}
 	sizes := make([]uint64, 0, len(s.batches))
 	for size := range s.batches {

@@ -36,6 +36,9 @@ type config struct {
 	grpcAddress string
 	grpcPort    int
 
+	// allowClientShm enables the system and CUDA shared-memory extensions.
+	allowClientShm bool
+
 	allowMetrics   bool
 	metricsAddress string
 	metricsPort    int
@@ -44,6 +47,12 @@ type config struct {
 	logInfo    bool
 	logWarning bool
 	logError   bool
+
+	// obs holds the logging, metrics, trace and restricted-API flags.
+	obs observabilityConfig
+
+	// sched holds the rate limiter and response cache flags.
+	sched schedulingConfig
 
 	// backendConfig holds --backend-config=<backend>,<key>=<value>; the
 	// global form without a backend name is stored under "".
@@ -64,21 +73,18 @@ func (s *stringList) Set(v string) error {
 // scripts start unchanged, but whose settings do not apply to it yet.
 var ignoredFlags = []string{
 	"model-load-thread-count", "model-load-retry-count", "model-namespacing",
-	"http-thread-count", "reuse-http-port", "http-header-forward-pattern", "http-restricted-api",
+	"http-thread-count", "reuse-http-port", "http-header-forward-pattern",
 	"grpc-infer-thread-count", "grpc-infer-allocation-pool-size", "grpc-max-response-pool-size",
 	"grpc-use-ssl", "grpc-use-ssl-mutual", "grpc-server-cert", "grpc-server-key", "grpc-root-cert",
 	"grpc-infer-response-compression-level", "grpc-keepalive-time", "grpc-keepalive-timeout",
 	"grpc-keepalive-permit-without-calls", "grpc-http2-max-pings-without-data",
 	"grpc-http2-min-recv-ping-interval-without-data", "grpc-http2-max-ping-strikes",
-	"grpc-restricted-protocol", "grpc-header-forward-pattern", "reuse-grpc-port",
+	"grpc-header-forward-pattern", "reuse-grpc-port",
 	"grpc-max-connection-age", "grpc-max-connection-age-grace",
-	"allow-gpu-metrics", "allow-cpu-metrics", "metrics-interval-ms", "metrics-config",
-	"log-format", "log-file", "rate-limit", "rate-limit-resource",
 	"pinned-memory-pool-byte-size", "cuda-memory-pool-byte-size", "cuda-virtual-address-size",
 	"buffer-manager-thread-count", "model-load-gpu-limit", "host-policy", "backend-directory",
-	"repoagent-directory", "cache-config", "cache-directory", "response-cache-byte-size",
-	"allow-client-shm", "trace-config", "trace-file", "trace-level", "trace-rate", "trace-count",
-	"trace-log-frequency", "min-supported-compute-capability", "enable-peer-access",
+	"repoagent-directory", "cache-directory",
+	"min-supported-compute-capability", "enable-peer-access",
 	"allow-sagemaker", "sagemaker-port", "sagemaker-safe-port-range", "sagemaker-thread-count",
 	"allow-vertex-ai", "vertex-ai-port", "vertex-ai-default-model", "vertex-ai-thread-count",
 }
@@ -112,6 +118,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.allowGRPC, "allow-grpc", true, "serve the gRPC protocol")
 	fs.StringVar(&c.grpcAddress, "grpc-address", "0.0.0.0", "gRPC listen address")
 	fs.IntVar(&c.grpcPort, "grpc-port", 8001, "gRPC port")
+	fs.BoolVar(&c.allowClientShm, "allow-client-shm", false, "allow clients to register and use shared-memory regions")
 	fs.BoolVar(&c.allowMetrics, "allow-metrics", true, "serve Prometheus metrics")
 	fs.StringVar(&c.metricsAddress, "metrics-address", "", "metrics listen address (default: --http-address)")
 	fs.IntVar(&c.metricsPort, "metrics-port", 8002, "metrics port")
@@ -121,6 +128,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.logWarning, "log-warning", true, "log warnings")
 	fs.BoolVar(&c.logError, "log-error", true, "log errors")
 	fs.Var(&backendCfg, "backend-config", "<backend>,<key>=<value> (repeatable)")
+
+	c.obs.register(fs)
+	c.sched.register(fs)
 
 	for _, name := range ignoredFlags {
 		fs.String(name, "", "accepted for compatibility with Triton's flags; not used by Nereid yet")
@@ -171,6 +181,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if c.httpMaxInputSize <= 0 {
 		return nil, fmt.Errorf("--http-max-input-size: %d must be positive", c.httpMaxInputSize)
+	}
+	if err := c.obs.finish(); err != nil {
+		return nil, err
+	}
+	if err := c.sched.finish(); err != nil {
+		return nil, err
 	}
 	for _, bc := range backendCfg {
 		if err := c.addBackendConfig(bc); err != nil {

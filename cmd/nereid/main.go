@@ -16,12 +16,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
 	_ "github.com/nereid-project/nereid/backends/identity" // registers the identity backend
+	"github.com/nereid-project/nereid/logging"
+	"github.com/nereid-project/nereid/ratelimit"
 	"github.com/nereid-project/nereid/repository"
 	"github.com/nereid-project/nereid/server"
 	grpcfront "github.com/nereid-project/nereid/server/grpc"
@@ -35,22 +34,6 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
-func newLogger(c *config, w io.Writer) zerolog.Logger {
-	level := zerolog.Disabled
-	switch {
-	case c.logVerbose > 0:
-		level = zerolog.DebugLevel
-	case c.logInfo:
-		level = zerolog.InfoLevel
-	case c.logWarning:
-		level = zerolog.WarnLevel
-	case c.logError:
-		level = zerolog.ErrorLevel
-	}
-	return zerolog.New(zerolog.ConsoleWriter{Out: w, NoColor: true, TimeFormat: time.RFC3339Nano}).
-		Level(level).With().Timestamp().Logger()
-}
-
 // run wires the components, serves until SIGINT or SIGTERM, then shuts down
 // in order: stop accepting, drain in-flight requests, unload models.
 func run(args []string, stderr io.Writer) int {
@@ -62,12 +45,34 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "error:", err)
 		return 2
 	}
-	log := newLogger(c, stderr)
+	logCtl, log, err := newLogger(c, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "error:", err)
+		return 2
+	}
+	defer logCtl.Close()
+	obs, err := newObservability(c, log)
+	if err != nil {
+		log.Error().Err(err).Msg("cannot start metrics and tracing")
+		return 1
+	}
+	defer func() {
+		if err := obs.close(context.Background()); err != nil {
+			log.Warn().Err(err).Msg("closing metrics and traces")
+		}
+	}()
+	if err := setupBackends(c, log); err != nil {
+		fmt.Fprintln(stderr, "error:", err)
+		return 2
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	loader := server.NewLoader(server.LoaderOptions{BackendConfig: c.backendConfig, Logger: log})
+	loader := server.NewLoader(server.LoaderOptions{
+		BackendConfig: c.backendConfig, Logger: log, Metrics: obs.metricsFactory(),
+		RateLimiter: ratelimit.New(c.sched.rateLimit), Cache: c.sched.newCache(),
+	})
 	models, err := repository.New(repository.Options{
 		Paths:           c.repositories,
 		Mode:            c.controlMode,
@@ -87,6 +92,7 @@ func run(args []string, stderr io.Writer) int {
 		Version:         version,
 		StrictReadiness: c.strictReadiness,
 		Logger:          log,
+		AllowClientShm:  c.allowClientShm,
 	})
 
 	shutdownModels := func() {
@@ -104,7 +110,7 @@ func run(args []string, stderr io.Writer) int {
 		}
 	}
 
-	srv := &servers{log: log}
+	srv := &servers{log: log, obs: obs, logs: logCtl}
 	if err := srv.listen(c, core); err != nil {
 		log.Error().Err(err).Msg("cannot listen")
 		srv.shutdown(c.exitTimeout)
@@ -129,6 +135,9 @@ func run(args []string, stderr io.Writer) int {
 	stop()
 	core.BeginShutdown()
 	srv.shutdown(c.exitTimeout)
+	if err := core.CloseSharedMemory(); err != nil {
+		log.Warn().Err(err).Msg("unmapping shared-memory regions")
+	}
 	<-pollDone
 	shutdownModels()
 	log.Info().Msg("stopped")
@@ -138,6 +147,8 @@ func run(args []string, stderr io.Writer) int {
 // servers owns the network listeners and their serving goroutines.
 type servers struct {
 	log     zerolog.Logger
+	obs     *observability
+	logs    *logging.Control
 	http    *httpfront.Server
 	grpc    *grpcfront.Server
 	metrics *http.Server
@@ -160,7 +171,10 @@ func (s *servers) listen(c *config, core *server.Server) error {
 		if err != nil {
 			return err
 		}
-		s.http = httpfront.New(core, httpfront.Options{MaxInputSize: c.httpMaxInputSize, Logger: s.log})
+		s.http = httpfront.New(core, httpfront.Options{
+			MaxInputSize: c.httpMaxInputSize, Logger: s.log,
+			Logging: s.logs, Tracer: s.obs.tracer, Restricted: c.obs.httpRestricted,
+		})
 		serve("http", func() error { return s.http.Serve(ln) })
 		s.log.Info().Str("address", ln.Addr().String()).Msg("started HTTP service")
 	}
@@ -169,7 +183,10 @@ func (s *servers) listen(c *config, core *server.Server) error {
 		if err != nil {
 			return err
 		}
-		s.grpc = grpcfront.New(core, grpcfront.Options{Logger: s.log})
+		s.grpc = grpcfront.New(core, grpcfront.Options{
+			Logger:  s.log,
+			Logging: s.logs, Tracer: s.obs.tracer, Restricted: c.obs.grpcRestricted,
+		})
 		serve("grpc", func() error { return s.grpc.Serve(ln) })
 		s.log.Info().Str("address", ln.Addr().String()).Msg("started gRPC service")
 	}
@@ -178,11 +195,7 @@ func (s *servers) listen(c *config, core *server.Server) error {
 		if err != nil {
 			return err
 		}
-		reg := prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		s.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		s.metrics = &http.Server{Handler: s.obs.handler(), ReadHeaderTimeout: 10 * time.Second}
 		serve("metrics", func() error {
 			if err := s.metrics.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return err

@@ -58,9 +58,6 @@ func decodeRequest(in *inferencepb.ModelInferRequest) (*inference.Request, error
 		o := &req.Outputs[i]
 		o.Name = po.GetName()
 		o.Parameters = tensorParameters(po.GetParameters())
-		if _, ok := o.Parameters[paramShmRegion]; ok {
-			return nil, inference.Unsupported("unable to return output '%s' of model '%s' in shared memory: %s", o.Name, model, msgClientShmDisabled)
-		}
 		if err := checkClassification(po); err != nil {
 			return nil, err
 		}
@@ -77,8 +74,13 @@ func decodeInput(model string, pin *inferencepb.ModelInferRequest_InferInputTens
 	t.DataType = dt
 	t.Shape = pin.GetShape()
 	t.Parameters = tensorParameters(pin.GetParameters())
-	if _, ok := t.Parameters[paramShmRegion]; ok {
-		return inference.Unsupported("unable to read input tensor '%s' for model '%s' from shared memory: %s", t.Name, model, msgClientShmDisabled)
+	if region, ok := t.Parameters[paramShmRegion]; ok {
+		// The server core reads the data from the region; the input takes
+		// no raw_input_contents entry.
+		if pin.GetContents() != nil {
+			return inference.InvalidArg("unexpected 'contents' for input tensor '%s' for model '%s': its data is in shared memory region '%v'", t.Name, model, region)
+		}
+		return nil
 	}
 
 	switch {

@@ -1,6 +1,7 @@
 package grpcfront
 
 import (
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -26,6 +27,10 @@ func FuzzDecodeRequest(f *testing.F) {
 			Outputs:          []*inferencepb.ModelInferRequest_InferRequestedOutputTensor{{Name: "O", Parameters: map[string]*inferencepb.InferParameter{"classification": p(int64(2))}}}},
 		{ModelName: "m", Inputs: []*inferencepb.ModelInferRequest_InferInputTensor{input("B", "BYTES", 1)},
 			RawInputContents: [][]byte{{3, 0, 0, 0, 'a', 'b', 'c'}}},
+		{ModelName: "m", Inputs: []*inferencepb.ModelInferRequest_InferInputTensor{
+			{Name: "S", Datatype: "INT32", Shape: []int64{2}, Parameters: shmParam("r", 4, 8)}, input("R", "INT8", 1)},
+			RawInputContents: [][]byte{{7}},
+			Outputs:          []*inferencepb.ModelInferRequest_InferRequestedOutputTensor{{Name: "O", Parameters: shmParam("o", 0, 8)}}},
 	}
 	for _, s := range seeds {
 		b, err := proto.Marshal(s)
@@ -50,6 +55,15 @@ func FuzzDecodeRequest(f *testing.F) {
 		if len(req.Inputs) != len(in.GetInputs()) {
 			t.Fatalf("%d inputs decoded from %d", len(req.Inputs), len(in.GetInputs()))
 		}
+		// Inputs in shared memory carry no data: the server core reads it
+		// from the region. The others must be valid.
+		req.Inputs = slices.DeleteFunc(req.Inputs, func(in inference.Tensor) bool {
+			_, shm := in.Parameters["shared_memory_region"]
+			if shm && in.Data != nil {
+				t.Fatalf("input %s in shared memory carries data", in.Name)
+			}
+			return shm
+		})
 		for i := range req.Inputs {
 			if err := req.Inputs[i].ValidateData(); err != nil {
 				t.Fatalf("accepted invalid input: %v", err)

@@ -43,6 +43,7 @@ type fakeCore struct {
 	load          func(ctx context.Context, name string, opts repository.LoadOptions) error
 	unload        func(ctx context.Context, name string, unloadDependents bool) error
 	infer         func(ctx context.Context, req *inference.Request) (*inference.Response, error)
+	shm           *fakeShm // shared-memory calls; nil answers as with --allow-client-shm=false
 }
 
 func (f *fakeCore) Live() bool  { return !f.notLive }

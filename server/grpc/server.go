@@ -22,6 +22,7 @@ import (
 	"github.com/nereid-project/nereid/proto/healthpb"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 	"github.com/nereid-project/nereid/repository"
+	"github.com/nereid-project/nereid/server/restricted"
 )
 
 // Core is what the gRPC front end needs from the server core; *server.Server
@@ -45,6 +46,7 @@ type Core interface {
 	LoadModel(ctx context.Context, name string, opts repository.LoadOptions) error
 	UnloadModel(ctx context.Context, name string, unloadDependents bool) error
 	Infer(ctx context.Context, req *inference.Request) (*inference.Response, error)
+	SharedMemoryCore
 }
 
 // Options configures the gRPC front end. The zero value gives Triton's
@@ -72,6 +74,14 @@ type Options struct {
 	// ServerOptions are appended to the options the front end sets
 	// (transport credentials for --grpc-use-ssl, test hooks).
 	ServerOptions []grpc.ServerOption
+
+	// Logging serves LogSettings; nil answers UNAVAILABLE.
+	Logging LogSettings
+	// Tracer samples requests for tracing and serves TraceSetting; nil
+	// answers TraceSetting with UNAVAILABLE.
+	Tracer Tracer
+	// Restricted holds --grpc-restricted-protocol.
+	Restricted restricted.Rules
 }
 
 const defaultMaxStreamInFlight = 64
@@ -92,15 +102,16 @@ func New(core Core, opts Options) *Server {
 		opts.MaxStreamInFlight = defaultMaxStreamInFlight
 	}
 	log := opts.Logger.With().Str("component", "grpc").Logger()
-	svc := &service{core: core, log: log, maxInFlight: opts.MaxStreamInFlight}
+	svc := &service{core: core, log: log, maxInFlight: opts.MaxStreamInFlight,
+		logging: opts.Logging, tracer: opts.Tracer, restricted: opts.Restricted}
 
 	so := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(opts.MaxMessageSize),
 		grpc.MaxSendMsgSize(opts.MaxMessageSize),
 		grpc.KeepaliveParams(opts.Keepalive),
 		grpc.KeepaliveEnforcementPolicy(opts.KeepalivePolicy),
-		grpc.ChainUnaryInterceptor(svc.recoverUnary),
-		grpc.ChainStreamInterceptor(svc.recoverStream),
+		grpc.ChainUnaryInterceptor(svc.recoverUnary, svc.restrictUnary),
+		grpc.ChainStreamInterceptor(svc.recoverStream, svc.restrictStream),
 	}
 	so = append(so, opts.ServerOptions...)
 	gs := grpc.NewServer(so...)
@@ -184,14 +195,8 @@ func grpcCode(c inference.Code) codes.Code {
 	}
 }
 
-// Texts for what this front end does not do yet.
-const (
-	// msgClientShmDisabled answers every shared-memory request while client
-	// shared memory is off, which is Triton's default since --allow-client-shm
-	// was introduced.
-	msgClientShmDisabled = "client shared memory is disabled; start the server with --allow-client-shm=true to use shared-memory regions"
-	msgRepositoryName    = "'repository_name' specification is not supported"
-)
+// msgRepositoryName refuses a repository name, which Triton does not support.
+const msgRepositoryName = "'repository_name' specification is not supported"
 
 // service implements inference.GRPCInferenceService.
 type service struct {
@@ -200,6 +205,9 @@ type service struct {
 	core        Core
 	log         zerolog.Logger
 	maxInFlight int
+	logging     LogSettings
+	tracer      Tracer
+	restricted  restricted.Rules
 }
 
 var _ inferencepb.GRPCInferenceServiceServer = (*service)(nil)
@@ -344,37 +352,7 @@ func (s *service) RepositoryModelUnload(ctx context.Context, in *inferencepb.Rep
 	return &inferencepb.RepositoryModelUnloadResponse{}, nil
 }
 
-func (s *service) SystemSharedMemoryStatus(context.Context, *inferencepb.SystemSharedMemoryStatusRequest) (*inferencepb.SystemSharedMemoryStatusResponse, error) {
-	return nil, status.Error(codes.Unimplemented, msgClientShmDisabled)
-}
-
-func (s *service) SystemSharedMemoryRegister(context.Context, *inferencepb.SystemSharedMemoryRegisterRequest) (*inferencepb.SystemSharedMemoryRegisterResponse, error) {
-	return nil, status.Error(codes.Unimplemented, msgClientShmDisabled)
-}
-
-func (s *service) SystemSharedMemoryUnregister(context.Context, *inferencepb.SystemSharedMemoryUnregisterRequest) (*inferencepb.SystemSharedMemoryUnregisterResponse, error) {
-	return nil, status.Error(codes.Unimplemented, msgClientShmDisabled)
-}
-
-func (s *service) CudaSharedMemoryStatus(context.Context, *inferencepb.CudaSharedMemoryStatusRequest) (*inferencepb.CudaSharedMemoryStatusResponse, error) {
-	return nil, status.Error(codes.Unimplemented, msgClientShmDisabled)
-}
-
-func (s *service) CudaSharedMemoryRegister(context.Context, *inferencepb.CudaSharedMemoryRegisterRequest) (*inferencepb.CudaSharedMemoryRegisterResponse, error) {
-	return nil, status.Error(codes.Unimplemented, msgClientShmDisabled)
-}
-
-func (s *service) CudaSharedMemoryUnregister(context.Context, *inferencepb.CudaSharedMemoryUnregisterRequest) (*inferencepb.CudaSharedMemoryUnregisterResponse, error) {
-	return nil, status.Error(codes.Unimplemented, msgClientShmDisabled)
-}
-
-func (s *service) TraceSetting(context.Context, *inferencepb.TraceSettingRequest) (*inferencepb.TraceSettingResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "the server does not support trace settings yet")
-}
-
-func (s *service) LogSettings(context.Context, *inferencepb.LogSettingsRequest) (*inferencepb.LogSettingsResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "the server does not support log settings yet")
-}
+// The shared-memory RPCs are in sharedmem.go.
 
 // recoverUnary turns a panic in a handler or the core into an INTERNAL
 // status instead of a crashed server.

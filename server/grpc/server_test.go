@@ -353,10 +353,11 @@ func TestSharedMemoryTraceAndLogUnimplemented(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) { wantCode(t, call(), codes.Unimplemented, "--allow-client-shm=true") })
 	}
+	// Without a tracer or log controls, Triton built without them answers UNAVAILABLE.
 	_, err := cl.TraceSetting(ctx, &inferencepb.TraceSettingRequest{})
-	wantCode(t, err, codes.Unimplemented, "trace")
+	wantCode(t, err, codes.Unavailable, "the server does not support trace")
 	_, err = cl.LogSettings(ctx, &inferencepb.LogSettingsRequest{})
-	wantCode(t, err, codes.Unimplemented, "log")
+	wantCode(t, err, codes.Unavailable, "the server does not support dynamic logging")
 }
 
 func TestErrorCodeMapping(t *testing.T) {

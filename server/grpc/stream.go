@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -28,7 +29,7 @@ func (s *service) ModelInfer(ctx context.Context, in *inferencepb.ModelInferRequ
 	if err == nil {
 		req.Arrival = arrival
 		var resp *inference.Response
-		if resp, err = s.core.Infer(ctx, req); err == nil {
+		if resp, err = s.inferTraced(ctx, req, arrival); err == nil {
 			return encodeResponse(in, resp), nil
 		}
 	}
@@ -39,9 +40,10 @@ func (s *service) ModelInfer(ctx context.Context, in *inferencepb.ModelInferRequ
 // pendingResponse is the answer to one stream request, ready once done is
 // closed.
 type pendingResponse struct {
-	done chan struct{}
-	resp *inferencepb.ModelStreamInferResponse
-	err  error // the failure behind an in-band error response
+	done   chan struct{}
+	resp   *inferencepb.ModelStreamInferResponse
+	err    error  // the failure behind an in-band error response
+	seqKey string // the request's sequence, "" when it has none
 }
 
 // ModelStreamInfer serves a bidirectional stream. Requests run concurrently,
@@ -84,6 +86,10 @@ func (s *service) ModelStreamInfer(stream grpc.BidiStreamingServer[inferencepb.M
 	}()
 
 	var queue []*pendingResponse // in request order
+	// The requests of one sequence run one after the other in stream
+	// order, as the sequence batcher needs them; lastOfSeq holds the
+	// latest request of each sequence with one in flight.
+	lastOfSeq := map[string]*pendingResponse{}
 	reading := true
 	for {
 		if !reading && len(queue) == 0 {
@@ -100,13 +106,26 @@ func (s *service) ModelStreamInfer(stream grpc.BidiStreamingServer[inferencepb.M
 
 		select {
 		case in := <-next:
-			p := &pendingResponse{done: make(chan struct{})}
+			p := &pendingResponse{done: make(chan struct{}), seqKey: sequenceKey(in)}
 			queue = append(queue, p)
+			var prev <-chan struct{}
+			if p.seqKey != "" {
+				if q := lastOfSeq[p.seqKey]; q != nil {
+					prev = q.done
+				}
+				lastOfSeq[p.seqKey] = p
+			}
 			arrival := time.Now()
 			workers.Add(1)
 			go func() {
 				defer workers.Done()
 				defer close(p.done)
+				if prev != nil {
+					select {
+					case <-prev:
+					case <-ctx.Done():
+					}
+				}
 				p.resp, p.err = s.streamOne(ctx, in, arrival)
 			}()
 
@@ -114,6 +133,9 @@ func (s *service) ModelStreamInfer(stream grpc.BidiStreamingServer[inferencepb.M
 			p := queue[0]
 			queue[0] = nil
 			queue = queue[1:]
+			if p.seqKey != "" && lastOfSeq[p.seqKey] == p {
+				delete(lastOfSeq, p.seqKey)
+			}
 			if p.err != nil && strict {
 				return toStatus(p.err)
 			}
@@ -136,6 +158,21 @@ func (s *service) ModelStreamInfer(stream grpc.BidiStreamingServer[inferencepb.M
 	}
 }
 
+// sequenceKey names the sequence a stream request belongs to, or "".
+func sequenceKey(in *inferencepb.ModelInferRequest) string {
+	switch v := in.GetParameters()["sequence_id"].GetParameterChoice().(type) {
+	case *inferencepb.InferParameter_Int64Param:
+		if v.Int64Param != 0 {
+			return "i" + strconv.FormatInt(v.Int64Param, 10)
+		}
+	case *inferencepb.InferParameter_StringParam:
+		if v.StringParam != "" {
+			return "s" + v.StringParam
+		}
+	}
+	return ""
+}
+
 // streamOne runs one stream request and returns its response; on failure the
 // response is the in-band error and err the failure.
 func (s *service) streamOne(ctx context.Context, in *inferencepb.ModelInferRequest, arrival time.Time) (out *inferencepb.ModelStreamInferResponse, err error) {
@@ -151,7 +188,7 @@ func (s *service) streamOne(ctx context.Context, in *inferencepb.ModelInferReque
 	if err == nil {
 		req.Arrival = arrival
 		var resp *inference.Response
-		if resp, err = s.core.Infer(ctx, req); err == nil {
+		if resp, err = s.inferTraced(ctx, req, arrival); err == nil {
 			return streamResponse(encodeResponse(in, resp)), nil
 		}
 	}

@@ -19,6 +19,7 @@ const (
 	kindDefault outKind = iota // as the request's binary_data_output says
 	kindJSON
 	kindBinary
+	kindShm // written to a shared-memory region by the core: no data
 )
 
 // inferCall is one decoded inference request. Calls are pooled: the slices
@@ -306,11 +307,16 @@ func (c *inferCall) decodeInput(r *jsonReader, header, bin []byte, binOff *int) 
 						return errBinarySize
 					}
 					binSize, hasBin = u, true
-				case "shared_memory_region":
-					hasShm = true
-					return r.skipValue()
-				case "shared_memory_offset", "shared_memory_byte_size":
-					return r.skipValue()
+				case "shared_memory_region", "shared_memory_offset", "shared_memory_byte_size":
+					v, err := readShmParam(r, pk)
+					if err != nil {
+						return err
+					}
+					hasShm = hasShm || string(pk) == "shared_memory_region"
+					if params == nil {
+						params = make(inference.Parameters, 3)
+					}
+					params[string(pk)] = v
 				default:
 					v, err := readParamValue(r, string(pk))
 					if err != nil {
@@ -351,9 +357,6 @@ func (c *inferCall) decodeInput(r *jsonReader, header, bin []byte, binOff *int) 
 		}
 		return inference.InvalidArg("%s", msg.String())
 	}
-	if hasShm {
-		return inference.Unsupported(msgClientShmDisabled)
-	}
 	if !hasName {
 		return errName
 	}
@@ -382,7 +385,10 @@ func (c *inferCall) decodeInput(r *jsonReader, header, bin []byte, binOff *int) 
 	if count < 0 {
 		return inference.InvalidArg("invalid shape %v for input '%s': the element count overflows", t.Shape, t.Name)
 	}
-	if hasBin {
+	switch {
+	case hasShm:
+		// The server core reads the data from the shared-memory region.
+	case hasBin:
 		avail := uint64(len(bin) - *binOff)
 		if binSize > avail {
 			return inference.InvalidArg("unexpected size for input '%s', expecting %d additional bytes for model '%s'", t.Name, binSize-avail, c.req.ModelName)
@@ -393,8 +399,10 @@ func (c *inferCall) decodeInput(r *jsonReader, header, bin []byte, binOff *int) 
 		if err := t.ValidateData(); err != nil {
 			return err
 		}
-	} else if err := decodeData(&t, header[dataStart:dataEnd], count); err != nil {
-		return err
+	default:
+		if err := decodeData(&t, header[dataStart:dataEnd], count); err != nil {
+			return err
+		}
 	}
 	c.req.Inputs = append(c.req.Inputs, t)
 	return nil
@@ -447,11 +455,16 @@ func (c *inferCall) decodeOutput(r *jsonReader) error {
 						params = make(inference.Parameters, 1)
 					}
 					params["classification"] = uintParam(u)
-				case "shared_memory_region":
-					hasShm = true
-					return r.skipValue()
-				case "shared_memory_offset", "shared_memory_byte_size":
-					return r.skipValue()
+				case "shared_memory_region", "shared_memory_offset", "shared_memory_byte_size":
+					v, err := readShmParam(r, pk)
+					if err != nil {
+						return err
+					}
+					hasShm = hasShm || string(pk) == "shared_memory_region"
+					if params == nil {
+						params = make(inference.Parameters, 3)
+					}
+					params[string(pk)] = v
 				default:
 					v, err := readParamValue(r, string(pk))
 					if err != nil {
@@ -475,7 +488,16 @@ func (c *inferCall) decodeOutput(r *jsonReader) error {
 		return errName
 	}
 	if hasShm {
-		return inference.Unsupported(msgClientShmDisabled)
+		// Triton's ValidateOutputParameter: the server core writes the
+		// output into the region, so it can be neither classified nor
+		// returned as binary data.
+		if _, cls := params["classification"]; cls {
+			return inference.InvalidArg("Output can't set both 'shared_memory_region' and 'classification'")
+		}
+		if kind == kindBinary {
+			return inference.InvalidArg("Output can't set both 'shared_memory_region' and 'binary_data'")
+		}
+		kind = kindShm
 	}
 	for i := range c.req.Outputs {
 		if string(name) == c.req.Outputs[i].Name {
@@ -485,6 +507,24 @@ func (c *inferCall) decodeOutput(r *jsonReader) error {
 	c.req.Outputs = append(c.req.Outputs, inference.RequestedOutput{Name: string(name), Parameters: params})
 	c.outKinds = append(c.outKinds, kind)
 	return nil
+}
+
+// readShmParam reads a shared-memory parameter of an input or output:
+// shared_memory_region is a string, the offset and byte size unsigned
+// integers. The server core checks the combination.
+func readShmParam(r *jsonReader, key []byte) (any, error) {
+	if string(key) == "shared_memory_region" {
+		if r.peek() != '"' {
+			return nil, inference.InvalidArg("Unable to parse 'shared_memory_region': expected a string")
+		}
+		v, err := r.readString()
+		return string(v), err
+	}
+	u, err := readUint(r)
+	if err != nil {
+		return nil, inference.InvalidArg("Unable to parse '%s': expected an unsigned integer", key)
+	}
+	return uintParam(u), nil
 }
 
 func b2i(b bool) int {

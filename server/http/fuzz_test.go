@@ -3,6 +3,7 @@ package httpfront
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -34,6 +35,7 @@ func FuzzDecodeInferRequest(f *testing.F) {
 	f.Add([]byte(`{"inputs":[{"name":"x","datatype":"INT8","shape":[1],"data":`+strings.Repeat("[", 80)+`1`+strings.Repeat("]", 80)+`}]}`), -1)
 	f.Add([]byte(`{"inputs":[{"name":"x","datatype":"UINT64","shape":[0],"data":[]},{"name":"y","datatype":"BOOL","shape":[],"data":[true]}]}`), -1)
 	f.Add([]byte(`{"inputs":[]}  `), -1)
+	f.Add([]byte(`{"inputs":[{"name":"s","datatype":"INT32","shape":[4],"parameters":{"shared_memory_region":"r","shared_memory_offset":8,"shared_memory_byte_size":16}}],"outputs":[{"name":"s","parameters":{"binary_data":false,"shared_memory_region":"o","shared_memory_byte_size":16}}]}`), -1)
 	f.Add([]byte(`{`), -1)
 	f.Add([]byte(``), 5)
 
@@ -56,6 +58,15 @@ func FuzzDecodeInferRequest(f *testing.F) {
 			}
 			return
 		}
+		// Inputs in shared memory carry no data: the server core reads it
+		// from the region. The others must be consistent.
+		c.req.Inputs = slices.DeleteFunc(c.req.Inputs, func(in inference.Tensor) bool {
+			_, shm := in.Parameters["shared_memory_region"]
+			if shm && in.Data != nil {
+				t.Fatalf("input %s in shared memory carries data", in.Name)
+			}
+			return shm
+		})
 		for i := range c.req.Inputs {
 			if err := c.req.Inputs[i].ValidateData(); err != nil {
 				t.Fatalf("accepted an inconsistent tensor: %v", err)

@@ -18,10 +18,6 @@ const (
 
 	msgNotFound         = "Not Found"
 	msgMethodNotAllowed = "Method Not Allowed"
-
-	// msgClientShmDisabled answers every shared-memory call: Triton has
-	// disabled client shared memory by default since 26.04.
-	msgClientShmDisabled = "client shared memory is disabled; start the server with --allow-client-shm=true to use shared memory regions"
 )
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
@@ -32,6 +28,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		}
 	}()
 	r := parseRoute(ctx.URI().PathOriginal())
+	if !s.allowed(ctx, r.kind) {
+		return
+	}
 	switch r.kind {
 	case routeServerMetadata:
 		if methodIs(ctx, "GET") {
@@ -87,15 +86,15 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			want = "GET"
 		}
 		if methodIs(ctx, want) {
-			writeError(ctx, fasthttp.StatusNotImplemented, msgClientShmDisabled)
+			s.sharedMemory(ctx, r)
 		}
 	case routeTrace, routeModelTrace:
 		if methodIs(ctx, "GET", "POST") {
-			writeError(ctx, fasthttp.StatusNotImplemented, "trace settings are not implemented yet")
+			s.traceSetting(ctx, r.model)
 		}
 	case routeLogging:
 		if methodIs(ctx, "GET", "POST") {
-			writeError(ctx, fasthttp.StatusNotImplemented, "log settings are not implemented yet")
+			s.logging(ctx)
 		}
 	default:
 		writeError(ctx, fasthttp.StatusNotFound, msgNotFound)

@@ -52,6 +52,7 @@ type fakeCore struct {
 	index   []repository.IndexEntry
 	stats   *inferencepb.ModelStatisticsResponse
 	inferFn func(context.Context, *inference.Request) (*inference.Response, error)
+	shm     *fakeShm // shared-memory calls; nil answers as with --allow-client-shm=false
 
 	// Recorded calls; requests are deep copies, since their data aliases
 	// the HTTP body.

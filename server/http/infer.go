@@ -135,7 +135,13 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, rt route) {
 		return
 	}
 
+	tr := s.sampleTrace(rt.model)
+	defer tr.Finish()
+	tr.Record("HTTP_RECV_START", arrival)
+	start := time.Now()
+	tr.Record("HTTP_RECV_END", start)
 	resp, err := s.core.Infer(s.baseCtx, &c.req)
+	tr.Request(&c.req, resp, start, time.Now())
 	if err == nil && resp == nil {
 		err = inference.Internal("model '%s' returned no response", rt.model)
 	}
@@ -144,7 +150,9 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, rt route) {
 		respondErr(ctx, err)
 		return
 	}
+	tr.Record("HTTP_SEND_START", time.Now())
 	s.writeInferResponse(ctx, c, resp, responseEncoding(h.acceptEncoding))
+	tr.Record("HTTP_SEND_END", time.Now())
 }
 
 // forwardHeaders adds the headers matching --http-header-forward-pattern as
@@ -272,7 +280,15 @@ func appendInferResponse(dst []byte, c *inferCall, resp *inference.Response) ([]
 		dst = appendJSONString(dst, t.DataType.String())
 		dst = append(dst, `,"shape":`...)
 		dst = appendInt64Array(dst, t.Shape)
-		if c.kindFor(t.Name) == kindBinary {
+		switch c.kindFor(t.Name) {
+		case kindShm:
+			// The data is in the client's shared-memory region: like
+			// Triton, the output carries no data.
+			if len(t.Parameters) > 0 {
+				dst = append(dst, `,"parameters":`...)
+				dst = appendParameters(dst, t.Parameters)
+			}
+		case kindBinary:
 			dst = append(dst, `,"parameters":{"binary_data_size":`...)
 			dst = strconv.AppendInt(dst, int64(len(t.Data)), 10)
 			dst = appendMoreParameters(dst, t.Parameters)
@@ -280,7 +296,7 @@ func appendInferResponse(dst []byte, c *inferCall, resp *inference.Response) ([]
 			if len(t.Data) > 0 {
 				c.binOuts = append(c.binOuts, i)
 			}
-		} else {
+		default:
 			if len(t.Parameters) > 0 {
 				dst = append(dst, `,"parameters":`...)
 				dst = appendParameters(dst, t.Parameters)

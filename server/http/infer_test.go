@@ -441,8 +441,6 @@ func TestInferErrors(t *testing.T) {
 		{"data and binary", "", `{"inputs":[{"name":"x","datatype":"INT32","shape":[1],"data":[1],"parameters":{"binary_data_size":4}}]}`, nil, "", 400, "But set 'data' 'binary_data_size'"},
 		{"no data", "", `{"inputs":[{"name":"x","datatype":"INT32","shape":[1]}]}`, nil, "", 400, "But no field is set"},
 		{"duplicate input", "", `{"inputs":[{"name":"x","datatype":"INT32","shape":[1],"data":[1]},{"name":"x","datatype":"INT32","shape":[1],"data":[1]}]}`, nil, "", 400, "input 'x' already exists in request"},
-		{"input shm", "", `{"inputs":[{"name":"x","datatype":"INT32","shape":[1],"parameters":{"shared_memory_region":"r","shared_memory_byte_size":4}}]}`, nil, "", 501, "client shared memory is disabled"},
-		{"output shm", "", `{"inputs":[],"outputs":[{"name":"y","parameters":{"shared_memory_region":"r"}}]}`, nil, "", 501, "client shared memory is disabled"},
 		{"output no name", "", `{"inputs":[],"outputs":[{}]}`, nil, "", 400, "Unable to parse 'name' of an output"},
 		{"outputs not array", "", `{"inputs":[],"outputs":1}`, nil, "", 400, "Unable to parse 'outputs'"},
 		{"binary_data not bool", "", `{"inputs":[],"outputs":[{"name":"y","parameters":{"binary_data":1}}]}`, nil, "", 400, "Unable to parse 'binary_data'"},

@@ -32,6 +32,7 @@ import (
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 	"github.com/nereid-project/nereid/repository"
+	"github.com/nereid-project/nereid/server/restricted"
 )
 
 // Core is what the front end needs from the server core. *server.Server
@@ -55,6 +56,7 @@ type Core interface {
 	LoadModel(ctx context.Context, name string, opts repository.LoadOptions) error
 	UnloadModel(ctx context.Context, name string, unloadDependents bool) error
 	Infer(ctx context.Context, req *inference.Request) (*inference.Response, error)
+	SharedMemoryCore
 }
 
 // DefaultMaxInputSize is Triton's default --http-max-input-size (64 MiB).
@@ -80,6 +82,14 @@ type Options struct {
 	// default (256 * 1024).
 	Concurrency int
 	Logger      zerolog.Logger
+	// Logging serves the logging extension (/v2/logging); nil answers 503
+	// as a Triton built without it.
+	Logging LogSettings
+	// Tracer samples requests for tracing and serves the trace settings;
+	// nil answers the settings endpoints with 503.
+	Tracer Tracer
+	// Restricted holds --http-restricted-api: endpoints that need a header.
+	Restricted restricted.Rules
 }
 
 // CompileHeaderForwardPattern compiles a --http-header-forward-pattern the

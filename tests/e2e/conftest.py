@@ -62,6 +62,11 @@ DELAY_MS = 2000
 IN_FLIGHT_WAIT_S = 0.75
 
 
+# The classification test model and the labels of its output's classes.
+CLASSIFICATION_MODEL = "identity_cls"
+CLASSIFICATION_LABELS = ["zero", "one", "two", "three", "four"]
+
+
 def per_type_model(datatype: str) -> str:
     """Name of the test model that echoes one tensor of `datatype`."""
     return "identity_t_" + datatype.lower()
@@ -114,6 +119,9 @@ def build_good_repo(repo: pathlib.Path) -> pathlib.Path:
     shutil.copytree(EXAMPLES, repo, dirs_exist_ok=True)
     for dtype in CONFIG_TYPES:
         write_identity_model(repo, per_type_model(dtype), [(dtype, [-1])])
+    # identity_fp32 of the examples is an ONNX model; the tests of the
+    # identity backend's own configuration use this one.
+    write_identity_model(repo, "identity_backend_fp32", [("FP32", [-1])], max_batch_size=8)
     # Batch-limit errors.
     write_identity_model(repo, "identity_int32_b4", [("INT32", [-1])], max_batch_size=4)
     # In-flight requests during unload and shutdown.
@@ -125,6 +133,13 @@ def build_good_repo(repo: pathlib.Path) -> pathlib.Path:
     write_identity_model(repo, "identity_stats_batch", [("FP32", [-1])], max_batch_size=8)
     # Repository tests that override the configuration.
     write_identity_model(repo, "identity_cfg", [("FP32", [-1])], max_batch_size=8)
+    # Classification: OUTPUT0 is labelled by labels.txt next to config.pbtxt.
+    cls = write_identity_model(repo, CLASSIFICATION_MODEL, [("FP32", [-1])], max_batch_size=8)
+    config = (cls / "config.pbtxt").read_text()
+    (cls / "config.pbtxt").write_text(
+        config.replace('name: "OUTPUT0"', 'name: "OUTPUT0"\n    label_filename: "labels.txt"')
+    )
+    (cls / "labels.txt").write_text("".join(label + "\n" for label in CLASSIFICATION_LABELS))
     return repo
 
 

@@ -14,6 +14,8 @@ REQUIRED_EXTENSIONS = {
     "model_configuration",
     "statistics",
     "parameters",
+    "trace",
+    "logging",
 }
 
 
@@ -74,7 +76,7 @@ def test_server_id_flag(nereid, good_repo):
 @pytest.mark.parametrize(
     "model,inputs",
     [
-        ("identity_fp32", [("INPUT0", "FP32", [-1, -1])]),  # batch dim first
+        ("identity_backend_fp32", [("INPUT0", "FP32", [-1, -1])]),  # batch dim first
         ("identity_bytes", [("INPUT0", "BYTES", [-1, -1])]),
         ("identity_nobatch_int32", [("INPUT0", "INT32", [-1, -1])]),
         (
@@ -112,8 +114,8 @@ def test_model_metadata_versioned(server):
 
 
 def test_model_config_http(server):
-    cfg = server.http().get_model_config("identity_fp32")
-    assert cfg["name"] == "identity_fp32"
+    cfg = server.http().get_model_config("identity_backend_fp32")
+    assert cfg["name"] == "identity_backend_fp32"
     assert cfg["backend"] == "identity"
     assert cfg["max_batch_size"] == 8
     assert cfg["input"][0]["name"] == "INPUT0"
@@ -135,7 +137,7 @@ def _int64_lists(obj, path=""):
             yield from _int64_lists(v, f"{path}[{i}]")
 
 
-@pytest.mark.parametrize("model", ["identity_fp32", "identity_nobatch_int32", "identity_delay"])
+@pytest.mark.parametrize("model", ["identity_backend_fp32", "identity_nobatch_int32", "identity_delay"])
 def test_model_config_http_raw_json_numbers(server, model):
     """Triton prints 64-bit integers as JSON numbers, not protobuf-JSON strings."""
     resp = server.request("GET", f"/v2/models/{model}/config")
@@ -157,9 +159,9 @@ def test_model_config_parameters(server):
 
 
 def test_model_config_grpc(server):
-    resp = server.grpc().get_model_config("identity_fp32")
+    resp = server.grpc().get_model_config("identity_backend_fp32")
     cfg = resp.config
-    assert cfg.name == "identity_fp32"
+    assert cfg.name == "identity_backend_fp32"
     assert cfg.backend == "identity"
     assert cfg.max_batch_size == 8
     assert cfg.input[0].name == "INPUT0"

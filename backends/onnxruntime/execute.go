@@ -1,0 +1,541 @@
+//go:build cgo
+
+package onnxruntime
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+	"unsafe"
+
+	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/nereid-project/nereid/backends"
+	"github.com/nereid-project/nereid/inference"
+)
+
+/*
+typedef struct OrtSession OrtSession;
+typedef struct OrtValue OrtValue;
+*/
+import "C"
+
+// instance is one ONNX Runtime session. The scheduler calls Execute from
+// one goroutine at a time, so the scratch fields need no lock.
+type instance struct {
+	m    *model
+	sess *ort.DynamicAdvancedSession
+	h    *C.OrtSession
+	ro   *runOptions
+	pin  runtime.Pinner
+	// cancelling counts a cancellation callback that may still be
+	// setting the terminate flag; the next run waits for it first.
+	cancelling sync.WaitGroup
+
+	// outShapes remembers, by the shapes of a run's inputs, the shapes of
+	// the outputs whose size the configuration leaves open (indexed like
+	// model.outputs), so that the next run with the same input shapes has
+	// ONNX Runtime write them straight into response buffers instead of
+	// its own. dynamic marks outputs whose shape turned out to depend on
+	// the data: they are never guessed again.
+	outShapes map[string][][]int64
+	dynamic   []bool
+	keyBuf    []byte
+}
+
+// maxShapeCache bounds outShapes; past it the cache starts over.
+const maxShapeCache = 256
+
+var (
+	_ backends.Instance      = (*instance)(nil)
+	_ backends.Closer        = (*instance)(nil)
+	_ backends.PhaseReporter = (*instance)(nil)
+)
+
+func newInstance(m *model, sess *ort.DynamicAdvancedSession) (*instance, error) {
+	h := sessionHandle(sess)
+	if err := checkSession(h, len(m.modelInputs), len(m.modelOutputs)); err != nil {
+		return nil, err
+	}
+	ro, err := newRunOptions()
+	if err != nil {
+		return nil, err
+	}
+	return &instance{m: m, sess: sess, h: h, ro: ro, outShapes: map[string][][]int64{}, dynamic: make([]bool, len(m.outputs))}, nil
+}
+
+// Close releases the session.
+func (i *instance) Close() error {
+	if i.ro != nil {
+		i.ro.close()
+		i.ro = nil
+	}
+	if i.sess == nil {
+		return nil
+	}
+	err := i.sess.Destroy()
+	i.sess, i.h = nil, nil
+	return err
+}
+
+// Execute runs a batch. Requests whose inputs have the same shapes beyond
+// the batch dimension run as one: their inputs are concatenated along the
+// batch dimension and the outputs split back. Others run one by one.
+//
+// The input tensors of a request that runs alone are handed to ONNX
+// Runtime without a copy. Outputs are written once, into buffers the
+// responses own: by ONNX Runtime itself when their size is known before
+// the run (from the configuration, or from an earlier run with the same
+// input shapes), else copied once out of ONNX Runtime's buffer. Output
+// tensors never alias inputs. An error fails the whole batch and names the
+// model.
+func (i *instance) Execute(ctx context.Context, batch []*inference.Request) ([]*inference.Response, error) {
+	resps, _, err := i.ExecuteWithPhases(ctx, batch)
+	return resps, err
+}
+
+// ExecuteWithPhases is Execute that also reports its phases: building the
+// input values (and the output buffers) is the input phase, reading the
+// outputs into responses the output phase, ONNX Runtime's Run the rest.
+func (i *instance) ExecuteWithPhases(ctx context.Context, batch []*inference.Request) ([]*inference.Response, backends.Phases, error) {
+	var ph backends.Phases
+	if len(batch) == 0 {
+		return nil, ph, nil
+	}
+	if len(batch) == 1 || i.batchable(batch) {
+		resps, err := i.runGroup(ctx, batch, &ph)
+		return resps, ph, err
+	}
+	out := make([]*inference.Response, 0, len(batch))
+	for _, req := range batch {
+		resps, err := i.runGroup(ctx, []*inference.Request{req}, &ph)
+		if err != nil {
+			return nil, ph, err
+		}
+		out = append(out, resps...)
+	}
+	return out, ph, nil
+}
+
+// batchable reports whether the requests can run as one: a batching
+// model, the same inputs with the same shapes past the batch dimension.
+func (i *instance) batchable(batch []*inference.Request) bool {
+	if i.m.maxBatch == 0 {
+		return false
+	}
+	first := batch[0]
+	for _, req := range batch[1:] {
+		if len(req.Inputs) != len(first.Inputs) {
+			return false
+		}
+		for k := range req.Inputs {
+			a := &req.Inputs[k]
+			b := first.Input(a.Name)
+			if b == nil || len(a.Shape) == 0 || len(b.Shape) == 0 || !slices.Equal(a.Shape[1:], b.Shape[1:]) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// wantedOutputs returns the outputs any request of the group asked for, in
+// configuration order, and the implicit state outputs; all of them when
+// one asked for none in particular.
+func (i *instance) wantedOutputs(group []*inference.Request) []*tensorSpec {
+	for _, req := range group {
+		if len(req.Outputs) == 0 {
+			return i.m.outputs
+		}
+	}
+	var out []*tensorSpec
+	for _, o := range i.m.outputs {
+		if o.state {
+			out = append(out, o)
+			continue
+		}
+		for _, req := range group {
+			if slices.ContainsFunc(req.Outputs, func(r inference.RequestedOutput) bool { return r.Name == o.name }) {
+				out = append(out, o)
+				break
+			}
+		}
+	}
+	return out
+}
+
+func (i *instance) fail(err error) error {
+	var ie *inference.Error
+	if errors.As(err, &ie) {
+		return inference.Errorf(ie.Code, "onnxruntime model '%s': %w", i.m.name, err)
+	}
+	return inference.Internal("onnxruntime model '%s': %v", i.m.name, err)
+}
+
+// runGroup runs requests that share their shapes as one ONNX Runtime call.
+// It adds the time of its input and output phases to ph.
+func (i *instance) runGroup(ctx context.Context, group []*inference.Request, ph *backends.Phases) ([]*inference.Response, error) {
+	start := time.Now()
+	if err := ctx.Err(); err != nil {
+		return nil, inference.Errorf(inference.CodeCancelled, "request cancelled before execution")
+	}
+	defer i.pin.Unpin()
+
+	batchSize := int64(0)
+	for _, req := range group {
+		batchSize += int64(max(req.BatchSize, 1))
+	}
+	first := group[0]
+
+	inNames := make([]*C.char, 0, len(first.Inputs))
+	ins := make([]value, 0, len(first.Inputs))
+	defer func() { freeValues(ins) }()
+	key := i.keyBuf[:0]
+	for k := range first.Inputs {
+		t := &first.Inputs[k]
+		idx, ok := i.m.inputIdx[t.Name]
+		if !ok {
+			return nil, i.fail(inference.InvalidArg("unexpected inference input '%s'", t.Name))
+		}
+		spec := i.m.inputs[idx]
+		v, shape, err := i.inputValue(spec, group, t, batchSize)
+		if err != nil {
+			return nil, i.fail(err)
+		}
+		inNames = append(inNames, spec.cname)
+		ins = append(ins, v)
+		key = binary.AppendUvarint(key, uint64(idx))
+		key = binary.AppendUvarint(key, uint64(len(shape)))
+		for _, d := range shape {
+			key = binary.AppendVarint(key, d)
+		}
+	}
+	i.keyBuf = key
+	if len(ins) == 0 {
+		return nil, i.fail(inference.InvalidArg("the request has no inputs"))
+	}
+
+	wanted := i.wantedOutputs(group)
+	if len(wanted) == 0 {
+		return nil, i.fail(inference.InvalidArg("the request asks for no output of the model"))
+	}
+	outNames := make([]*C.char, len(wanted))
+	for k, o := range wanted {
+		outNames[k] = o.cname
+	}
+	outs := make([]value, len(wanted))
+	bufs := make([][]byte, len(wanted))
+	shapes := make([][]int64, len(wanted)) // of the preallocated outputs
+	defer func() { freeValues(outs) }()
+	known := i.outShapes[string(key)]
+
+	// The first attempt writes the outputs of known shape (from the
+	// configuration, or from the last run with these input shapes) into
+	// our buffers. If a remembered shape was wrong, the run fails and a
+	// second attempt lets ONNX Runtime allocate them.
+	var err error
+	retried := false
+	for attempt := 0; attempt < 2; attempt++ {
+		guessed := false
+		for k, o := range wanted {
+			var shape []int64
+			switch {
+			case o.fixed:
+				shape = i.fullShape(o, batchSize)
+			case attempt == 0 && known != nil && known[o.index] != nil && !i.dynamic[o.index]:
+				shape, guessed = known[o.index], true
+			default:
+				continue // ONNX Runtime allocates; we copy once
+			}
+			buf := make([]byte, max(inference.ByteSize(o.dt, shape), 0))
+			v, berr := i.bind(buf, shape, o.onnxType)
+			if berr != nil {
+				return nil, i.fail(berr)
+			}
+			outs[k], bufs[k], shapes[k] = v, buf, shape
+		}
+		if attempt == 0 {
+			ph.Input += time.Since(start)
+		}
+		var cancelled bool
+		cancelled, err = i.runOnce(ctx, inNames, ins, outNames, outs)
+		if cancelled && err != nil {
+			return nil, inference.Errorf(inference.CodeCancelled, "request cancelled during execution")
+		}
+		if err == nil || !guessed {
+			break
+		}
+		// A remembered shape may have been wrong: try again with ONNX
+		// Runtime allocating.
+		freeValues(outs)
+		clear(bufs)
+		clear(shapes)
+		delete(i.outShapes, string(key))
+		retried = true
+	}
+	if err != nil {
+		return nil, i.fail(err)
+	}
+	if retried {
+		// The same input shapes gave other output shapes: they depend on
+		// the data.
+		for _, o := range wanted {
+			if !o.fixed && known[o.index] != nil {
+				i.dynamic[o.index] = true
+			}
+		}
+		known = nil
+	}
+
+	outStart := time.Now()
+	defer func() { ph.Output += time.Since(outStart) }()
+	resps := make([]*inference.Response, len(group))
+	for r := range resps {
+		resps[r] = &inference.Response{Outputs: make([]inference.Tensor, 0, len(wanted))}
+	}
+	var learned [][]int64
+	for k, o := range wanted {
+		data, modelShape, shape, err := i.outputData(o, outs[k], bufs[k], shapes[k])
+		if err != nil {
+			return nil, i.fail(err)
+		}
+		if !o.fixed && o.dt != inference.Bytes && !i.dynamic[o.index] && (known == nil || known[o.index] == nil) {
+			if learned == nil {
+				learned = make([][]int64, len(i.m.outputs))
+				copy(learned, known)
+			}
+			learned[o.index] = slices.Clone(modelShape)
+		}
+		if err := i.split(o, data, shape, group, resps); err != nil {
+			return nil, i.fail(err)
+		}
+	}
+	if learned != nil {
+		if len(i.outShapes) >= maxShapeCache {
+			clear(i.outShapes)
+		}
+		i.outShapes[string(key)] = learned
+	}
+	return resps, nil
+}
+
+// runOnce runs the session once. A cancelled context sets the terminate
+// flag of the run options, which stops the Run; if the callback started,
+// runOnce waits for it, since it must not set the flag after the next run
+// has cleared it.
+func (i *instance) runOnce(ctx context.Context, inNames []*C.char, ins []value, outNames []*C.char, outs []value) (cancelled bool, err error) {
+	if err := i.ro.reset(); err != nil {
+		return false, err
+	}
+	if ctx.Done() == nil { // cannot be cancelled
+		return false, run(i.h, i.ro, inNames, ins, outNames, outs)
+	}
+	i.cancelling.Add(1)
+	stop := context.AfterFunc(ctx, func() {
+		defer i.cancelling.Done()
+		i.ro.terminate()
+	})
+	err = run(i.h, i.ro, inNames, ins, outNames, outs)
+	if stop() {
+		i.cancelling.Done()
+	} else {
+		i.cancelling.Wait()
+		i.ro.terminated, cancelled = true, true
+	}
+	return cancelled, err
+}
+
+// fullShape is the shape of a fixed-size tensor for a batch, as the
+// model sees it (its reshape when it has one).
+func (i *instance) fullShape(t *tensorSpec, batchSize int64) []int64 {
+	dims := t.dims
+	if t.reshape != nil {
+		dims = t.reshape
+	}
+	if i.m.maxBatch == 0 {
+		return slices.Clone(dims)
+	}
+	return append([]int64{batchSize}, dims...)
+}
+
+// modelShape turns a request shape into the shape the model sees: the
+// configured reshape, whose variable dimensions take the request's
+// variable dimensions in order.
+func (i *instance) modelShape(t *tensorSpec, shape []int64) []int64 {
+	if t.reshape == nil {
+		return shape
+	}
+	var batch, dims []int64
+	if i.m.maxBatch > 0 && len(shape) > 0 {
+		batch, dims = shape[:1], shape[1:]
+	} else {
+		dims = shape
+	}
+	var vars []int64
+	for k, d := range t.dims {
+		if d == -1 && k < len(dims) {
+			vars = append(vars, dims[k])
+		}
+	}
+	out := append([]int64{}, batch...)
+	for _, d := range t.reshape {
+		if d == -1 && len(vars) > 0 {
+			d, vars = vars[0], vars[1:]
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// inputValue builds the ONNX Runtime value of one input for the group —
+// over the request's own bytes when the group has one request, over a
+// concatenation along the batch dimension otherwise — and returns the
+// shape the model sees.
+func (i *instance) inputValue(spec *tensorSpec, group []*inference.Request, t *inference.Tensor, batchSize int64) (value, []int64, error) {
+	data := t.Data
+	shape := t.Shape
+	if len(group) > 1 {
+		shape = append([]int64{batchSize}, t.Shape[1:]...)
+		total := 0
+		for _, req := range group {
+			total += len(req.Input(t.Name).Data)
+		}
+		data = make([]byte, 0, total)
+		for _, req := range group {
+			data = append(data, req.Input(t.Name).Data...)
+		}
+	}
+	shape = i.modelShape(spec, shape)
+	if spec.dt == inference.Bytes {
+		v, err := stringTensor(data, shape, inference.ElementCount(shape))
+		if err != nil {
+			return nil, nil, inference.Errorf(inference.CodeOf(err), "input '%s': %w", t.Name, err)
+		}
+		return v, shape, nil
+	}
+	// Kernels may assume aligned elements; a network buffer need not be.
+	if sz := spec.dt.Size(); sz > 1 && len(data) > 0 && uintptr(unsafe.Pointer(&data[0]))%uintptr(sz) != 0 {
+		data = slices.Clone(data)
+	}
+	v, err := i.bind(data, shape, spec.onnxType)
+	if err != nil {
+		return nil, nil, inference.Errorf(inference.CodeOf(err), "input '%s': %w", t.Name, err)
+	}
+	return v, shape, nil
+}
+
+// bind wraps data as a tensor without a copy, pinning it until the run
+// is over.
+func (i *instance) bind(data []byte, shape []int64, onnxType int) (value, error) {
+	if len(data) > 0 {
+		i.pin.Pin(&data[0])
+	}
+	return tensorOver(data, shape, onnxType)
+}
+
+// outputData reads an output after the run: its bytes in protocol form,
+// its shape as the model made it and as the client sees it. A
+// preallocated output has the type and shape it was given: ONNX Runtime
+// fails a run rather than write another.
+func (i *instance) outputData(o *tensorSpec, v value, prealloc []byte, preShape []int64) (data []byte, modelShape, shape []int64, err error) {
+	if prealloc != nil {
+		shape := preShape // fresh for a fixed output, the shape memory's for another
+		if !o.fixed {
+			shape = slices.Clone(preShape)
+		}
+		return prealloc, preShape, i.clientShape(o, shape), nil
+	}
+	typ, modelShape, err := valueInfo(v)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if typ != o.onnxType {
+		return nil, nil, nil, inference.Internal("output '%s' has type %s but the configuration says %s", o.name, onnxTypeName(typ), o.dt)
+	}
+	n := inference.ElementCount(modelShape)
+	if n < 0 {
+		return nil, nil, nil, inference.Internal("output '%s' has an invalid shape %v", o.name, modelShape)
+	}
+	if o.dt == inference.Bytes {
+		data, err = stringData(v, int(n))
+	} else {
+		data, err = copyTensorData(v, int(n)*o.dt.Size())
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return data, modelShape, i.clientShape(o, modelShape), nil
+}
+
+// clientShape undoes an output's reshape: the configured dims, whose
+// variable dimensions take the model's values where the reshape has its
+// variable ones.
+func (i *instance) clientShape(o *tensorSpec, shape []int64) []int64 {
+	if o.reshape == nil {
+		return shape
+	}
+	var batch, rest []int64
+	if i.m.maxBatch > 0 && len(shape) > 0 {
+		batch, rest = shape[:1], shape[1:]
+	} else {
+		rest = shape
+	}
+	var vars []int64
+	for k, d := range o.reshape {
+		if d == -1 && k < len(rest) {
+			vars = append(vars, rest[k])
+		}
+	}
+	out := append([]int64{}, batch...)
+	for _, d := range o.dims {
+		if d == -1 && len(vars) > 0 {
+			d, vars = vars[0], vars[1:]
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// split hands each request its part of an output: the whole tensor for a
+// group of one, consecutive batch rows otherwise. The parts share the
+// output buffer; none aliases an input.
+func (i *instance) split(o *tensorSpec, data []byte, shape []int64, group []*inference.Request, resps []*inference.Response) error {
+	if len(group) == 1 {
+		resps[0].Outputs = append(resps[0].Outputs, inference.Tensor{Name: o.name, DataType: o.dt, Shape: shape, Data: data})
+		return nil
+	}
+	if len(shape) == 0 {
+		return inference.Internal("output '%s' has no batch dimension", o.name)
+	}
+	rowElems := inference.ElementCount(shape[1:])
+	off := 0
+	for r, req := range group {
+		rows := int64(max(req.BatchSize, 1))
+		var part []byte
+		if o.dt == inference.Bytes {
+			end := off
+			for range rows * rowElems {
+				if len(data)-end < 4 {
+					return inference.Internal("output '%s' holds fewer strings than its shape", o.name)
+				}
+				end += 4 + int(binary.LittleEndian.Uint32(data[end:]))
+			}
+			part = data[off:end:end]
+			off = end
+		} else {
+			n := int(rows*rowElems) * o.dt.Size()
+			if off+n > len(data) {
+				return inference.Internal("output '%s' is smaller than its shape", o.name)
+			}
+			part = data[off : off+n : off+n]
+			off += n
+		}
+		s := append([]int64{rows}, shape[1:]...)
+		resps[r].Outputs = append(resps[r].Outputs, inference.Tensor{Name: o.name, DataType: o.dt, Shape: s, Data: part})
+	}
+	return nil
+}

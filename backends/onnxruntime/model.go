@@ -1,0 +1,283 @@
+//go:build cgo
+
+package onnxruntime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"github.com/rs/zerolog"
+	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/nereid-project/nereid/backends"
+	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/proto/inferencepb"
+)
+
+/*
+#include <stdlib.h>
+*/
+import "C"
+
+// tensorSpec is one configured input or output, resolved for execution.
+type tensorSpec struct {
+	name     string
+	cname    *C.char // C copy of name, for Run; freed by model.Close
+	dt       inference.DataType
+	onnxType int
+	dims     []int64 // configured dims, without the batch dimension
+	// reshape is the shape the model sees instead of dims, or nil.
+	reshape []int64
+	// fixed: every dimension known, so an output's size is known before
+	// the run and ONNX Runtime can write into a buffer of ours.
+	fixed bool
+	// state: an implicit state output, which every run produces for the
+	// sequence batcher.
+	state bool
+	// implicit: a sequence control or state input, which the scheduler
+	// supplies rather than the client.
+	implicit bool
+	index    int // position in model.outputs
+}
+
+// sessionParams are the session options Triton's onnxruntime backend
+// reads from the configuration.
+type sessionParams struct {
+	intraOp, interOp int
+	parallel         bool
+	level            ort.GraphOptimizationLevel
+}
+
+// model is one loaded version of an ONNX model.
+type model struct {
+	name     string
+	path     string
+	maxBatch int
+	inputs   []*tensorSpec
+	outputs  []*tensorSpec
+	inputIdx map[string]int
+	params   sessionParams
+	warmup   []warmupSample
+	log      zerolog.Logger
+	// modelInputs and modelOutputs are the model's own tensor names, in
+	// its order, for the sessions.
+	modelInputs, modelOutputs []string
+}
+
+var (
+	_ backends.Model  = (*model)(nil)
+	_ backends.Closer = (*model)(nil)
+)
+
+// Load checks the configuration against the model and the parameters,
+// and prepares the warm-up samples. Sessions are made per instance.
+func (b *Backend) Load(_ context.Context, spec backends.ModelSpec) (backends.Model, error) {
+	if _, err := b.ensureRuntime(); err != nil {
+		return nil, err
+	}
+	cfg := spec.Config
+	switch {
+	case len(cfg.GetBatchInput()) > 0:
+		return nil, inference.Unsupported("model '%s': batch_input is not supported by the onnxruntime backend yet", spec.Name)
+	case len(cfg.GetBatchOutput()) > 0:
+		return nil, inference.Unsupported("model '%s': batch_output is not supported by the onnxruntime backend yet", spec.Name)
+	}
+	path, err := modelPath(spec.VersionDir, cfg)
+	if err != nil {
+		return nil, err
+	}
+	ins, outs, err := readModelIO(path)
+	if err != nil {
+		return nil, inference.InvalidArg("model '%s': %v", spec.Name, err)
+	}
+	if err := validateIO(cfg, ins, outs); err != nil {
+		return nil, err
+	}
+	params, err := parseParams(cfg)
+	if err != nil {
+		return nil, inference.InvalidArg("model '%s': %v", spec.Name, err)
+	}
+	m := &model{
+		name:     spec.Name,
+		path:     path,
+		maxBatch: int(cfg.GetMaxBatchSize()),
+		inputIdx: map[string]int{},
+		params:   params,
+		log:      spec.Logger,
+	}
+	for _, t := range ins {
+		m.modelInputs = append(m.modelInputs, t.name)
+	}
+	for _, t := range outs {
+		m.modelOutputs = append(m.modelOutputs, t.name)
+	}
+	for _, in := range configuredInputs(cfg) {
+		m.inputIdx[in.name] = len(m.inputs)
+		m.inputs = append(m.inputs, newTensorSpec(in))
+	}
+	for k, out := range configuredOutputs(cfg) {
+		t := newTensorSpec(out)
+		t.index = k
+		m.outputs = append(m.outputs, t)
+	}
+	if acc := cfg.GetOptimization().GetExecutionAccelerators(); len(acc.GetGpuExecutionAccelerator())+len(acc.GetCpuExecutionAccelerator()) > 0 {
+		m.log.Warn().Msg("optimization.execution_accelerators (TensorRT, OpenVINO) are not supported by the onnxruntime backend yet: the model runs on the default execution provider")
+	}
+	if m.warmup, err = m.warmupSamples(cfg, spec.ModelDir); err != nil {
+		_ = m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+func newTensorSpec(c configured) *tensorSpec {
+	dt := inference.DataType(c.dt)
+	t := &tensorSpec{name: c.name, cname: C.CString(c.name), dt: dt, dims: c.dims, fixed: dt != inference.Bytes, state: c.state, implicit: c.implicit}
+	t.onnxType, _ = toONNX(dt)
+	if c.reshape != nil {
+		t.reshape = append([]int64{}, c.reshape.GetShape()...)
+	}
+	for _, d := range c.dims {
+		if d < 0 {
+			t.fixed = false
+		}
+	}
+	return t
+}
+
+// Close frees the C copies of the tensor names.
+func (m *model) Close() error {
+	for _, list := range [][]*tensorSpec{m.inputs, m.outputs} {
+		for _, t := range list {
+			C.free(unsafe.Pointer(t.cname))
+			t.cname = nil
+		}
+	}
+	return nil
+}
+
+// parseParams reads Triton's session parameters. The thread counts default
+// to 1: each instance runs one request at a time on one core, so instances
+// add up to the cores without oversubscribing them (Triton leaves them to
+// ONNX Runtime, which starts a thread per core for every session).
+func parseParams(cfg *inferencepb.ModelConfig) (sessionParams, error) {
+	p := sessionParams{intraOp: 1, interOp: 1, level: ort.GraphOptimizationLevelEnableAll}
+	get := func(key string) (string, bool) {
+		v, ok := cfg.GetParameters()[key]
+		return strings.TrimSpace(v.GetStringValue()), ok
+	}
+	threads := func(key string, dst *int) error {
+		s, ok := get(key)
+		if !ok {
+			return nil
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return fmt.Errorf("parameter %s: %q is not a non-negative integer", key, s)
+		}
+		*dst = n // 0: ONNX Runtime's default, one thread per core
+		return nil
+	}
+	if err := threads("intra_op_thread_count", &p.intraOp); err != nil {
+		return p, err
+	}
+	if err := threads("inter_op_thread_count", &p.interOp); err != nil {
+		return p, err
+	}
+	if s, ok := get("execution_mode"); ok {
+		switch s {
+		case "0":
+		case "1":
+			p.parallel = true
+		default:
+			return p, fmt.Errorf("parameter execution_mode: %q must be 0 (sequential) or 1 (parallel)", s)
+		}
+	}
+	// Triton's levels: -1 basic, 1 extended, 2 none, anything else all.
+	switch cfg.GetOptimization().GetGraph().GetLevel() {
+	case -1:
+		p.level = ort.GraphOptimizationLevelEnableBasic
+	case 1:
+		p.level = ort.GraphOptimizationLevelEnableExtended
+	case 2:
+		p.level = ort.GraphOptimizationLevelDisableAll
+	}
+	return p, nil
+}
+
+// sessionOptions builds the options of one instance's session.
+func (m *model) sessionOptions(spec backends.InstanceSpec) (*ort.SessionOptions, error) {
+	so, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, err
+	}
+	steps := []error{
+		so.SetIntraOpNumThreads(m.params.intraOp),
+		so.SetInterOpNumThreads(m.params.interOp),
+		so.SetGraphOptimizationLevel(m.params.level),
+	}
+	if m.params.parallel {
+		steps = append(steps, so.SetExecutionMode(ort.ExecutionModeParallel))
+	}
+	if err := errors.Join(steps...); err != nil {
+		_ = so.Destroy()
+		return nil, err
+	}
+	switch spec.Kind {
+	case inferencepb.ModelInstanceGroup_KIND_CPU, inferencepb.ModelInstanceGroup_KIND_MODEL:
+	case inferencepb.ModelInstanceGroup_KIND_GPU:
+		if err := appendCUDA(so, spec.DeviceID); err != nil {
+			_ = so.Destroy()
+			return nil, inference.Unsupported("model '%s', instance %s: KIND_GPU needs ONNX Runtime's CUDA execution provider on GPU %d, which is not available: %v. "+
+				"Use KIND_CPU, or a GPU build of ONNX Runtime (the PyPI package onnxruntime-gpu carries one) with --backend-config=onnxruntime,library=PATH",
+				m.name, spec.Name, spec.DeviceID, trimORT(err))
+		}
+	default:
+		_ = so.Destroy()
+		return nil, inference.Unsupported("model '%s', instance %s: instance group kind %s is not supported by the onnxruntime backend", m.name, spec.Name, spec.Kind)
+	}
+	return so, nil
+}
+
+// appendCUDA adds the CUDA execution provider for one device. It fails
+// when the loaded library has no CUDA provider or no GPU is present.
+func appendCUDA(so *ort.SessionOptions, device int32) error {
+	co, err := ort.NewCUDAProviderOptions()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = co.Destroy() }()
+	if err := co.Update(map[string]string{"device_id": strconv.Itoa(int(device))}); err != nil {
+		return err
+	}
+	return so.AppendExecutionProviderCUDA(co)
+}
+
+// NewInstance opens a session for the instance and runs the warm-up
+// samples on it, so that the model is ready only once every instance is
+// warm.
+func (m *model) NewInstance(ctx context.Context, spec backends.InstanceSpec) (backends.Instance, error) {
+	so, err := m.sessionOptions(spec)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := ort.NewDynamicAdvancedSession(m.path, m.modelInputs, m.modelOutputs, so)
+	_ = so.Destroy()
+	if err != nil {
+		return nil, inference.InvalidArg("model '%s': failed to create an ONNX Runtime session for %s: %v", m.name, m.path, trimORT(err))
+	}
+	inst, err := newInstance(m, sess)
+	if err != nil {
+		_ = sess.Destroy()
+		return nil, inference.Internal("model '%s', instance %s: %v", m.name, spec.Name, err)
+	}
+	if err := inst.warmUp(ctx); err != nil {
+		_ = inst.Close()
+		return nil, err
+	}
+	return inst, nil
+}

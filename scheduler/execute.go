@@ -1,0 +1,41 @@
+package scheduler
+
+import (
+	"context"
+	"time"
+
+	"github.com/nereid-project/nereid/backends"
+	"github.com/nereid-project/nereid/inference"
+)
+
+// ExecuteBatch runs one batch on inst and measures it: the returned
+// Execution carries the batch, its start and end and the compute_input /
+// compute_infer / compute_output split, taken from the instance when it
+// implements backends.PhaseReporter and otherwise all counted as inference.
+// Schedulers call it instead of Instance.Execute and hand the Execution to
+// their Recorder when the batch succeeded.
+func ExecuteBatch(ctx context.Context, inst backends.Instance, batch []*inference.Request) ([]*inference.Response, Execution, error) {
+	e := Execution{Requests: batch}
+	for _, r := range batch {
+		e.BatchSize += max(r.BatchSize, 1)
+	}
+	e.Start = time.Now()
+	var (
+		resps  []*inference.Response
+		phases backends.Phases
+		err    error
+	)
+	if pr, ok := inst.(backends.PhaseReporter); ok {
+		resps, phases, err = pr.ExecuteWithPhases(ctx, batch)
+	} else {
+		resps, err = inst.Execute(ctx, batch)
+	}
+	e.End = time.Now()
+	total := e.End.Sub(e.Start)
+	phases.Input = min(max(phases.Input, 0), total)
+	phases.Output = min(max(phases.Output, 0), total-phases.Input)
+	e.ComputeInput = phases.Input
+	e.ComputeOut = phases.Output
+	e.ComputeInfer = total - phases.Input - phases.Output
+	return resps, e, err
+}

@@ -1,0 +1,227 @@
+package httpfront
+
+import (
+	"context"
+	"strconv"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/sharedmem"
+)
+
+// SharedMemoryCore is what the system and CUDA shared-memory endpoints need
+// from the core. A name "" means every region. While client shared memory
+// is disabled every method returns an Unsupported error, which this front
+// end answers with 501.
+type SharedMemoryCore interface {
+	RegisterSystemSharedMemory(ctx context.Context, name, key string, offset, byteSize uint64) error
+	SystemSharedMemoryStatus(ctx context.Context, name string) ([]sharedmem.Status, error)
+	UnregisterSystemSharedMemory(ctx context.Context, name string) error
+	RegisterCudaSharedMemory(ctx context.Context, name string, rawHandle []byte, deviceID int64, byteSize uint64) error
+	CudaSharedMemoryStatus(ctx context.Context, name string) ([]sharedmem.CudaStatus, error)
+	UnregisterCudaSharedMemory(ctx context.Context, name string) error
+}
+
+// sharedMemory serves /v2/systemsharedmemory[/region/{r}]/(status|register|
+// unregister) and the same under /v2/cudasharedmemory; the method has been
+// checked.
+func (s *Server) sharedMemory(ctx *fasthttp.RequestCtx, r route) {
+	system := r.kind == routeSystemShm
+	var err error
+	switch r.action {
+	case "status":
+		buf := startJSON(ctx)
+		if system {
+			var st []sharedmem.Status
+			if st, err = s.core.SystemSharedMemoryStatus(s.baseCtx, r.region); err == nil {
+				buf = appendSystemShmStatus(buf, st)
+			}
+		} else {
+			var st []sharedmem.CudaStatus
+			if st, err = s.core.CudaSharedMemoryStatus(s.baseCtx, r.region); err == nil {
+				buf = appendCudaShmStatus(buf, st)
+			}
+		}
+		if err == nil {
+			finishJSON(ctx, buf)
+			return
+		}
+		ctx.Response.SwapBody(buf)
+	case "register":
+		if system {
+			err = s.registerSystemShm(ctx, r.region)
+		} else {
+			err = s.registerCudaShm(ctx, r.region)
+		}
+	default: // unregister
+		if system {
+			err = s.core.UnregisterSystemSharedMemory(s.baseCtx, r.region)
+		} else {
+			err = s.core.UnregisterCudaSharedMemory(s.baseCtx, r.region)
+		}
+	}
+	if err != nil {
+		respondErr(ctx, err)
+		return
+	}
+	ctx.SetContentType(contentTypeJSON)
+	ctx.SetStatusCode(fasthttp.StatusOK)
+}
+
+// registerSystemShm reads {"key": string, "offset": uint, "byte_size": uint}.
+// A disabled core is asked first, so that it answers 501 whatever the body.
+func (s *Server) registerSystemShm(ctx *fasthttp.RequestCtx, name string) error {
+	var (
+		key              string
+		offset, byteSize uint64
+		hasKey, hasSize  bool
+	)
+	r := jsonReader{buf: ctx.PostBody()}
+	err := r.object(func(k []byte) error {
+		switch string(k) {
+		case "key":
+			if r.peek() != '"' {
+				return inference.InvalidArg("Unable to parse 'key': expected a string")
+			}
+			v, err := r.readString()
+			key, hasKey = string(v), true
+			return err
+		case "offset":
+			v, err := readUint(&r)
+			if err != nil {
+				return inference.InvalidArg("Unable to parse 'offset': expected an unsigned integer")
+			}
+			offset = v
+		case "byte_size":
+			v, err := readUint(&r)
+			if err != nil {
+				return inference.InvalidArg("Unable to parse 'byte_size': expected an unsigned integer")
+			}
+			byteSize, hasSize = v, true
+		default:
+			return r.skipValue()
+		}
+		return nil
+	})
+	if err == nil {
+		err = r.end()
+	}
+	if err == nil && !hasKey {
+		err = inference.InvalidArg("Unable to parse 'key': the register request for shared memory region '%s' has no 'key'", name)
+	}
+	if err == nil && !hasSize {
+		err = inference.InvalidArg("Unable to parse 'byte_size': the register request for shared memory region '%s' has no 'byte_size'", name)
+	}
+	if err != nil {
+		return s.shmRefusal(err)
+	}
+	return s.core.RegisterSystemSharedMemory(s.baseCtx, name, key, offset, byteSize)
+}
+
+// registerCudaShm reads {"raw_handle": {"b64": string}, "device_id": int,
+// "byte_size": uint}.
+func (s *Server) registerCudaShm(ctx *fasthttp.RequestCtx, name string) error {
+	var (
+		handle   []byte
+		deviceID int64
+		byteSize uint64
+	)
+	r := jsonReader{buf: ctx.PostBody()}
+	err := r.object(func(k []byte) error {
+		switch string(k) {
+		case "raw_handle":
+			if r.peek() != '{' {
+				return inference.InvalidArg("Unable to parse 'raw_handle': expected an object with 'b64'")
+			}
+			return r.object(func(hk []byte) error {
+				if string(hk) != "b64" {
+					return r.skipValue()
+				}
+				if r.peek() != '"' {
+					return inference.InvalidArg("Unable to parse 'b64': expected a string")
+				}
+				v, err := r.readString()
+				if err != nil {
+					return err
+				}
+				if handle, err = decodeBase64(v); err != nil {
+					return inference.InvalidArg("Unable to parse 'b64': %v", err)
+				}
+				return nil
+			})
+		case "device_id":
+			tok, isInt, err := r.readNumber()
+			id, ok := parseIntTok(tok)
+			if err != nil || !isInt || !ok {
+				return inference.InvalidArg("Unable to parse 'device_id': expected an integer")
+			}
+			deviceID = id
+		case "byte_size":
+			v, err := readUint(&r)
+			if err != nil {
+				return inference.InvalidArg("Unable to parse 'byte_size': expected an unsigned integer")
+			}
+			byteSize = v
+		default:
+			return r.skipValue()
+		}
+		return nil
+	})
+	if err == nil {
+		err = r.end()
+	}
+	if err != nil {
+		return s.shmRefusal(err)
+	}
+	return s.core.RegisterCudaSharedMemory(s.baseCtx, name, handle, deviceID, byteSize)
+}
+
+// shmRefusal is the answer to a register request whose body does not
+// parse: the core's refusal when client shared memory is disabled (501
+// whatever the body, as Triton answers), else the parse error. A disabled
+// core refuses every call, the status call included.
+func (s *Server) shmRefusal(parseErr error) error {
+	if _, err := s.core.SystemSharedMemoryStatus(s.baseCtx, ""); inference.CodeOf(err) == inference.CodeUnsupported {
+		return err
+	}
+	return parseErr
+}
+
+// appendSystemShmStatus writes [{"name","key","offset","byte_size"}, ...].
+func appendSystemShmStatus(dst []byte, st []sharedmem.Status) []byte {
+	dst = append(dst, '[')
+	for i, r := range st {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `{"name":`...)
+		dst = appendJSONString(dst, r.Name)
+		dst = append(dst, `,"key":`...)
+		dst = appendJSONString(dst, r.Key)
+		dst = append(dst, `,"offset":`...)
+		dst = strconv.AppendUint(dst, r.Offset, 10)
+		dst = append(dst, `,"byte_size":`...)
+		dst = strconv.AppendUint(dst, r.ByteSize, 10)
+		dst = append(dst, '}')
+	}
+	return append(dst, ']')
+}
+
+// appendCudaShmStatus writes [{"name","device_id","byte_size"}, ...].
+func appendCudaShmStatus(dst []byte, st []sharedmem.CudaStatus) []byte {
+	dst = append(dst, '[')
+	for i, r := range st {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `{"name":`...)
+		dst = appendJSONString(dst, r.Name)
+		dst = append(dst, `,"device_id":`...)
+		dst = strconv.AppendInt(dst, r.DeviceID, 10)
+		dst = append(dst, `,"byte_size":`...)
+		dst = strconv.AppendUint(dst, r.ByteSize, 10)
+		dst = append(dst, '}')
+	}
+	return append(dst, ']')
+}

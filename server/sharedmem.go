@@ -1,0 +1,305 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"runtime/debug"
+
+	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/sharedmem"
+	"github.com/nereid-project/nereid/sharedmem/cudadriver"
+)
+
+// The tensor parameters of Triton's shared-memory extensions.
+const (
+	paramShmRegion   = "shared_memory_region"
+	paramShmOffset   = "shared_memory_offset"
+	paramShmByteSize = "shared_memory_byte_size"
+)
+
+// errShmDisabled answers every use of client shared memory while
+// --allow-client-shm is false.
+var errShmDisabled = inference.Unsupported(sharedmem.DisabledMessage)
+
+// RegisterSystemSharedMemory maps byteSize bytes at offset of the POSIX
+// shared-memory object key under name.
+func (s *Server) RegisterSystemSharedMemory(_ context.Context, name, key string, offset, byteSize uint64) error {
+	if s.shm == nil {
+		return errShmDisabled
+	}
+	return s.shm.Register(name, key, offset, byteSize)
+}
+
+// SystemSharedMemoryStatus lists the region called name, or every system
+// shared-memory region when name is "".
+func (s *Server) SystemSharedMemoryStatus(_ context.Context, name string) ([]sharedmem.Status, error) {
+	if s.shm == nil {
+		return nil, errShmDisabled
+	}
+	return s.shm.Status(name)
+}
+
+// UnregisterSystemSharedMemory unregisters the region called name, or every
+// system shared-memory region when name is "". Regions still used by
+// in-flight requests are unmapped when those requests finish.
+func (s *Server) UnregisterSystemSharedMemory(_ context.Context, name string) error {
+	if s.shm == nil {
+		return errShmDisabled
+	}
+	if name == "" {
+		return s.shm.UnregisterAll()
+	}
+	return s.shm.Unregister(name)
+}
+
+// CudaSharedMemoryStatus lists the registered CUDA shared-memory regions.
+// Nereid registers none (see RegisterCudaSharedMemory), so the list is empty
+// and a named region is NotFound, with Triton's texts.
+func (s *Server) CudaSharedMemoryStatus(_ context.Context, name string) ([]sharedmem.CudaStatus, error) {
+	if s.shm == nil {
+		return nil, errShmDisabled
+	}
+	if name == "" {
+		return nil, nil
+	}
+	if s.shm.Has(name) {
+		return nil, inference.NotFound("The region named '%s' is registered as system shared memory, not CUDA shared memory", name)
+	}
+	return nil, inference.NotFound("Unable to find cuda shared memory region: '%s'", name)
+}
+
+// RegisterCudaSharedMemory refuses every registration: Nereid does not open
+// CUDA IPC handles yet. The message says whether a CUDA driver and device
+// were found, so that a client on a machine without a GPU learns why.
+func (s *Server) RegisterCudaSharedMemory(_ context.Context, name string, _ []byte, _ int64, _ uint64) error {
+	if s.shm == nil {
+		return errShmDisabled
+	}
+	n, err := cudadriver.Devices()
+	if err != nil {
+		return inference.Unsupported("failed to register CUDA shared memory region: '%s', GPUs not supported: %v", name, err)
+	}
+	return inference.Unsupported("failed to register CUDA shared memory region: '%s': Nereid does not open CUDA IPC handles yet (found %d CUDA device(s)); use system shared memory", name, n)
+}
+
+// UnregisterCudaSharedMemory succeeds, as Triton's does for a region that is
+// not registered: no CUDA region ever is. perf_analyzer unregisters every
+// region before it starts.
+func (s *Server) UnregisterCudaSharedMemory(_ context.Context, _ string) error {
+	if s.shm == nil {
+		return errShmDisabled
+	}
+	return nil
+}
+
+// CloseSharedMemory unregisters every region and refuses new ones; regions
+// still used by in-flight requests are unmapped when those finish. Call it
+// at shutdown, after the front ends have drained.
+func (s *Server) CloseSharedMemory() error {
+	if s.shm == nil {
+		return nil
+	}
+	return s.shm.Close()
+}
+
+// shmBinding is the shared memory one request uses: the region windows its
+// inputs were read from and its outputs go to. It keeps those regions
+// mapped until release.
+type shmBinding struct {
+	req     *inference.Request
+	refs    []*sharedmem.Ref // every window, released together
+	inputs  []int            // req.Inputs whose Data is a window
+	outputs []shmOutput
+}
+
+type shmOutput struct {
+	index int // in req.Outputs, and in the finished response's Outputs
+	ref   *sharedmem.Ref
+}
+
+// bindSharedMemory resolves the shared-memory parameters of req: each input
+// that names a region gets the region's window as its Data, each requested
+// output that names one gets its window reserved. It returns nil when the
+// request uses no shared memory. On error nothing stays acquired.
+func (s *Server) bindSharedMemory(req *inference.Request) (_ *shmBinding, err error) {
+	var b *shmBinding
+	defer func() {
+		if err != nil {
+			b.release()
+		}
+	}()
+	for i := range req.Inputs {
+		t := &req.Inputs[i]
+		p, ok, err := shmParams(t.Name, t.Parameters)
+		if err != nil || !ok {
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if s.shm == nil {
+			return nil, errShmDisabled
+		}
+		if t.Data != nil {
+			return nil, inference.InvalidArg("input '%s' for model '%s' names shared memory region '%s' and must not carry data as well", t.Name, req.ModelName, p.region)
+		}
+		ref, err := s.shm.Acquire(p.region, p.offset, p.byteSize)
+		if err != nil {
+			return nil, err
+		}
+		if b == nil {
+			b = &shmBinding{req: req}
+		}
+		b.refs = append(b.refs, ref)
+		if want := inference.ByteSize(t.DataType, t.Shape); want >= 0 && uint64(want) != p.byteSize {
+			return nil, inference.InvalidArg("input byte size mismatch for input '%s' for model '%s'. Expected %d, got %d", t.Name, req.ModelName, want, p.byteSize)
+		}
+		t.Data = ref.Data
+		b.inputs = append(b.inputs, i)
+	}
+	for i := range req.Outputs {
+		o := &req.Outputs[i]
+		p, ok, err := shmParams(o.Name, o.Parameters)
+		if err != nil || !ok {
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if s.shm == nil {
+			return nil, errShmDisabled
+		}
+		if _, cls := o.Parameters[paramClassification]; cls {
+			return nil, inference.InvalidArg("Output can't set both 'shared_memory_region' and 'classification'")
+		}
+		ref, err := s.shm.Acquire(p.region, p.offset, p.byteSize)
+		if err != nil {
+			return nil, err
+		}
+		if b == nil {
+			b = &shmBinding{req: req}
+		}
+		b.refs = append(b.refs, ref)
+		b.outputs = append(b.outputs, shmOutput{index: i, ref: ref})
+	}
+	return b, nil
+}
+
+type shmWindow struct {
+	region           string
+	offset, byteSize uint64
+}
+
+// shmParams reads a tensor's shared-memory parameters with the type rules
+// and texts of Triton's gRPC front end (the HTTP front end has already
+// checked that the values are unsigned integers). ok is false when the
+// tensor names no region.
+func shmParams(tensor string, params inference.Parameters) (w shmWindow, ok bool, err error) {
+	if len(params) == 0 {
+		return w, false, nil
+	}
+	rv, has := params[paramShmRegion]
+	if has {
+		if w.region, ok = rv.(string); !ok {
+			return w, false, inference.InvalidArg("invalid value type for 'shared_memory_region' parameter for tensor '%s', expected string_param.", tensor)
+		}
+	}
+	if v, set := params[paramShmOffset]; set {
+		if !has {
+			return w, false, inference.InvalidArg("'shared_memory_offset' can not be specified without 'shared_memory_region' parameter for tensor '%s'", tensor)
+		}
+		if w.offset, ok = unsignedParam(v); !ok {
+			return w, false, inference.InvalidArg("invalid value type for 'shared_memory_offset' parameter for tensor '%s', expected int64_param.", tensor)
+		}
+	}
+	v, set := params[paramShmByteSize]
+	switch {
+	case set && !has:
+		return w, false, inference.InvalidArg("'shared_memory_byte_size' can not be specified without 'shared_memory_region' parameter for tensor '%s'", tensor)
+	case set:
+		if w.byteSize, ok = unsignedParam(v); !ok {
+			return w, false, inference.InvalidArg("invalid value type for 'shared_memory_byte_size' parameter for tensor '%s', expected int64_param.", tensor)
+		}
+	case has:
+		return w, false, inference.InvalidArg("'shared_memory_byte_size' must be specified along with 'shared_memory_region' parameter for tensor '%s'", tensor)
+	}
+	return w, has, nil
+}
+
+// unsignedParam reads an integer parameter as Triton's size_t: a negative
+// int64 wraps around (and then fails the bounds checks).
+func unsignedParam(v any) (uint64, bool) {
+	switch x := v.(type) {
+	case int64:
+		return uint64(x), true
+	case uint64:
+		return x, true
+	default:
+		return 0, false
+	}
+}
+
+// finish writes the outputs that go to shared memory into their windows,
+// where the response then carries them without data, and copies any other
+// output whose data still points into a region (a backend may return its
+// inputs as outputs), since the regions may be unmapped once the request is
+// released.
+func (b *shmBinding) finish(resp *inference.Response) (*inference.Response, error) {
+	if b == nil {
+		return resp, nil
+	}
+	for _, o := range b.outputs {
+		if o.index >= len(resp.Outputs) {
+			return nil, inference.Internal("no response output for shared-memory output %d", o.index)
+		}
+		t := &resp.Outputs[o.index]
+		if len(t.Data) > len(o.ref.Data) {
+			return nil, inference.Internal("shared memory size specified with the request for output '%s' (%d bytes) should be at least %d bytes to hold the results", t.Name, len(o.ref.Data), len(t.Data))
+		}
+		if err := copyToRegion(o.ref.Data, t.Data, t.Name); err != nil {
+			return nil, err
+		}
+		*t = inference.Tensor{Name: t.Name, DataType: t.DataType, Shape: t.Shape}
+	}
+	for i := range resp.Outputs {
+		t := &resp.Outputs[i]
+		if t.Data == nil {
+			continue
+		}
+		for _, ref := range b.refs {
+			if ref.Overlaps(t.Data) {
+				t.Data = bytes.Clone(t.Data)
+				break
+			}
+		}
+	}
+	return resp, nil
+}
+
+// copyToRegion copies an output into its window. A client that shrinks the
+// shared-memory object during the request makes the copy fault; that fails
+// the request instead of the server.
+func copyToRegion(dst, src []byte, output string) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = inference.Internal("unable to write output '%s' to its shared memory region: %v", output, r)
+		}
+	}()
+	copy(dst, src)
+	return nil
+}
+
+// release ends the request's use of its regions. The inputs read from
+// shared memory lose their Data, which may be unmapped from now on.
+func (b *shmBinding) release() {
+	if b == nil {
+		return
+	}
+	for _, i := range b.inputs {
+		b.req.Inputs[i].Data = nil
+	}
+	for _, ref := range b.refs {
+		ref.Release()
+	}
+}

@@ -1,0 +1,368 @@
+"""Statistics, Prometheus metrics, logging and trace settings, restricted APIs.
+
+Each test starts its own server on a small repository of identity models, so
+every count is exactly what the test sent.
+"""
+
+import http.client
+import json
+import pathlib
+import re
+import time
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from conftest import _free_ports, identity_config, wait_for, write_model
+from e2e_util import grpc_inputs, http_inputs
+
+
+def build_repo(root: pathlib.Path) -> pathlib.Path:
+    repo = root / "obs_repo"
+    write_model(
+        repo,
+        "obs_batch",
+        identity_config("obs_batch", [("FP32", [-1])], max_batch_size=8)
+        + 'metric_tags { key: "team" value: "vision" }\n',
+    )
+    write_model(repo, "obs_plain", identity_config("obs_plain", [("INT32", [-1])]))
+    write_model(
+        repo,
+        "obs_slow",
+        identity_config("obs_slow", [("FP32", [-1])], parameters={"execute_delay_ms": "3000"}),
+    )
+    return repo
+
+
+# --------------------------------------------------------------------------
+# Prometheus text parsing
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def scrape(port):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        body = resp.read().decode()
+        assert resp.status == 200, body
+    finally:
+        conn.close()
+    samples, types = {}, {}
+    for line in body.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, typ = line.split(" ", 3)
+            types[name] = typ
+            continue
+        if not line or line.startswith("#"):
+            continue
+        m = SAMPLE.match(line)
+        assert m, line
+        labels = frozenset(LABEL.findall(m.group(2) or ""))
+        samples[(m.group(1), labels)] = float(m.group(3))
+    return samples, types
+
+
+def value(samples, name, **labels):
+    return samples.get((name, frozenset(labels.items())))
+
+
+def infer_http(client, model, data, dtype):
+    return client.infer(model, http_inputs([data], [dtype]))
+
+
+def infer_grpc(client, model, data, dtype, **kw):
+    return client.infer(model, grpc_inputs([data], [dtype]), **kw)
+
+
+# --------------------------------------------------------------------------
+# Statistics and metrics
+
+
+def test_statistics_and_metrics_after_known_requests(nereid, tmp_path):
+    repo = build_repo(tmp_path)
+    (metrics_port,) = _free_ports(1)
+    s = nereid.start(
+        repo,
+        [
+            "--model-control-mode=explicit",
+            "--load-model=*",
+            "--allow-metrics=true",
+            f"--metrics-port={metrics_port}",
+            "--metrics-address=127.0.0.1",
+            "--metrics-interval-ms=200",
+            "--metrics-config=summary_latencies=true",
+        ],
+    )
+    http_client, grpc_client = s.http(), s.grpc()
+    batch2 = np.arange(6, dtype=np.float32).reshape(2, 3)
+    batch1 = np.arange(3, dtype=np.float32).reshape(1, 3)
+    for _ in range(4):
+        infer_http(http_client, "obs_batch", batch2, "FP32")
+    for _ in range(3):
+        infer_grpc(grpc_client, "obs_batch", batch1, "FP32")
+    # Refused by validation (batch 9 > max_batch_size 8): Triton counts it nowhere.
+    with pytest.raises(InferenceServerException):
+        infer_http(http_client, "obs_batch", np.zeros((9, 3), dtype=np.float32), "FP32")
+    plain = np.array([1, 2, 3], dtype=np.int32)
+    for _ in range(2):
+        infer_http(http_client, "obs_plain", plain, "INT32")
+    # A request cancelled by its deadline while it executes fails with CANCELED.
+    with pytest.raises(InferenceServerException):
+        infer_grpc(grpc_client, "obs_slow", np.zeros(2, dtype=np.float32), "FP32", client_timeout=0.5)
+
+    def slow_failed():
+        st = http_client.get_inference_statistics("obs_slow")["model_stats"][0]
+        return st["inference_stats"]["fail"]["count"] == 1
+
+    wait_for(slow_failed, what="the cancelled request to be counted")
+
+    # --- statistics over HTTP
+    (st,) = http_client.get_inference_statistics("obs_batch", "1")["model_stats"]
+    assert st["name"] == "obs_batch" and st["version"] == "1"
+    assert st["inference_count"] == 4 * 2 + 3
+    assert st["execution_count"] == 7
+    assert st["last_inference"] > 0
+    inf = st["inference_stats"]
+    assert inf["success"]["count"] == 7 and inf["success"]["ns"] > 0
+    assert inf["fail"]["count"] == 0
+    for phase in ("queue", "compute_input", "compute_infer", "compute_output"):
+        assert inf[phase]["count"] == 7, phase
+    assert inf["compute_infer"]["ns"] > 0
+    assert inf["cache_hit"]["count"] == 0 and inf["cache_miss"]["count"] == 0
+    batches = {b["batch_size"]: b for b in st["batch_stats"]}
+    assert sorted(batches) == [1, 2]
+    assert batches[2]["compute_infer"]["count"] == 4 and batches[1]["compute_infer"]["count"] == 3
+    assert batches[2]["compute_input"]["count"] == 4 and batches[2]["compute_output"]["count"] == 4
+    resp0 = st["response_stats"]["0"]
+    assert resp0["success"]["count"] == 7 and resp0["compute_infer"]["count"] == 7
+    assert resp0["fail"]["count"] == 0
+
+    # --- the same numbers over gRPC (proto JSON writes uint64 as strings)
+    (g,) = grpc_client.get_inference_statistics("obs_batch", as_json=True)["model_stats"]
+    assert int(g["inference_count"]) == 11 and int(g["execution_count"]) == 7
+    assert int(g["inference_stats"]["success"]["count"]) == 7
+    assert int(g["inference_stats"]["queue"]["count"]) == 7
+    assert {int(b["batch_size"]) for b in g["batch_stats"]} == {1, 2}
+    assert int(g["response_stats"]["0"]["success"]["count"]) == 7
+
+    # --- all models
+    names = {m["name"] for m in http_client.get_inference_statistics()["model_stats"]}
+    assert names == {"obs_batch", "obs_plain", "obs_slow"}
+    (sl,) = http_client.get_inference_statistics("obs_slow")["model_stats"]
+    assert sl["inference_stats"]["success"]["count"] == 0
+    assert sl["execution_count"] == 0
+
+    # --- metrics
+    samples, types = scrape(metrics_port)
+    b = {"model": "obs_batch", "version": "1", "_team": "vision"}
+    assert value(samples, "nv_inference_request_success", **b) == 7
+    assert value(samples, "nv_inference_count", **b) == 11
+    assert value(samples, "nv_inference_exec_count", **b) == 7
+    assert value(samples, "nv_inference_pending_request_count", **b) == 0
+    for reason in ("REJECTED", "CANCELED", "BACKEND", "OTHER"):
+        assert value(samples, "nv_inference_request_failure", reason=reason, **b) == 0
+    assert value(samples, "nv_inference_request_summary_us_count", **b) == 7
+    assert value(samples, "nv_inference_compute_infer_duration_us", **b) is not None
+    assert value(samples, "nv_model_load_duration_secs", **b) > 0
+    p = {"model": "obs_plain", "version": "1"}
+    assert value(samples, "nv_inference_request_success", **p) == 2
+    assert value(samples, "nv_inference_count", **p) == 2
+    sl = {"model": "obs_slow", "version": "1"}
+    assert value(samples, "nv_inference_request_failure", reason="CANCELED", **sl) == 1
+    assert value(samples, "nv_inference_request_failure", reason="BACKEND", **sl) == 0
+    assert value(samples, "nv_inference_request_success", **sl) == 0
+    assert types["nv_inference_request_success"] == "counter"
+    assert types["nv_inference_pending_request_count"] == "gauge"
+    assert types["nv_inference_request_summary_us"] == "summary"
+    assert types["nv_cpu_utilization"] == "gauge"
+    assert 0 <= value(samples, "nv_cpu_utilization") <= 1
+    assert value(samples, "nv_cpu_memory_total_bytes") > 0
+    assert value(samples, "nv_cpu_memory_used_bytes") > 0
+    # No GPU on this machine: the GPU metrics are absent, not an error.
+    if not pathlib.Path("/dev/nvidiactl").exists():
+        assert not any(name.startswith(("nv_gpu_", "nv_energy")) for name, _ in samples)
+
+    # Non-GET on /metrics is refused.
+    conn = http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=10)
+    conn.request("POST", "/metrics", body=b"")
+    resp = conn.getresponse()
+    assert resp.status == 405 and json.loads(resp.read()) == {"error": "Method Not Allowed"}
+    conn.close()
+
+    # Unloading a model deletes its series.
+    http_client.unload_model("obs_plain")
+
+    def plain_gone():
+        samples, _ = scrape(metrics_port)
+        return not any(dict(labels).get("model") == "obs_plain" for _, labels in samples)
+
+    wait_for(plain_gone, what="obs_plain's series to be deleted")
+    samples, _ = scrape(metrics_port)
+    assert value(samples, "nv_inference_request_success", **b) == 7
+
+
+# --------------------------------------------------------------------------
+# Logging
+
+
+def test_log_settings_round_trips(nereid, tmp_path):
+    log_file = tmp_path / "server.log"
+    s = nereid.start(build_repo(tmp_path), [f"--log-file={log_file}", "--log-format=default"])
+    http_client, grpc_client = s.http(), s.grpc()
+    initial = {
+        "log_file": str(log_file),
+        "log_info": True,
+        "log_warning": True,
+        "log_error": True,
+        "log_verbose_level": 0,
+        "log_format": "default",
+    }
+    assert http_client.get_log_settings() == initial
+    g = grpc_client.get_log_settings(as_json=True)["settings"]
+    assert g["log_file"]["string_param"] == str(log_file) and g["log_info"]["bool_param"] is True
+
+    # A verbose message appears only once the verbose level is raised.
+    bad = {"inputs": [{"name": "INPUT0", "shape": [1], "datatype": "FP32", "data": [1]}]}
+    s.request("POST", "/v2/models/obs_batch/infer", bad)
+    assert "infer failed" not in log_file.read_text()
+    updated = http_client.update_log_settings({"log_verbose_level": 1, "log_info": False})
+    assert updated == dict(initial, log_verbose_level=1, log_info=False)
+    s.request("POST", "/v2/models/obs_batch/infer", bad)
+    wait_for(lambda: "infer failed" in log_file.read_text(), what="a verbose line")
+
+    # gRPC round trip, and the HTTP view of it.
+    r = grpc_client.update_log_settings({"log_format": "ISO8601", "log_warning": False}, as_json=True)
+    assert r["settings"]["log_format"]["string_param"] == "ISO8601"
+    assert http_client.get_log_settings() == dict(
+        initial, log_verbose_level=1, log_info=False, log_format="ISO8601", log_warning=False
+    )
+
+    # Refusals: the file cannot change over the network; types are checked.
+    with pytest.raises(InferenceServerException) as e:
+        http_client.update_log_settings({"log_file": "other.log"})
+    assert e.value.status() == "501"
+    assert "log file location can not be updated through network protocol" in e.value.message()
+    with pytest.raises(InferenceServerException) as e:
+        grpc_client.update_log_settings({"log_file": "other.log"})
+    assert e.value.status() == "StatusCode.UNIMPLEMENTED"
+    resp = s.request("POST", "/v2/logging", {"log_verbose_level": -1})
+    assert resp.status == 400 and "unsigned-integer" in resp.json()["error"]
+    resp = s.request("POST", "/v2/logging", {"log_info": "yes"})
+    assert resp.status == 400
+    resp = s.request("POST", "/v2/logging", {"log_level": 3})
+    assert resp.status == 400 and "log_level" in resp.json()["error"]
+    assert http_client.get_log_settings()["log_verbose_level"] == 1
+
+
+# --------------------------------------------------------------------------
+# Trace
+
+
+def test_trace_settings_and_trace_file(nereid, tmp_path):
+    trace_file = tmp_path / "trace.json"
+    s = nereid.start(
+        build_repo(tmp_path),
+        [f"--trace-config=triton,file={trace_file}", "--trace-config=level=OFF", "--trace-config=rate=1"],
+    )
+    http_client, grpc_client = s.http(), s.grpc()
+    global_settings = {
+        "trace_level": ["OFF"],
+        "trace_rate": "1",
+        "trace_count": "-1",
+        "log_frequency": "0",
+        "trace_file": str(trace_file),
+        "trace_mode": "triton",
+    }
+    assert http_client.get_trace_settings() == global_settings
+    # Trace obs_batch only, over HTTP; the other fields follow the global settings.
+    model_settings = http_client.update_trace_settings("obs_batch", {"trace_level": ["TIMESTAMPS"]})
+    assert model_settings == dict(global_settings, trace_level=["TIMESTAMPS"])
+    g = grpc_client.get_trace_settings("obs_batch", as_json=True)["settings"]
+    assert g["trace_level"]["value"] == ["TIMESTAMPS"] and g["trace_rate"]["value"] == ["1"]
+    assert http_client.get_trace_settings() == global_settings
+
+    data = np.arange(3, dtype=np.float32).reshape(1, 3)
+    for _ in range(2):
+        infer_http(http_client, "obs_batch", data, "FP32")
+    infer_grpc(grpc_client, "obs_batch", data, "FP32")
+    infer_http(http_client, "obs_plain", np.array([1], dtype=np.int32), "INT32")  # not traced
+
+    # gRPC update: an empty value clears the model's level again.
+    r = grpc_client.update_trace_settings("obs_batch", {"trace_level": None}, as_json=True)
+    assert r["settings"]["trace_level"]["value"] == ["OFF"]
+    with pytest.raises(InferenceServerException) as e:
+        http_client.update_trace_settings(settings={"trace_file": "elsewhere.json"})
+    assert e.value.status() == "501"
+    with pytest.raises(InferenceServerException) as e:
+        http_client.update_trace_settings(settings={"trace_rate": "often"})
+    assert e.value.status() == "400" and "Unable to parse 'trace_rate', got: often" in e.value.message()
+    with pytest.raises(InferenceServerException) as e:
+        grpc_client.update_trace_settings(settings={"trace_count": "-5"})
+    assert e.value.status() == "StatusCode.INVALID_ARGUMENT"
+
+    # The traces are written to the trace file when the server stops.
+    s.stop_gracefully()
+    records = json.loads(trace_file.read_text())
+    traces = {}
+    for rec in records:
+        traces.setdefault(rec["id"], []).append(rec)
+    assert len(traces) == 3
+    kinds = []
+    for recs in traces.values():
+        header = [r for r in recs if "model_name" in r]
+        assert len(header) == 1 and header[0]["model_name"] == "obs_batch"
+        assert header[0]["model_version"] == 1
+        names = [t["name"] for r in recs for t in r.get("timestamps", [])]
+        core = ["REQUEST_START", "QUEUE_START", "COMPUTE_START", "COMPUTE_INPUT_END",
+                "COMPUTE_OUTPUT_START", "COMPUTE_END", "REQUEST_END"]
+        assert [n for n in names if n in core] == core
+        ns = [t["ns"] for r in recs for t in r.get("timestamps", []) if t["name"] in core]
+        assert ns == sorted(ns)
+        kinds.append("HTTP" if "HTTP_RECV_START" in names else "GRPC" if "GRPC_SEND_END" in names else "?")
+    assert sorted(kinds) == ["GRPC", "HTTP", "HTTP"]
+
+
+# --------------------------------------------------------------------------
+# Restricted APIs
+
+
+def test_restricted_apis(nereid, tmp_path):
+    s = nereid.start(
+        build_repo(tmp_path),
+        [
+            "--http-restricted-api=inference,logging:infer-key=secret",
+            "--grpc-restricted-protocol=inference,statistics:infer-key=secret",
+        ],
+    )
+    data = np.arange(3, dtype=np.float32).reshape(1, 3)
+    resp = s.request("POST", "/v2/models/obs_batch/infer", {"inputs": []})
+    assert resp.status == 403
+    assert resp.json() == {"error": "This API is restricted, expecting header 'infer-key'"}
+    resp = s.request("GET", "/v2/logging", headers={"infer-key": "wrong"})
+    assert resp.status == 403
+    http_client = s.http()
+    with pytest.raises(InferenceServerException) as e:
+        infer_http(http_client, "obs_batch", data, "FP32")
+    assert e.value.status() == "403"
+    r = http_client.infer("obs_batch", http_inputs([data], ["FP32"]), headers={"infer-key": "secret"})
+    assert r.as_numpy("OUTPUT0").shape == (1, 3)
+    assert http_client.is_server_live()  # health is not restricted
+
+    grpc_client = s.grpc()
+    with pytest.raises(InferenceServerException) as e:
+        infer_grpc(grpc_client, "obs_batch", data, "FP32")
+    assert e.value.status() == "StatusCode.UNAVAILABLE"
+    assert "triton-grpc-protocol-infer-key" in e.value.message()
+    with pytest.raises(InferenceServerException) as e:
+        grpc_client.get_inference_statistics("obs_batch", headers={"triton-grpc-protocol-infer-key": "nope"})
+    assert e.value.status() == "StatusCode.UNAVAILABLE"
+    headers = {"triton-grpc-protocol-infer-key": "secret"}
+    g = grpc_client.infer("obs_batch", grpc_inputs([data], ["FP32"]), headers=headers)
+    assert g.as_numpy("OUTPUT0").shape == (1, 3)
+    assert grpc_client.get_inference_statistics("obs_batch", headers=headers).model_stats[0].inference_count == 2
+    assert grpc_client.is_server_live()
