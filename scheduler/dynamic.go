@@ -564,27 +564,9 @@ func (d *DynamicBatcher) pending(delta int) {
 // batchContext returns a context that ends when every request of the batch
 // has been cancelled, so one client going away does not abort the others.
 func batchContext(batch []*pending) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(context.Background())
-	var (
-		mu   sync.Mutex
-		left = len(batch)
-	)
-	stops := make([]func() bool, len(batch))
+	ctxs := make([]context.Context, len(batch))
 	for i, p := range batch {
-		stops[i] = context.AfterFunc(p.ctx, func() {
-			mu.Lock()
-			left--
-			last := left == 0
-			mu.Unlock()
-			if last {
-				cancel()
-			}
-		})
+		ctxs[i] = p.ctx
 	}
-	return ctx, func() {
-		for _, stop := range stops {
-			stop()
-		}
-		cancel()
-	}
+	return allDone(ctxs)
 }

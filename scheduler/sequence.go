@@ -380,10 +380,24 @@ func (s *SequenceBatcher) dropIfQueued(sr *seqRequest) bool {
 	}
 	sr.taken = true
 	seq := sr.seq
-	if seq.slot != nil {
-		seq.slot.queue = slices.DeleteFunc(seq.slot.queue, func(x *seqRequest) bool { return x == sr })
+	// An END request left s.active when it was queued, so neither it nor
+	// the idle reaper would free the sequence's slot any more: queue the
+	// release in its place, after the requests before it.
+	var marker *seqRequest
+	if sr.end {
+		marker = &seqRequest{release: true, seq: seq}
+	}
+	if slot := seq.slot; slot != nil {
+		slot.queue = slices.DeleteFunc(slot.queue, func(x *seqRequest) bool { return x == sr })
+		if marker != nil {
+			slot.queue = append(slot.queue, marker)
+			s.notifyLocked(slot)
+		}
 	} else {
 		seq.queue = slices.DeleteFunc(seq.queue, func(x *seqRequest) bool { return x == sr })
+		if marker != nil {
+			seq.queue = append(seq.queue, marker)
+		}
 	}
 	s.mu.Unlock()
 	s.pending(-1)
@@ -451,7 +465,11 @@ func (s *SequenceBatcher) Close() {
 			}
 		}
 		for _, seq := range s.backlog {
-			aborted = append(aborted, seq.queue...)
+			for _, sr := range seq.queue {
+				if !sr.release {
+					aborted = append(aborted, sr)
+				}
+			}
 			seq.queue = nil
 		}
 		s.backlog = nil
@@ -554,9 +572,11 @@ func (s *SequenceBatcher) reap(now time.Time) time.Time {
 			delete(s.active, seq.id)
 		}
 		for _, sr := range seq.queue {
-			sr.taken = true
+			if !sr.release { // a dropped END's marker: the slot was never taken
+				sr.taken = true
+				expired = append(expired, sr)
+			}
 		}
-		expired = append(expired, seq.queue...)
 		seq.queue = nil
 	}
 	clear(s.backlog[len(kept):])

@@ -28,6 +28,11 @@ func loadLabels(modelDir string, cfg *inferencepb.ModelConfig) (map[string][]str
 		if file == "" {
 			continue
 		}
+		// A load request's config may name the file: keep it inside the
+		// model directory.
+		if !filepath.IsLocal(file) {
+			return nil, inference.InvalidArg("the label file '%s' of output '%s' of model '%s' must be a relative path inside the model directory", file, out.GetName(), cfg.GetName())
+		}
 		text, err := os.ReadFile(filepath.Join(modelDir, file))
 		if err != nil {
 			return nil, inference.InvalidArg("unable to read the label file '%s' of output '%s' of model '%s': %v", file, out.GetName(), cfg.GetName(), err)

@@ -219,3 +219,31 @@ func TestLabelFileMissing(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestLabelFileOutsideModelRefused(t *testing.T) {
+	cfg := &inferencepb.ModelConfig{}
+	text := strings.Replace(classifyConfig, `label_filename: "labels.txt"`, `label_filename: "../labels.txt"`, 1)
+	if err := prototext.Unmarshal([]byte(text), cfg); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	dir := filepath.Join(root, "cls")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The file exists, but outside the model directory.
+	if err := os.WriteFile(filepath.Join(root, "labels.txt"), []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l := NewLoader(LoaderOptions{})
+	if err := l.Complete(context.Background(), dir, cfg, true); err != nil {
+		t.Fatal(err)
+	}
+	sv, err := l.LoadVersion(context.Background(), repository.VersionSpec{Name: "cls", Version: 1, Config: cfg, ModelDir: dir})
+	if err == nil {
+		_ = sv.Close(context.Background())
+	}
+	if err == nil || !strings.Contains(err.Error(), "must be a relative path inside the model directory") {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -183,6 +183,9 @@ func sequenceState(st *inferencepb.ModelSequenceBatching_State, modelDir string)
 	// Without an initial state a sequence starts from zeros, variable
 	// dimensions taken as 1.
 	for _, d := range st.GetDims() {
+		if d < -1 {
+			return s, inference.InvalidArg("sequence_batching state '%s' has an invalid dimension %d: dimensions must be >= 0, or -1 for a variable-size one", name, d)
+		}
 		s.Shape = append(s.Shape, max(d, 1))
 	}
 	inits := st.GetInitialState()
@@ -208,6 +211,9 @@ func sequenceState(st *inferencepb.ModelSequenceBatching_State, modelDir string)
 		if d == -1 {
 			return s, inference.InvalidArg("'initial_state' field for state input name '%s' contains variable dimensions.", name)
 		}
+		if d < 0 {
+			return s, inference.InvalidArg("'initial_state' field for state input name '%s' has an invalid dimension %d.", name, d)
+		}
 		if sd := st.GetDims()[i]; sd != -1 && sd != d {
 			return s, inference.InvalidArg("'initial_state' dim for input name '%s' doesn't match 'state' dim description. %d != %d", name, d, sd)
 		}
@@ -217,6 +223,11 @@ func sequenceState(st *inferencepb.ModelSequenceBatching_State, modelDir string)
 	case *inferencepb.ModelSequenceBatching_InitialState_ZeroData:
 		// zeros: nil Data
 	case *inferencepb.ModelSequenceBatching_InitialState_DataFile:
+		// A load request's config may name the file: keep it inside the
+		// model's initial_state folder.
+		if !filepath.IsLocal(data.DataFile) {
+			return s, inference.InvalidArg("initial_state data_file '%s' for state input '%s' must be a relative path inside the model's %s folder", data.DataFile, name, initialStateDir)
+		}
 		path := filepath.Join(modelDir, initialStateDir, data.DataFile)
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -230,6 +241,9 @@ func sequenceState(st *inferencepb.ModelSequenceBatching_State, modelDir string)
 			break
 		}
 		size := inference.ByteSize(s.DataType, s.Shape)
+		if size < 0 {
+			return s, inference.InvalidArg("'initial_state' for state input '%s' has a shape %v whose byte size overflows", name, s.Shape)
+		}
 		if int64(len(b)) < size {
 			return s, inference.InvalidArg("initial_state setting expects %d bytes, but the data provided from %s only has %d bytes.", size, data.DataFile, len(b))
 		}

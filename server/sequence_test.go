@@ -338,3 +338,30 @@ state [ { input_name: "IN" output_name: "OUT" data_type: TYPE_FP32 dims: [ 2, -1
 		t.Errorf("zero_data state %+v, want shape [2 3] and zeros", st)
 	}
 }
+
+func TestInitialStateRejectsBadFilesAndShapes(t *testing.T) {
+	outside := strings.Replace(sequenceConfig, `data_file: "seed.bin"`, `data_file: "../../seed.bin"`, 1)
+	_, err := loadTestModel(t, LoaderOptions{}, "seq", outside, seqDir(t))
+	if err == nil || !strings.Contains(err.Error(), "initial_state data_file '../../seed.bin' for state input 'INPUT3' must be a relative path") {
+		t.Errorf("data_file outside the model: %v", err)
+	}
+	// A shape whose byte size overflows fails the load instead of
+	// panicking on the data file's slice.
+	huge := strings.Replace(sequenceConfig,
+		`data_type: TYPE_INT32 dims: [ 1 ]
+    initial_state { name: "seed" data_type: TYPE_INT32 dims: [ 1 ]`,
+		`data_type: TYPE_INT32 dims: [ -1, -1 ]
+    initial_state { name: "seed" data_type: TYPE_INT32 dims: [ 4611686018427387904, 4 ]`, 1)
+	_, err = loadTestModel(t, LoaderOptions{}, "seq", huge, seqDir(t))
+	if err == nil || !strings.Contains(err.Error(), "byte size overflows") {
+		t.Errorf("overflowing initial_state shape: %v", err)
+	}
+	negative := strings.Replace(sequenceConfig,
+		`data_type: TYPE_INT32 dims: [ 1 ]
+    initial_state`, `data_type: TYPE_INT32 dims: [ -3 ]
+    initial_state`, 1)
+	_, err = loadTestModel(t, LoaderOptions{}, "seq", negative, seqDir(t))
+	if err == nil || !strings.Contains(err.Error(), "invalid dimension -3") {
+		t.Errorf("negative state dimension: %v", err)
+	}
+}

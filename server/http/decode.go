@@ -33,7 +33,15 @@ type inferCall struct {
 	outKinds     []outKind // parallel to req.Outputs
 	shapes       []int64   // backing store of the inputs' shapes
 	binOuts      []int     // scratch for the encoder
+	// inputNames and outputNames hold the tensor names once a request has
+	// more than linearNameScan of them, so that duplicate checks stay
+	// linear in the number of tensors a client sends.
+	inputNames, outputNames map[string]struct{}
 }
+
+// linearNameScan is how many tensors a request may have before duplicate
+// names are looked up in a set rather than by scanning.
+const linearNameScan = 16
 
 func (c *inferCall) reset() {
 	clear(c.req.Inputs)
@@ -43,6 +51,35 @@ func (c *inferCall) reset() {
 	c.outKinds = c.outKinds[:0]
 	c.shapes = c.shapes[:0]
 	c.binOuts = c.binOuts[:0]
+	clear(c.inputNames)
+	clear(c.outputNames)
+}
+
+// seenName reports whether name is among the n names that name(i) returns,
+// and otherwise records it in *set once n reaches linearNameScan. The
+// caller appends the tensor when it returns false (or fails the request).
+func seenName(set *map[string]struct{}, n int, nameAt func(int) string, name []byte) bool {
+	if n < linearNameScan {
+		for i := range n {
+			if nameAt(i) == string(name) {
+				return true
+			}
+		}
+		return false
+	}
+	if *set == nil {
+		*set = make(map[string]struct{}, 2*n)
+	}
+	if len(*set) == 0 {
+		for i := range n {
+			(*set)[nameAt(i)] = struct{}{}
+		}
+	}
+	if _, ok := (*set)[string(name)]; ok {
+		return true
+	}
+	(*set)[string(name)] = struct{}{}
+	return false
 }
 
 // kindFor returns how the named output is returned.
@@ -366,10 +403,8 @@ func (c *inferCall) decodeInput(r *jsonReader, header, bin []byte, binOff *int) 
 	if !hasShp {
 		return errShape
 	}
-	for i := range c.req.Inputs {
-		if string(name) == c.req.Inputs[i].Name {
-			return inference.InvalidArg("input '%s' already exists in request", name)
-		}
+	if seenName(&c.inputNames, len(c.req.Inputs), func(i int) string { return c.req.Inputs[i].Name }, name) {
+		return inference.InvalidArg("input '%s' already exists in request", name)
 	}
 	dt, ok := parseDataType(dtype)
 	if !ok {
@@ -499,10 +534,8 @@ func (c *inferCall) decodeOutput(r *jsonReader) error {
 		}
 		kind = kindShm
 	}
-	for i := range c.req.Outputs {
-		if string(name) == c.req.Outputs[i].Name {
-			return nil // Triton keeps one request per output name
-		}
+	if seenName(&c.outputNames, len(c.req.Outputs), func(i int) string { return c.req.Outputs[i].Name }, name) {
+		return nil // Triton keeps one request per output name
 	}
 	c.req.Outputs = append(c.req.Outputs, inference.RequestedOutput{Name: string(name), Parameters: params})
 	c.outKinds = append(c.outKinds, kind)
