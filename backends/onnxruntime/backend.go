@@ -163,6 +163,9 @@ func modelPath(versionDir string, cfg *inferencepb.ModelConfig) (string, error) 
 	if name == "" {
 		name = "model.onnx"
 	}
+	if !filepath.IsLocal(name) {
+		return "", inference.InvalidArg("default_model_filename '%s' of model '%s' must name a file inside the version directory", name, cfg.GetName())
+	}
 	p := filepath.Join(versionDir, name)
 	st, err := os.Stat(p)
 	if err != nil {

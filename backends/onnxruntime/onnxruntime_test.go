@@ -468,6 +468,17 @@ func TestWarmup(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "warm-up sample 'mixed'") {
 		t.Fatalf("error = %v", err)
 	}
+
+	// Paths from a configuration stay inside the model directory.
+	cfg.ModelWarmup[0].Inputs["INPUT1"].InputDataType = &inferencepb.ModelWarmup_Input_InputDataFile{InputDataFile: "../1/model.onnx"}
+	if _, _, err := tryLoad(b, dir, cfg); err == nil || !strings.Contains(err.Error(), "inside the model's warmup directory") {
+		t.Fatalf("escaping input_data_file: error = %v", err)
+	}
+	cfg.ModelWarmup = nil
+	cfg.DefaultModelFilename = "../../model.onnx"
+	if _, _, err := tryLoad(b, dir, cfg); err == nil || !strings.Contains(err.Error(), "inside the version directory") {
+		t.Fatalf("escaping default_model_filename: error = %v", err)
+	}
 }
 
 func TestCancelledBeforeRun(t *testing.T) {

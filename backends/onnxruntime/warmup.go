@@ -63,6 +63,9 @@ func (m *model) warmupSamples(cfg *inferencepb.ModelConfig, modelDir string) ([]
 			var data []byte
 			switch {
 			case in.GetInputDataFile() != "":
+				if !filepath.IsLocal(in.GetInputDataFile()) {
+					return nil, fail("input '%s': input_data_file '%s' must be a path inside the model's warmup directory", spec.name, in.GetInputDataFile())
+				}
 				p := filepath.Join(modelDir, "warmup", in.GetInputDataFile())
 				b, err := os.ReadFile(p)
 				if err != nil {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -211,19 +212,29 @@ func (s *servers) listen(c *config, core *server.Server) error {
 func (s *servers) shutdown(timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	// The front ends drain side by side, so neither keeps accepting work
+	// while the other drains, and both get the whole timeout.
+	var wg sync.WaitGroup
 	if s.http != nil {
-		if err := s.http.Shutdown(ctx); err != nil {
-			s.log.Warn().Err(err).Msg("HTTP shutdown")
-		}
+		wg.Go(func() {
+			if err := s.http.Shutdown(ctx); err != nil {
+				s.log.Warn().Err(err).Msg("HTTP shutdown")
+			}
+		})
 	}
 	if s.grpc != nil {
-		if err := s.grpc.Shutdown(ctx); err != nil {
-			s.log.Warn().Err(err).Msg("gRPC shutdown: in-flight calls were cut off")
-		}
+		wg.Go(func() {
+			if err := s.grpc.Shutdown(ctx); err != nil {
+				s.log.Warn().Err(err).Msg("gRPC shutdown: in-flight calls were cut off")
+			}
+		})
 	}
 	if s.metrics != nil {
-		if err := s.metrics.Shutdown(ctx); err != nil {
-			s.log.Warn().Err(err).Msg("metrics shutdown")
-		}
+		wg.Go(func() {
+			if err := s.metrics.Shutdown(ctx); err != nil {
+				s.log.Warn().Err(err).Msg("metrics shutdown")
+			}
+		})
 	}
+	wg.Wait()
 }
