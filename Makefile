@@ -61,7 +61,8 @@ define protoc
 endef
 
 .PHONY: all build run test test-go test-fuzz test-e2e check fmt-check vet lint \
-	tidy-check proto proto-check venv tools clean distclean help ort models bench-ort
+	tidy-check proto proto-check venv tools clean distclean help ort models bench-ort perf \
+	bench-batching
 
 all: build
 
@@ -75,6 +76,8 @@ help:
 	@echo 'make ort     ONNX Runtime shared library into .ort/ (from the npm package onnxruntime-node)'
 	@echo 'make models  regenerate the ONNX example models when scripts/make_models.py changed'
 	@echo 'make tools   pinned protoc plugins and golangci-lint (.tools)'
+	@echo 'make perf    perf_analyzer against Nereid, MLServer, KServe and a ceiling (perf/README.md; PERF_ARGS=--quick)'
+	@echo 'make bench-batching  mlp_fp32 with the dynamic batcher off and on at concurrency 1, 8, 32 (perf/batching.md)'
 	@echo 'make clean   remove build outputs; make distclean also removes .venv and .tools'
 
 ## ---- build and run -------------------------------------------------------
@@ -181,6 +184,22 @@ BENCH_COUNT ?= 5
 bench-ort: ort
 	NEREID_ORT_LIBRARY=$(ORT_LIB) $(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./backends/onnxruntime
 
+# Throughput and p50 / p99 latency of mlp_fp32 with the dynamic batcher off
+# and on, one server, same run (perf/batching.md). A benchmark, not a test.
+# Options through BENCH_BATCHING_ARGS, e.g. '--duration 5 --concurrency 8'.
+BENCH_BATCHING_ARGS ?=
+bench-batching: build venv ort
+	$(VENV)/bin/python perf/batching_bench.py --nereid bin/nereid --ort-library $(ORT_LIB) $(BENCH_BATCHING_ARGS)
+
+# The performance harness (perf/README.md): perf_analyzer against Nereid,
+# its peers and the ceiling, report in perf/results/. perf/run sets up
+# .perf/ (perf_analyzer, peer venvs) on first use. A benchmark, not a test:
+# neither make test nor make check runs it. Options through PERF_ARGS,
+# e.g. make perf PERF_ARGS=--quick.
+PERF_ARGS ?=
+perf: models ort
+	perf/run $(PERF_ARGS)
+
 ## ---- checks -----------------------------------------------------------------
 
 check: fmt-check vet lint tidy-check proto-check test-go
@@ -221,4 +240,4 @@ clean:
 	find . -type d -name '.?*' -prune -o -type d -name __pycache__ -print | xargs rm -rf
 
 distclean: clean
-	rm -rf $(VENV) $(TOOLS) $(ORT_DIR) .pytest_cache
+	rm -rf $(VENV) $(TOOLS) $(ORT_DIR) .pytest_cache .perf
