@@ -105,13 +105,16 @@ type Handle struct {
 	Version  int64
 	Config   *inferencepb.ModelConfig // read-only
 	Servable Servable
-	release  func()
+	// mgr and rec are the reference to return; nil once returned (and in
+	// handles built outside the manager).
+	mgr *Manager
+	rec *version
 }
 
 // Release returns the reference. It is safe to call more than once.
 func (h *Handle) Release() {
-	if h.release != nil {
-		h.release()
-		h.release = nil
+	if h.mgr != nil {
+		h.mgr.release(h.rec)
+		h.mgr, h.rec = nil, nil
 	}
 }

@@ -421,7 +421,8 @@ func (m *Manager) Acquire(name, ver string) (*Handle, error) {
 		Version:  rec.number,
 		Config:   rec.cfg,
 		Servable: rec.servable,
-		release:  func() { m.release(rec) },
+		mgr:      m,
+		rec:      rec,
 	}, nil
 }
 

@@ -174,6 +174,14 @@ func (lm *loadedModel) finish(req *inference.Request, resp *inference.Response) 
 	if len(req.Outputs) == 0 {
 		return resp, nil
 	}
+	if inRequestedOrder(req, resp) {
+		// The common case (the outputs asked for are the ones produced, in
+		// that order): nothing to rearrange.
+		if err := lm.classify(req, resp); err != nil {
+			return nil, err
+		}
+		return resp, nil
+	}
 	kept := make([]inference.Tensor, 0, len(req.Outputs))
 	for _, o := range req.Outputs {
 		t := resp.Output(o.Name)
@@ -187,6 +195,20 @@ func (lm *loadedModel) finish(req *inference.Request, resp *inference.Response) 
 		return nil, err
 	}
 	return resp, nil
+}
+
+// inRequestedOrder reports whether resp's outputs are exactly req's
+// requested outputs, in the requested order.
+func inRequestedOrder(req *inference.Request, resp *inference.Response) bool {
+	if len(resp.Outputs) != len(req.Outputs) {
+		return false
+	}
+	for i := range req.Outputs {
+		if resp.Outputs[i].Name != req.Outputs[i].Name {
+			return false
+		}
+	}
+	return true
 }
 
 // fullDims is the shape a client sends: dims with the batch dimension first

@@ -658,16 +658,19 @@ func (w *dataWalker) value() error {
 		}
 		w.out = inference.AppendBytesElement(w.out, s)
 	case inference.FP32, inference.FP64:
-		if c != '-' && (c < '0' || c > '9') {
-			return w.typeErr("a number")
-		}
-		tok, _, err := r.readNumber()
-		if err != nil {
-			return err
-		}
-		f, err := strconv.ParseFloat(string(tok), 64)
-		if err != nil && !math.IsInf(f, 0) {
-			return w.typeErr("a number")
+		f, ok := r.readNaNInf()
+		if !ok {
+			if c != '-' && (c < '0' || c > '9') {
+				return w.typeErr("a number")
+			}
+			tok, _, err := r.readNumber()
+			if err != nil {
+				return err
+			}
+			f, err = strconv.ParseFloat(string(tok), 64)
+			if err != nil && !math.IsInf(f, 0) {
+				return w.typeErr("a number")
+			}
 		}
 		if dt == inference.FP32 {
 			w.out = binary.LittleEndian.AppendUint32(w.out, math.Float32bits(float32(f)))

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -82,6 +83,9 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, rt route) {
 		writeError(ctx, fasthttp.StatusBadRequest, tooLargeMessage(len(body), s.opts.MaxInputSize))
 		return
 	}
+	// As for responses (writeInferResponse): the next request on this
+	// connection reads into the same buffer instead of a new one.
+	ctx.Request.KeepBodyBuffer = len(body) <= keptBodyLimit
 	switch enc := string(h.contentEncoding); enc {
 	case "", "identity":
 	case "gzip", "deflate":
@@ -238,7 +242,16 @@ func (s *Server) writeInferResponse(ctx *fasthttp.RequestCtx, c *inferCall, resp
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.Response.SwapBody(buf)
+	// fasthttp returns a response body to a shared pool sized for the
+	// common (small) response and drops larger buffers, so that a body
+	// carrying tensors was reallocated on every request. Keep it with the
+	// connection's RequestCtx instead, up to keptBodyLimit.
+	ctx.Response.KeepBodyBuffer = cap(buf) <= keptBodyLimit
 }
+
+// keptBodyLimit is the largest response body buffer a connection keeps for
+// its next response.
+const keptBodyLimit = 64 << 20
 
 // appendInferResponse writes the JSON header of an inference response and
 // then the data of its binary outputs. It returns the header length and
@@ -312,6 +325,13 @@ func appendInferResponse(dst []byte, c *inferCall, resp *inference.Response) ([]
 	}
 	dst = append(dst, "]}"...)
 	hdrLen := len(dst) - start
+	// Grow once to the final size: appending tensor after tensor would
+	// reallocate a large body several times.
+	n := 0
+	for _, i := range c.binOuts {
+		n += len(resp.Outputs[i].Data)
+	}
+	dst = slices.Grow(dst, n)
 	for _, i := range c.binOuts {
 		dst = append(dst, resp.Outputs[i].Data...)
 	}

@@ -236,6 +236,24 @@ func TestInferNonFiniteFloats(t *testing.T) {
 	r.expect(t, 200, `{"model_name":"any","model_version":"1","outputs":[{"name":"OUTPUT0","datatype":"FP32","shape":[4],"data":[NaN,Infinity,-Infinity,-0.0]}]}`)
 }
 
+// Triton parses request JSON with rapidjson's kParseNanAndInfFlag, so NaN,
+// Inf and Infinity (signed or not) are accepted as floating-point data;
+// perf_analyzer's random FP32 data produces them.
+func TestInferJSONNonFiniteInputs(t *testing.T) {
+	h := newHarness(t, Options{})
+	r := h.do("POST", "/v2/models/any/infer", []byte(`{"inputs":[{"name":"INPUT0","datatype":"FP32","shape":[6],"data":[NaN, -NaN,Inf,-Inf,Infinity,[-Infinity]]}]}`))
+	r.expect(t, 200, `{"model_name":"any","model_version":"1","outputs":[{"name":"OUTPUT0","datatype":"FP32","shape":[6],"data":[NaN,NaN,Infinity,-Infinity,Infinity,-Infinity]}]}`)
+	for _, bad := range []string{
+		`{"inputs":[{"name":"INPUT0","datatype":"INT32","shape":[1],"data":[NaN]}]}`,
+		`{"inputs":[{"name":"INPUT0","datatype":"FP32","shape":[1],"data":[nan]}]}`,
+		`{"inputs":[{"name":"INPUT0","datatype":"FP32","shape":[1],"data":[Infinit]}]}`,
+	} {
+		if r := h.do("POST", "/v2/models/any/infer", []byte(bad)); r.status != 400 {
+			t.Errorf("%s: status %d, want 400: %s", bad, r.status, r.body)
+		}
+	}
+}
+
 func TestInferParameters(t *testing.T) {
 	h := newHarness(t, Options{})
 	h.do("POST", "/v2/models/any/infer", []byte(`{"parameters":{"sequence_id":42,"sequence_start":true,"sequence_end":false,"priority":1,"timeout":100,`+

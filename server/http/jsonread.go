@@ -1,6 +1,7 @@
 package httpfront
 
 import (
+	"bytes"
 	"math"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -159,7 +160,10 @@ func (r *jsonReader) skipValue() error {
 		return err
 	case c == 'n':
 		return r.readNull()
-	case c == '-' || (c >= '0' && c <= '9'):
+	case c == '-' || (c >= '0' && c <= '9') || c == 'N' || c == 'I':
+		if _, ok := r.readNaNInf(); ok {
+			return nil
+		}
 		_, _, err := r.readNumber()
 		return err
 	case c == 0:
@@ -219,6 +223,36 @@ func (r *jsonReader) readNull() error {
 		return nil
 	}
 	return r.syntaxErr("invalid value")
+}
+
+// readNaNInf reads NaN, Inf or Infinity, optionally after a minus sign: the
+// literals Triton's JSON parser accepts for numbers (rapidjson with
+// kParseNanAndInfFlag), which perf_analyzer's random FP32 data produces.
+// When the next value is not one of them it returns false and consumes
+// nothing.
+func (r *jsonReader) readNaNInf() (float64, bool) {
+	r.ws()
+	b := r.buf[r.pos:]
+	n := 0
+	if len(b) > 0 && b[0] == '-' {
+		n = 1
+	}
+	var f float64
+	switch rest := b[n:]; {
+	case bytes.HasPrefix(rest, []byte("NaN")):
+		f, n = math.NaN(), n+3
+	case bytes.HasPrefix(rest, []byte("Infinity")):
+		f, n = math.Inf(1), n+8
+	case bytes.HasPrefix(rest, []byte("Inf")):
+		f, n = math.Inf(1), n+3
+	default:
+		return 0, false
+	}
+	if b[0] == '-' {
+		f = -f
+	}
+	r.pos += n
+	return f, true
 }
 
 // readNumber reads a number and returns its text and whether it is
