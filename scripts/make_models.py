@@ -11,9 +11,11 @@ the same bytes, so the committed files change only when this script does.
 models of the Go tests of backends/onnxruntime (--testdata).
 
 The models are Triton's documented example models with the same names,
-tensors and semantics, as ONNX graphs, plus identity_fp32 (load tests) and
-mlp_fp32 (real compute that benefits from batching). The end-to-end tests
-import the helpers below to build their own ONNX test models.
+tensors and semantics, as ONNX graphs, plus identity_fp32 (load tests),
+mlp_fp32 (real compute that benefits from batching) and two stateful
+sequence models (implicit state of fixed and of growing size). The
+end-to-end tests import the helpers below to build their own ONNX test
+models.
 """
 
 from __future__ import annotations
@@ -178,6 +180,113 @@ def mlp_model(name: str) -> onnx.ModelProto:
     return make_model(name, nodes, ins, outs, inits)
 
 
+# ---- sequence models ---------------------------------------------------------
+#
+# The sequence batcher supplies the control inputs (shape [batch, 1]) and
+# the implicit state inputs; the client sends INPUT only.
+
+
+def int32_control(name: str, kind: str) -> str:
+    return (
+        "    {\n"
+        f'      name: "{name}"\n'
+        f"      control [ {{ kind: {kind} int32_false_true: [ 0, 1 ] }} ]\n"
+        "    }"
+    )
+
+
+CORRID_CONTROL = (
+    "    {\n"
+    '      name: "CORRID"\n'
+    "      control [ { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_UINT64 } ]\n"
+    "    }"
+)
+
+
+def sequence_batching_text(controls: list, fields: str = "", state: str = "") -> str:
+    """sequence_batching { fields, control_input [controls], state }."""
+    control = "  control_input [\n" + ",\n".join(controls) + "\n  ]\n" if controls else ""
+    return "sequence_batching {\n" + fields + control + state + "}\n"
+
+
+def simple_sequence_model(name: str) -> onnx.ModelProto:
+    """Triton's simple_sequence: OUTPUT = READY * (INPUT + START).
+
+    As Triton's own ONNX sequence models (qa/common/gen_qa_sequence_models.py)
+    it keeps no accumulator: the first request of a sequence answers
+    INPUT + 1, the others INPUT, padding rows (READY 0) zero. That is what
+    Triton's example clients (simple_*_sequence_*_client.py) expect.
+    """
+    shape = ["batch", 1]
+    nodes = [
+        helper.make_node("Add", ["INPUT", "START"], ["sum"], name="add_start"),
+        helper.make_node("Mul", ["sum", "READY"], ["OUTPUT"], name="mul_ready"),
+    ]
+    ins = [value_info(n, "INT32", shape) for n in ("INPUT", "START", "READY")]
+    return make_model(name, nodes, ins, [value_info("OUTPUT", "INT32", shape)])
+
+
+def simple_dyna_sequence_model(name: str) -> onnx.ModelProto:
+    """Triton's simple_dyna_sequence:
+    OUTPUT = READY * (INPUT + START + END * CORRID).
+
+    The last request of a sequence adds its correlation ID (Triton's
+    gen_qa_dyna_sequence_models.py; the example clients with --dyna).
+    """
+    shape = ["batch", 1]
+    nodes = [
+        helper.make_node("Cast", ["CORRID"], ["corrid"], to=TensorProto.INT32, name="cast_corrid"),
+        helper.make_node("Mul", ["END", "corrid"], ["end_corrid"], name="mul_end"),
+        helper.make_node("Add", ["INPUT", "START"], ["sum0"], name="add_start"),
+        helper.make_node("Add", ["sum0", "end_corrid"], ["sum1"], name="add_corrid"),
+        helper.make_node("Mul", ["sum1", "READY"], ["OUTPUT"], name="mul_ready"),
+    ]
+    ins = [value_info(n, "INT32", shape) for n in ("INPUT", "START", "END", "READY")]
+    ins.append(value_info("CORRID", "UINT64", shape))
+    return make_model(name, nodes, ins, [value_info("OUTPUT", "INT32", shape)])
+
+
+def sequence_accumulator_model(name: str) -> onnx.ModelProto:
+    """A running sum kept in implicit state, as Triton's implicit-state test
+    models (qa/common/gen_qa_implicit_models.py):
+    OUTPUT = OUTPUT_STATE = INPUT + INPUT_STATE * READY * (1 - START).
+    """
+    shape = ["batch", 1]
+    one = numpy_helper.from_array(np.array(1, dtype=np.int32), "one")
+    nodes = [
+        helper.make_node("Sub", ["one", "START"], ["not_start"], name="not_start"),
+        helper.make_node("Mul", ["READY", "not_start"], ["keep"], name="keep"),
+        helper.make_node("Mul", ["INPUT_STATE", "keep"], ["kept"], name="kept"),
+        helper.make_node("Add", ["INPUT", "kept"], ["OUTPUT"], name="accumulate"),
+        helper.make_node("Identity", ["OUTPUT"], ["OUTPUT_STATE"], name="state"),
+    ]
+    ins = [value_info(n, "INT32", shape) for n in ("INPUT", "START", "READY", "INPUT_STATE")]
+    outs = [value_info(n, "INT32", shape) for n in ("OUTPUT", "OUTPUT_STATE")]
+    return make_model(name, nodes, ins, outs, [one])
+
+
+def sequence_growable_model(name: str) -> onnx.ModelProto:
+    """A state that grows by one element a step:
+    OUTPUT_STATE = HISTORY = concat(INPUT_STATE, INPUT), OUTPUT = its sum.
+
+    The state starts empty (initial_state of dims [0]); a batch holds only
+    sequences whose states have the same length.
+    """
+    axis = numpy_helper.from_array(np.array([1], dtype=np.int64), "axis")
+    nodes = [
+        helper.make_node("Concat", ["INPUT_STATE", "INPUT"], ["OUTPUT_STATE"], axis=1, name="append"),
+        helper.make_node("Identity", ["OUTPUT_STATE"], ["HISTORY"], name="history"),
+        helper.make_node("ReduceSum", ["OUTPUT_STATE", "axis"], ["OUTPUT"], keepdims=1, name="sum"),
+    ]
+    ins = [value_info("INPUT", "INT32", ["batch", 1]), value_info("INPUT_STATE", "INT32", ["batch", "n"])]
+    outs = [
+        value_info("OUTPUT", "INT32", ["batch", 1]),
+        value_info("HISTORY", "INT32", ["batch", "n_plus_1"]),
+        value_info("OUTPUT_STATE", "INT32", ["batch", "n_plus_1"]),
+    ]
+    return make_model(name, nodes, ins, outs, [axis])
+
+
 def write(repo: pathlib.Path, name: str, model: onnx.ModelProto, config: str | None) -> None:
     vdir = repo / name / "1"
     vdir.mkdir(parents=True, exist_ok=True)
@@ -287,6 +396,99 @@ def main(argv: list[str]) -> int:
             "  }\n"
             "]\n"
         ),
+    ))
+
+    seq_io = ([("INPUT", "INT32", [1])], [("OUTPUT", "INT32", [1])])
+    write(repo, "simple_sequence", simple_sequence_model("simple_sequence"), config_text(
+        "simple_sequence", 8, *seq_io,
+        "Triton's `simple_sequence` example as ONNX, with its configuration: the\n"
+        "sequence batcher (direct) supplies START and READY, and\n"
+        "OUTPUT = READY * (INPUT + START). Triton's example clients send\n"
+        "[0, 11, 7, 5, 3, 2, 0, 1] and expect [1, 11, 7, 5, 3, 2, 0, 1].",
+        extra=sequence_batching_text([
+            int32_control("START", "CONTROL_SEQUENCE_START"),
+            int32_control("READY", "CONTROL_SEQUENCE_READY"),
+        ]) + "instance_group [ { kind: KIND_CPU } ]\n",
+    ))
+
+    write(repo, "simple_dyna_sequence", simple_dyna_sequence_model("simple_dyna_sequence"), config_text(
+        "simple_dyna_sequence", 8, *seq_io,
+        "Triton's `simple_dyna_sequence` example as ONNX, with its configuration:\n"
+        "the oldest-first sequence batcher supplies START, END, READY and the\n"
+        "UINT64 correlation ID, and OUTPUT = READY * (INPUT + START + END * CORRID).\n"
+        "Triton's example clients (--dyna) send [0, 11, 7, 5, 3, 2, 0, 1] as\n"
+        "sequence 1000 and expect [1, 11, 7, 5, 3, 2, 0, 1001].",
+        extra=sequence_batching_text(
+            [
+                int32_control("START", "CONTROL_SEQUENCE_START"),
+                int32_control("END", "CONTROL_SEQUENCE_END"),
+                int32_control("READY", "CONTROL_SEQUENCE_READY"),
+                CORRID_CONTROL,
+            ],
+            fields=(
+                "  max_sequence_idle_microseconds: 10000000\n"
+                "  oldest { max_candidate_sequences: 1024 max_queue_delay_microseconds: 10000 }\n"
+            ),
+        ) + "instance_group [ { count: 2 kind: KIND_CPU } ]\n",
+    ))
+
+    write(repo, "sequence_accumulator", sequence_accumulator_model("sequence_accumulator"), config_text(
+        "sequence_accumulator", 8, *seq_io,
+        "A running sum per sequence in implicit state: OUTPUT = INPUT on START,\n"
+        "else the previous OUTPUT + INPUT. [0, 11, 7, 5, 3, 2, 0, 1] gives\n"
+        "[0, 11, 18, 23, 26, 28, 28, 29]. The state output OUTPUT_STATE is not a\n"
+        "declared output: responses do not carry it.",
+        extra=sequence_batching_text(
+            [
+                int32_control("START", "CONTROL_SEQUENCE_START"),
+                int32_control("READY", "CONTROL_SEQUENCE_READY"),
+            ],
+            fields="  max_sequence_idle_microseconds: 5000000\n",
+            state=(
+                "  state [\n"
+                "    {\n"
+                '      input_name: "INPUT_STATE"\n'
+                '      output_name: "OUTPUT_STATE"\n'
+                "      data_type: TYPE_INT32\n"
+                "      dims: [ 1 ]\n"
+                "    }\n"
+                "  ]\n"
+            ),
+        ) + "instance_group [ { count: 1 kind: KIND_CPU } ]\n",
+    ))
+
+    write(repo, "sequence_growable", sequence_growable_model("sequence_growable"), config_text(
+        "sequence_growable", 8, [("INPUT", "INT32", [1])],
+        [("OUTPUT", "INT32", [1]), ("HISTORY", "INT32", [-1])],
+        "Implicit state of variable size: each step appends INPUT to the\n"
+        "sequence's state, which starts empty. HISTORY is the state after the\n"
+        "step (every input so far, one more element a step) and OUTPUT its sum.\n"
+        "The sequence batcher resets the state on START, so the model needs no\n"
+        "control input; the oldest-first strategy batches only sequences whose\n"
+        "states have the same length.",
+        extra=sequence_batching_text(
+            [],
+            fields=(
+                "  max_sequence_idle_microseconds: 5000000\n"
+                "  oldest { max_candidate_sequences: 8 }\n"
+            ),
+            state=(
+                "  state [\n"
+                "    {\n"
+                '      input_name: "INPUT_STATE"\n'
+                '      output_name: "OUTPUT_STATE"\n'
+                "      data_type: TYPE_INT32\n"
+                "      dims: [ -1 ]\n"
+                "      initial_state {\n"
+                '        name: "empty"\n'
+                "        data_type: TYPE_INT32\n"
+                "        dims: [ 0 ]\n"
+                "        zero_data: true\n"
+                "      }\n"
+                "    }\n"
+                "  ]\n"
+            ),
+        ) + "instance_group [ { count: 1 kind: KIND_CPU } ]\n",
     ))
     return 0
 
