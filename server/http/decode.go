@@ -350,19 +350,13 @@ func (c *inferCall) decodeInput(r *jsonReader, header, bin []byte, binOff *int) 
 						return err
 					}
 					hasShm = hasShm || string(pk) == "shared_memory_region"
-					if params == nil {
-						params = make(inference.Parameters, 3)
-					}
-					params[string(pk)] = v
+					setParam(&params, string(pk), v)
 				default:
 					v, err := readParamValue(r, string(pk))
 					if err != nil {
 						return err
 					}
-					if params == nil {
-						params = make(inference.Parameters, 2)
-					}
-					params[string(pk)] = v
+					setParam(&params, string(pk), v)
 				}
 				return nil
 			})
@@ -486,29 +480,20 @@ func (c *inferCall) decodeOutput(r *jsonReader) error {
 					if err != nil {
 						return inference.InvalidArg("Unable to set 'classification': expected an unsigned integer")
 					}
-					if params == nil {
-						params = make(inference.Parameters, 1)
-					}
-					params["classification"] = uintParam(u)
+					setParam(&params, "classification", uintParam(u))
 				case "shared_memory_region", "shared_memory_offset", "shared_memory_byte_size":
 					v, err := readShmParam(r, pk)
 					if err != nil {
 						return err
 					}
 					hasShm = hasShm || string(pk) == "shared_memory_region"
-					if params == nil {
-						params = make(inference.Parameters, 3)
-					}
-					params[string(pk)] = v
+					setParam(&params, string(pk), v)
 				default:
 					v, err := readParamValue(r, string(pk))
 					if err != nil {
 						return err
 					}
-					if params == nil {
-						params = make(inference.Parameters, 1)
-					}
-					params[string(pk)] = v
+					setParam(&params, string(pk), v)
 				}
 				return nil
 			})
@@ -831,4 +816,13 @@ func reservedHeaderParam(name []byte) bool {
 		return true
 	}
 	return len(name) >= 7 && bytes.EqualFold(name[:7], []byte("triton_"))
+}
+
+// setParam records a tensor parameter, making the map on first use so
+// that tensors without parameters allocate nothing.
+func setParam(params *inference.Parameters, key string, v any) {
+	if *params == nil {
+		*params = make(inference.Parameters, 2)
+	}
+	(*params)[key] = v
 }
