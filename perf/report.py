@@ -10,13 +10,14 @@ import pathlib
 import statistics
 from collections import defaultdict
 
-LABELS = {"nereid": "Nereid", "nereid-shm": "Nereid + shm", "ceiling": "ceiling",
-          "mlserver": "MLServer", "kserve": "KServe"}
+LABELS = {"nereid": "Nereid", "nereid-shm": "Nereid + shm", "nereid-identity": "Nereid, identity backend",
+          "ceiling": "ceiling", "mlserver": "MLServer", "kserve": "KServe"}
 ORDER = list(LABELS)
 PROTOCOL_ORDER = ["grpc", "http", "http-json"]
 OVERHEAD_MODELS = ("simple", "identity_fp32")
 METRICS = ["throughput", "p50_us", "p90_us", "p95_us", "p99_us", "server_cpu_cores",
-           "server_cpu_us_per_infer", "server_rss_mib", "client_cpu_cores"]
+           "server_cpu_us_per_infer", "server_rss_mib", "client_cpu_cores",
+           "server_queue_us", "server_compute_us"]
 
 
 def load_runs(out: pathlib.Path) -> list[dict]:
@@ -99,7 +100,12 @@ def write(out: pathlib.Path) -> None:
         "Columns: throughput in inferences/s; p50 / p99 client latency in ms; server CPU in cores "
         "(CPU time of the server's process tree over the run's wall time) and in CPU µs per inference; "
         "peak RSS of the process tree in MiB. Ratios are Nereid's throughput over the other server's "
-        "on the same model, protocol and concurrency (> 1: Nereid is faster).",
+        "on the same model, protocol and concurrency (> 1: Nereid is faster). "
+        "Server queue / compute: perf_analyzer's server-side breakdown of the average request, from the "
+        "statistics extension (Nereid only; compute is input + infer + output, which for the ONNX models "
+        "is ONNX Runtime's own time). \"Nereid, identity backend\" serves identity_fp32 with Nereid's "
+        "identity backend instead of ONNX Runtime: it measures Nereid's own cost against the ceiling, "
+        "which computes in Go.",
         "",
     ]
     if plot_ok:
@@ -109,8 +115,9 @@ def write(out: pathlib.Path) -> None:
 
     for model in models:
         lines += [f"## {model}", ""]
-        lines += ["| protocol | conc. | server | inf/s | p50 ms | p99 ms | CPU cores | CPU µs/inf | RSS MiB |",
-                  "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+        lines += ["| protocol | conc. | server | inf/s | p50 ms | p99 ms | CPU cores | CPU µs/inf | RSS MiB "
+                  "| server queue µs | server compute µs |",
+                  "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         keys = sorted((k for k in med if k[2] == model), key=sort_key)
         for key in keys:
             m = med[key]
@@ -118,7 +125,8 @@ def write(out: pathlib.Path) -> None:
             lines.append(f"| {key[1]} | {key[3]} | {LABELS.get(key[0], key[0])} | {fmt(m['throughput'], 0, u)} | "
                          f"{fmt(m['p50_us'] and m['p50_us'] / 1000, 2, u)} | {fmt(m['p99_us'] and m['p99_us'] / 1000, 2, u)} | "
                          f"{fmt(m['server_cpu_cores'], 2)} | {fmt(m['server_cpu_us_per_infer'], 0)} | "
-                         f"{fmt(m['server_rss_mib'], 0)} |")
+                         f"{fmt(m['server_rss_mib'], 0)} | {fmt(m['server_queue_us'], 0)} | "
+                         f"{fmt(m['server_compute_us'], 0)} |")
         lines.append("")
         lines += ratio_table(med, model)
     lines += servers_table(env)
@@ -134,21 +142,32 @@ def ratio_table(med, model):
         get = lambda s: med.get((s, protocol, model, c))  # noqa: E731
         n, shm, ceil = get("nereid"), get("nereid-shm"), get("ceiling")
         p50 = (n["p50_us"] / ceil["p50_us"]) if n and ceil and ceil["p50_us"] else None
-        values = [ratio(n, ceil), ratio(shm, ceil), ratio(n, get("mlserver")), ratio(n, get("kserve")), p50]
+        ident = get("nereid-identity")
+        values = [ratio(n, ceil), ratio(shm, ceil), ratio(ident, ceil), ratio(n, get("mlserver")),
+                  ratio(n, get("kserve")), p50]
         if any(v is not None for v in values):
             rows.append(f"| {protocol} | {c} | " + " | ".join(fmt(v, 2) for v in values) + " |")
     if not rows:
         return []
     return [f"Ratios for {model}:", "",
-            "| protocol | conc. | Nereid / ceiling | Nereid + shm / ceiling | Nereid / MLServer | Nereid / KServe | p50 Nereid / ceiling |",
-            "|---|---:|---:|---:|---:|---:|---:|", *rows, ""]
+            "| protocol | conc. | Nereid / ceiling | Nereid + shm / ceiling | Nereid identity backend / ceiling "
+            "| Nereid / MLServer | Nereid / KServe | p50 Nereid / ceiling |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|", *rows, ""]
 
 
 def targets(med):
     """The issue's targets, as the measurements say."""
     lines = ["## Targets", ""]
     worst, p50s, peers = [], [], defaultdict(list)
+    own, own_p50 = [], []
     for (server, protocol, model, c), m in med.items():
+        if server == "nereid-identity" and protocol in ("grpc", "http"):
+            ceil = med.get(("ceiling", protocol, model, c))
+            r = ratio(m, ceil)
+            if r is not None:
+                own.append((r, f"{protocol} c={c}"))
+                if c == 1 and ceil["p50_us"]:
+                    own_p50.append((m["p50_us"] / ceil["p50_us"], protocol))
         if server != "nereid" or model not in OVERHEAD_MODELS or protocol not in ("grpc", "http"):
             continue
         ceil = med.get(("ceiling", protocol, model, c))
@@ -169,6 +188,14 @@ def targets(med):
         r, where = max(p50s)
         lines.append(f"- p50 at concurrency 1 within 1.3 × the ceiling's: {'met' if r <= 1.3 else 'not met'} "
                      f"(highest {r:.2f}, {where}).")
+    if own:
+        r, where = min(own)
+        line = (f"- Without ONNX Runtime (identity_fp32 on Nereid's identity backend): Nereid / ceiling "
+                f"throughput at least {r:.2f} ({where})")
+        if own_p50:
+            p, pw = max(own_p50)
+            line += f"; p50 at concurrency 1 at most {p:.2f} × the ceiling's ({pw})"
+        lines.append(line + ".")
     for peer, values in peers.items():
         r, where = min(values)
         lines.append(f"- Nereid / {LABELS[peer]} throughput on the overhead models: at least {r:.1f} × ({where}).")
@@ -231,7 +258,7 @@ def plot(out: pathlib.Path, med: dict) -> bool:
         return False
     fig, axes = plt.subplots(len(models), len(protocols), figsize=(5 * len(protocols), 3.8 * len(models)),
                              squeeze=False)
-    colors = {"nereid": "tab:blue", "nereid-shm": "tab:cyan", "ceiling": "black",
+    colors = {"nereid": "tab:blue", "nereid-shm": "tab:cyan", "nereid-identity": "tab:purple", "ceiling": "black",
               "mlserver": "tab:orange", "kserve": "tab:green"}
     for i, model in enumerate(models):
         for j, protocol in enumerate(protocols):

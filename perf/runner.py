@@ -63,16 +63,20 @@ DEFAULT_SHAPES = {("identity_fp32", "INPUT0"): [1024]}
 class Server:
     """One server under test: how to start it and what it serves."""
 
-    def __init__(self, name, label, protocols, models=None, shm=False):
+    def __init__(self, name, label, protocols, models=None, shm=False, backend=None):
         self.name, self.label, self.protocols, self.models, self.shm = name, label, protocols, models, shm
+        # backend: serve the models with this Nereid backend instead of the
+        # one their configuration names (a repository made for the run).
+        self.backend = backend
 
     def supports(self, protocol, model):
         return protocol in self.protocols and (self.models is None or model in self.models)
 
     def command(self, ctx, ports, models):
         http, grpc, metrics = ports
-        if self.name in ("nereid", "nereid-shm"):
-            cmd = [ctx.nereid, f"--model-repository={ctx.repository}", "--http-address=127.0.0.1",
+        if self.name.startswith("nereid"):
+            repository = ctx.repository if self.backend is None else ctx.out / f"repository-{self.backend}"
+            cmd = [ctx.nereid, f"--model-repository={repository}", "--http-address=127.0.0.1",
                    "--grpc-address=127.0.0.1", f"--http-port={http}", f"--grpc-port={grpc}",
                    f"--metrics-port={metrics}", f"--backend-config=onnxruntime,library={ctx.ort_library}"]
             if self.shm:
@@ -96,6 +100,11 @@ class Server:
 SERVERS = {s.name: s for s in [
     Server("nereid", "Nereid", ["grpc", "http", "http-json"]),
     Server("nereid-shm", "Nereid + shm", ["grpc", "http"], shm=True),
+    # The same server with Nereid's identity backend instead of ONNX Runtime
+    # for identity_fp32: Nereid's own cost against the ceiling, without
+    # ONNX Runtime's (the ceiling computes in Go, see perf/ceiling).
+    Server("nereid-identity", "Nereid, identity backend", ["grpc", "http"], models={"identity_fp32"},
+           backend="identity"),
     Server("ceiling", "ceiling", ["grpc", "http", "http-json"], models={"simple", "identity_fp32"}),
     Server("mlserver", "MLServer", ["grpc", "http-json"]),
     Server("kserve", "KServe", ["grpc", "http"]),
@@ -267,6 +276,19 @@ class Running:
             pass
 
 
+def make_backend_repository(ctx, server, models):
+    """A repository of the models the server serves, whose configurations
+    name server.backend instead of their platform or backend."""
+    repo = ctx.out / f"repository-{server.backend}"
+    for m in models:
+        if not server.supports(server.protocols[0], m):
+            continue
+        text = (pathlib.Path(ctx.args.repository) / m / "config.pbtxt").read_text()
+        text = re.sub(r'^(platform|backend):\s*"[^"]*"\s*$', "", text, flags=re.M)
+        (repo / m / "1").mkdir(parents=True, exist_ok=True)
+        (repo / m / "config.pbtxt").write_text(f'backend: "{server.backend}"\n' + text)
+
+
 # ---- input data --------------------------------------------------------------
 
 def model_inputs(config_text):
@@ -354,7 +376,10 @@ def run_perf_analyzer(ctx, running, protocol, model, concurrency, rep):
            "rep": rep, "raw_csv": str(raw.relative_to(ctx.out))}
 
     def attempt(args):
-        timeout = 120 + (ctx.args.max_trials + 2) * window / 1000 * 3
+        # Generous for a slow window, short enough that a hung client
+        # (seen a few times with perf_analyzer's HTTP client on a loaded
+        # machine) costs a minute, not several.
+        timeout = 30 + (ctx.args.max_trials + 2) * window / 1000 * 2
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         with Sampler(running.proc.pid) as s:
             try:
@@ -369,6 +394,10 @@ def run_perf_analyzer(ctx, running, protocol, model, concurrency, rep):
 
     out, rc, s, client_cpu = attempt(stable_args)
     (raw.with_suffix(".log")).write_text(out)
+    if rc == -1:  # timed out: once more
+        log(f"{server.label} {protocol} {model} c={concurrency}: perf_analyzer hung; trying once more")
+        out, rc, s, client_cpu = attempt(stable_args)
+        (raw.with_suffix(".again.log")).write_text(out)
     row.update(mode="windows", stable=True)
     if rc != 0 and "Failed to obtain stable measurement" in out:
         # No stable window within max_trials: measure a fixed number of
@@ -476,9 +505,9 @@ def parse_args(argv):
     p.add_argument("--protocols", default=",".join(PROTOCOLS), help="comma-separated, of: " + ", ".join(PROTOCOLS))
     p.add_argument("--concurrency", default=None, help="comma-separated (default 1,4,16,64)")
     p.add_argument("--reps", type=int, default=None, help="repetitions; medians are reported (default 3)")
-    p.add_argument("--window-ms", type=int, default=None, help="perf_analyzer -p (default 2000)")
+    p.add_argument("--window-ms", type=int, default=None, help="perf_analyzer -p (default 1000)")
     p.add_argument("--stability", type=int, default=None, help="perf_analyzer -s, percent (default 10)")
-    p.add_argument("--max-trials", type=int, default=None, help="perf_analyzer -r (default 10)")
+    p.add_argument("--max-trials", type=int, default=None, help="perf_analyzer -r (default 6)")
     p.add_argument("--shape", action="append", default=[], metavar="MODEL:INPUT:D1,D2",
                    help="shape of a variable-size input (default identity_fp32:INPUT0:1024)")
     p.add_argument("--repository", default=str(ROOT / "model_repo_examples"))
@@ -488,7 +517,7 @@ def parse_args(argv):
     p.add_argument("--report-only", metavar="DIR", help="only redo summary.md and the plot of DIR")
     args = p.parse_args(argv)
     quick = {"concurrency": "1,16", "reps": 1, "window_ms": 500, "stability": 50, "max_trials": 4}
-    full = {"concurrency": "1,4,16,64", "reps": 3, "window_ms": 2000, "stability": 10, "max_trials": 10}
+    full = {"concurrency": "1,4,16,64", "reps": 3, "window_ms": 1000, "stability": 10, "max_trials": 6}
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -538,6 +567,9 @@ def main(argv):
         if not link.exists():
             link.symlink_to(src.resolve())
         write_input_data(m, (src / "config.pbtxt").read_text(), shapes, ctx.out / "inputs" / f"{m}.json")
+    for server in servers:
+        if server.backend is not None:
+            make_backend_repository(ctx, server, models)
     env = environment(ctx)
     log(f"results in {ctx.out.relative_to(ROOT) if ctx.out.is_relative_to(ROOT) else ctx.out}")
 
@@ -582,6 +614,9 @@ def main(argv):
     env["not_supported"] = {f"{s}/{p}": why for (s, p), why in NOT_SUPPORTED.items()}
     (ctx.out / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
     shutil.rmtree(ctx.repository)  # symlinks into the checkout, not results
+    for server in servers:
+        if server.backend is not None:
+            shutil.rmtree(ctx.out / f"repository-{server.backend}", ignore_errors=True)
     report.write(ctx.out)
     log(f"wrote {ctx.out / 'summary.md'}")
     return 0

@@ -43,6 +43,10 @@ type config struct {
 	metricsAddress string
 	metricsPort    int
 
+	// pprofAddress, when set, serves Go's runtime profiles (net/http/pprof)
+	// on that address: a Nereid flag, off by default.
+	pprofAddress string
+
 	logVerbose int
 	logInfo    bool
 	logWarning bool
@@ -122,6 +126,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.allowMetrics, "allow-metrics", true, "serve Prometheus metrics")
 	fs.StringVar(&c.metricsAddress, "metrics-address", "", "metrics listen address (default: --http-address)")
 	fs.IntVar(&c.metricsPort, "metrics-port", 8002, "metrics port")
+	fs.StringVar(&c.pprofAddress, "pprof-address", "", "serve Go runtime profiles (/debug/pprof/) on host:port; off when empty (Nereid only)")
 
 	fs.IntVar(&c.logVerbose, "log-verbose", 0, "verbose logging level (0 = off)")
 	fs.BoolVar(&c.logInfo, "log-info", true, "log informational messages")

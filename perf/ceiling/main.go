@@ -66,7 +66,9 @@ func run(args []string) error {
 		NoDefaultServerHeader: true,
 		MaxRequestBodySize:    64 << 20,
 	}
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
+	// Reused goroutines for calls, as cmd/nereid does: the ceiling must not
+	// pay for stack growth that a real server avoids.
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(64<<20), grpc.NumStreamWorkers(64))
 	inferencepb.RegisterGRPCInferenceServiceServer(gs, &grpcFront{models: served})
 
 	errc := make(chan error, 2)
