@@ -60,6 +60,12 @@ type Request struct {
 	// Timing holds when the request passed the phases that statistics,
 	// metrics and traces report. The server and the scheduler fill it.
 	Timing Timing
+
+	// TensorTrace, when not nil, records the request's tensors at each
+	// TensorActivity. The front end sets it for a request sampled at the
+	// TENSORS trace level; for every other request it stays nil and costs
+	// the core one comparison at each point.
+	TensorTrace TensorTracer
 }
 
 // Timing is the life of one request as Triton's statistics and traces see

@@ -267,6 +267,10 @@ func (s *Server) run(ctx context.Context, lm *loadedModel, req *inference.Reques
 	if err := lm.check(req); err != nil {
 		return nil, err
 	}
+	if req.TensorTrace != nil {
+		// Checked, with shared-memory inputs read from their regions.
+		req.TensorTrace.TraceTensors(inference.TensorQueueInput, req.Inputs)
+	}
 	req.Timing.QueueStart = time.Now()
 	resp, err := lm.infer(ctx, req)
 	if err != nil {

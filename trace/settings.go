@@ -1,8 +1,9 @@
 // Package trace samples inference requests and records their timeline as
 // Triton's trace extension does: "triton" mode writes Triton's JSON
-// timestamp records to the trace file, "opentelemetry" mode exports spans
-// over OTLP/HTTP. Settings are global with per-model overrides, changed at
-// run time through the trace settings endpoints.
+// timestamp records (level TIMESTAMPS) and tensor records (level TENSORS)
+// to the trace file, "opentelemetry" mode exports spans over OTLP/HTTP.
+// Settings are global with per-model overrides, changed at run time
+// through the trace settings endpoints.
 package trace
 
 import (

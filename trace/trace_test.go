@@ -2,12 +2,16 @@ package trace
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -67,6 +71,15 @@ type record struct {
 		Name string `json:"name"`
 		NS   int64  `json:"ns"`
 	} `json:"timestamps"`
+	Activity string       `json:"activity"`
+	Tensor   *tensorField `json:"tensor"`
+}
+
+type tensorField struct {
+	Name  string `json:"name"`
+	Data  string `json:"data"`
+	Shape string `json:"shape"`
+	DType string `json:"dtype"`
 }
 
 func readRecords(t *testing.T, path string) []record {
@@ -383,5 +396,251 @@ func TestOpenTelemetryExport(t *testing.T) {
 	}
 	if len(spans) != 3 || !strings.Contains(attrs["triton.model_name"], "simple") || !strings.Contains(attrs["triton.model_version"], "3") {
 		t.Errorf("spans %v attrs %v", spans, attrs)
+	}
+}
+
+func le32(v ...uint32) []byte {
+	var b []byte
+	for _, x := range v {
+		b = binary.LittleEndian.AppendUint32(b, x)
+	}
+	return b
+}
+
+func fp32(v ...float32) []byte {
+	var b []byte
+	for _, x := range v {
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(x))
+	}
+	return b
+}
+
+func byteElems(v ...string) []byte {
+	var b []byte
+	for _, x := range v {
+		b = inference.AppendBytesElement(b, []byte(x))
+	}
+	return b
+}
+
+// tensorRequest is a request with one input of each kind the records
+// render differently.
+func tensorRequest() *inference.Request {
+	minus2 := int32(-2)
+	return &inference.Request{ModelName: "m", ID: "req-t", Inputs: []inference.Tensor{
+		{Name: "I32", DataType: inference.Int32, Shape: []int64{1, 3}, Data: le32(1, uint32(minus2), 3)},
+		{Name: "F32", DataType: inference.FP32, Shape: []int64{4}, Data: fp32(0.1, 1e6, -1.5, 3.4028235e38)},
+		{Name: "B", DataType: inference.Bool, Shape: []int64{3}, Data: []byte{1, 0, 7}},
+		{Name: "S", DataType: inference.Bytes, Shape: []int64{2}, Data: byteElems("hi", `a"b\`)},
+		{Name: "H", DataType: inference.FP16, Shape: []int64{2}, Data: []byte{0, 0x3c, 0, 0xc0}},
+		{Name: "I8", DataType: inference.Int8, Shape: []int64{2}, Data: []byte{0x80, 65}},
+		{Name: "U64", DataType: inference.Uint64, Shape: []int64{}, Data: binary.LittleEndian.AppendUint64(nil, math.MaxUint64)},
+		{Name: "F64", DataType: inference.FP64, Shape: []int64{1}, Data: binary.LittleEndian.AppendUint64(nil, math.Float64bits(1.0/3))},
+	}}
+}
+
+// wantTensors is what the records of tensorRequest's inputs hold.
+var wantTensors = map[string]tensorField{
+	"I32": {"I32", "1,-2,3", "1,3", "INT32"},
+	"F32": {"F32", "0.1,1e+06,-1.5,3.40282e+38", "4", "FP32"},
+	"B":   {"B", "1,0,1", "3", "BOOL"},
+	"S":   {"S", `"hi","a"b\"`, "2", "BYTES"},
+	"H":   {"H", "", "2", "FP16"},
+	"I8":  {"I8", "-128,65", "2", "INT8"},
+	"U64": {"U64", "18446744073709551615", "", "UINT64"},
+	"F64": {"F64", "0.333333", "1", "FP64"},
+}
+
+// runTensorTrace traces one request as the front end and the core do: the
+// front end attaches the trace, the core reports the queue inputs, the
+// backend's inputs and outputs, and the front end records its timestamps.
+// The tensors' buffers are overwritten after each report, as a front end
+// reusing its buffers would.
+func runTensorTrace(t *testing.T, tr *Tracer) {
+	t.Helper()
+	sampled := tr.Sample("m")
+	if sampled == nil {
+		t.Fatal("not sampled")
+	}
+	req := tensorRequest()
+	sampled.Attach(req)
+	now := time.Now()
+	sampled.Record("HTTP_RECV_START", now)
+	if req.TensorTrace != nil {
+		req.TensorTrace.TraceTensors(inference.TensorQueueInput, req.Inputs)
+		req.TensorTrace.TraceTensors(inference.TensorBackendInput, req.Inputs)
+		out := slices.Clone(req.Inputs[:2])
+		out[0].Name, out[1].Name = "O32", "OF32"
+		req.TensorTrace.TraceTensors(inference.TensorBackendOutput, out)
+		for i := range req.Inputs {
+			clear(req.Inputs[i].Data)
+		}
+	}
+	req.Timing = inference.Timing{
+		QueueStart: now.Add(2 * time.Microsecond), ComputeStart: now.Add(3 * time.Microsecond),
+		ComputeInputEnd: now.Add(4 * time.Microsecond), ComputeOutputStart: now.Add(5 * time.Microsecond), ComputeEnd: now.Add(6 * time.Microsecond),
+	}
+	sampled.Request(req, &inference.Response{ModelVersion: "2"}, now.Add(time.Microsecond), now.Add(7*time.Microsecond))
+	sampled.Record("HTTP_SEND_END", now.Add(8*time.Microsecond))
+	sampled.Finish()
+}
+
+func TestTensorRecords(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "trace.json")
+	tr := newTracer(t, "level=TIMESTAMPS", "level=TENSORS", "rate=1", "triton,file="+file)
+	runTensorTrace(t, tr)
+	if err := tr.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Triton's key order, byte for byte.
+	if want := `{"id":1,"activity":"TENSOR_QUEUE_INPUT","tensor":{"name":"I32","data":"1,-2,3","shape":"1,3","dtype":"INT32"}}`; !strings.Contains(string(raw), want) {
+		t.Errorf("trace file lacks %s:\n%s", want, raw)
+	}
+	var order []string
+	got := map[string]map[string]tensorField{}
+	for _, r := range readRecords(t, file) {
+		if r.ID != 1 {
+			t.Errorf("record of trace %d", r.ID)
+		}
+		switch {
+		case r.ModelName != "":
+			order = append(order, "HEADER")
+		case r.Tensor != nil:
+			if order[len(order)-1] != r.Activity {
+				order = append(order, r.Activity)
+			}
+			if got[r.Activity] == nil {
+				got[r.Activity] = map[string]tensorField{}
+			}
+			got[r.Activity][r.Tensor.Name] = *r.Tensor
+		default:
+			for _, ts := range r.Timestamps {
+				order = append(order, ts.Name)
+			}
+		}
+	}
+	want := "HTTP_RECV_START HEADER REQUEST_START QUEUE_START TENSOR_QUEUE_INPUT COMPUTE_START TENSOR_BACKEND_INPUT " +
+		"COMPUTE_INPUT_END COMPUTE_OUTPUT_START TENSOR_BACKEND_OUTPUT COMPUTE_END REQUEST_END HTTP_SEND_END"
+	if g := strings.Join(order, " "); g != want {
+		t.Errorf("records\n got %s\nwant %s", g, want)
+	}
+	for _, activity := range []string{"TENSOR_QUEUE_INPUT", "TENSOR_BACKEND_INPUT"} {
+		if !reflect.DeepEqual(got[activity], wantTensors) {
+			t.Errorf("%s tensors\n got %v\nwant %v", activity, got[activity], wantTensors)
+		}
+	}
+	wantOut := map[string]tensorField{
+		"O32":  {"O32", "1,-2,3", "1,3", "INT32"},
+		"OF32": {"OF32", "0.1,1e+06,-1.5,3.40282e+38", "4", "FP32"},
+	}
+	if !reflect.DeepEqual(got["TENSOR_BACKEND_OUTPUT"], wantOut) {
+		t.Errorf("TENSOR_BACKEND_OUTPUT tensors %v", got["TENSOR_BACKEND_OUTPUT"])
+	}
+}
+
+// TestTraceLevels checks that each level writes only its records, as in
+// Triton: TENSORS alone gives no model record and no timestamps, and
+// TIMESTAMPS alone does not even hand the core a tensor tracer.
+func TestTraceLevels(t *testing.T) {
+	dir := t.TempDir()
+	tensorsFile := filepath.Join(dir, "tensors.json")
+	tr := newTracer(t, "level=TENSORS", "rate=1", "triton,file="+tensorsFile)
+	runTensorTrace(t, tr)
+	if err := tr.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	recs := readRecords(t, tensorsFile)
+	if len(recs) != 2*len(wantTensors)+2 {
+		t.Errorf("%d records, want %d", len(recs), 2*len(wantTensors)+2)
+	}
+	for _, r := range recs {
+		if r.Tensor == nil || r.ModelName != "" || r.Timestamps != nil {
+			t.Errorf("TENSORS alone wrote %+v", r)
+		}
+	}
+
+	tsFile := filepath.Join(dir, "timestamps.json")
+	tr = newTracer(t, "level=TIMESTAMPS", "rate=1", "triton,file="+tsFile)
+	req := tensorRequest()
+	sampled := tr.Sample("m")
+	sampled.Attach(req)
+	if req.TensorTrace != nil {
+		t.Error("TIMESTAMPS alone attached a tensor tracer")
+	}
+	sampled.Finish()
+	traceRequest(tr, "m")
+	if err := tr.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range readRecords(t, tsFile) {
+		if r.Tensor != nil || r.Activity != "" {
+			t.Errorf("TIMESTAMPS alone wrote %+v", r)
+		}
+	}
+
+	// opentelemetry mode records no tensors, as in Triton.
+	otel := newTracer(t, "level=TENSORS", "rate=1", "mode=opentelemetry", "opentelemetry,url=127.0.0.1:1/v1/traces")
+	req = tensorRequest()
+	sampled = otel.Sample("m")
+	sampled.Attach(req)
+	if req.TensorTrace != nil {
+		t.Error("opentelemetry mode attached a tensor tracer")
+	}
+	sampled.Finish()
+	if err := otel.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	// A request that is not sampled gets nothing.
+	var none *Trace
+	req = tensorRequest()
+	none.Attach(req)
+	if req.TensorTrace != nil {
+		t.Error("nil trace attached a tracer")
+	}
+}
+
+func TestTensorData(t *testing.T) {
+	f32 := func(v float32) inference.Tensor {
+		return inference.Tensor{DataType: inference.FP32, Shape: []int64{1}, Data: fp32(v)}
+	}
+	for _, c := range []struct {
+		t    inference.Tensor
+		want string
+	}{
+		// printf "%g" of the float widened to double, as a C++ stream prints it.
+		{f32(0), "0"}, {f32(float32(math.Copysign(0, -1))), "-0"}, {f32(100000), "100000"}, {f32(123456.7), "123457"},
+		{f32(1e-5), "1e-05"}, {f32(0.0001), "0.0001"}, {f32(1e-45), "1.4013e-45"}, {f32(2.5), "2.5"},
+		{f32(float32(math.Inf(-1))), "-inf"}, {f32(float32(math.NaN())), "nan"},
+		{inference.Tensor{DataType: inference.Uint8, Shape: []int64{2, 1}, Data: []byte{0, 255}}, "0,255"},
+		{inference.Tensor{DataType: inference.Int16, Shape: []int64{1}, Data: []byte{0x00, 0x80}}, "-32768"},
+		{inference.Tensor{DataType: inference.BF16, Shape: []int64{1}, Data: []byte{0x80, 0x3f}}, ""},
+		// Control characters and invalid UTF-8 are escaped into valid JSON.
+		{inference.Tensor{DataType: inference.Bytes, Shape: []int64{2}, Data: byteElems("x\ny\x01", "\xff\u65e5")}, `\"x\ny\u0001\",\"\ufffd` + "\u65e5" + `\"`},
+		// A malformed backend output is cut short, not read past its end.
+		{inference.Tensor{DataType: inference.Int32, Shape: []int64{3}, Data: le32(5, 6)}, "5,6"},
+		{inference.Tensor{DataType: inference.Bytes, Shape: []int64{2}, Data: append(byteElems("ok"), 9, 0, 0, 0, 'x')}, `\"ok\"`},
+		{inference.Tensor{DataType: inference.Int32, Shape: []int64{0, 2}}, ""},
+	} {
+		if got := string(appendTensorData(nil, &c.t)); got != c.want {
+			t.Errorf("%s %v %v: got %s, want %s", c.t.DataType, c.t.Shape, c.t.Data, got, c.want)
+		}
+	}
+	// The records are valid JSON whatever the names and elements hold.
+	rec := appendTensorRecords(nil, 7, inference.TensorBackendOutput, []inference.Tensor{
+		{Name: "we\"ird\\", DataType: inference.Bytes, Shape: []int64{1}, Data: byteElems("\"\\\x00")},
+		{Name: "n", DataType: inference.Bool, Shape: []int64{1}, Data: []byte{0}},
+	})
+	var parsed []record
+	if err := json.Unmarshal(append(append([]byte{'['}, rec...), ']'), &parsed); err != nil {
+		t.Fatalf("%s: %v", rec, err)
+	}
+	if len(parsed) != 2 || parsed[0].Tensor.Name != "we\"ird\\" || parsed[0].Tensor.Data != "\"\"\\\x00\"" || parsed[0].Activity != "TENSOR_BACKEND_OUTPUT" ||
+		parsed[1].Tensor.Data != "0" || parsed[1].ID != 7 {
+		t.Errorf("%+v", parsed)
 	}
 }

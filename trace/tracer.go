@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,8 @@ type Tracer struct {
 	files  map[string]*traceFile
 	otel   *otelExporter // nil unless the mode is opentelemetry
 	closed bool
+
+	tensorsUnsupported sync.Once // logs that opentelemetry mode has no tensors
 }
 
 // specified marks the fields a scope sets itself rather than inherits.
@@ -296,17 +299,22 @@ func (t *Tracer) flushScope(sc *scope) {
 
 // record adds one finished trace (its JSON records) to its scope's stream
 // and writes the stream to an indexed file when the scope's trace count is
-// used up or log_frequency traces have gathered.
+// used up or log_frequency traces have gathered. A trace without records
+// (TENSORS alone, for a request refused before its tensors were recorded)
+// is counted as collected but adds nothing, which keeps the files valid
+// JSON.
 func (sc *scope) record(t *Tracer, traceJSON []byte) {
 	sc.mu.Lock()
-	if sc.inStream > 0 {
-		sc.stream.WriteByte(',')
+	if len(traceJSON) > 0 {
+		if sc.inStream > 0 {
+			sc.stream.WriteByte(',')
+		}
+		sc.stream.Write(traceJSON)
+		sc.inStream++
 	}
-	sc.stream.Write(traceJSON)
-	sc.inStream++
 	sc.collected++
 	var data []byte
-	if (sc.count == 0 && sc.collected == sc.created) || (sc.settings.LogFrequency != 0 && sc.inStream >= sc.settings.LogFrequency) {
+	if sc.inStream > 0 && ((sc.count == 0 && sc.collected == sc.created) || (sc.settings.LogFrequency != 0 && sc.inStream >= sc.settings.LogFrequency)) {
 		data = append([]byte(nil), sc.stream.Bytes()...)
 		sc.stream.Reset()
 		sc.inStream = 0
@@ -377,8 +385,11 @@ type Trace struct {
 	version   int64
 	requestID string
 	events    []event
+	tensors   []tensorChunk
 	finished  bool
 }
+
+var _ inference.TensorTracer = (*Trace)(nil)
 
 type event struct {
 	name string
@@ -394,9 +405,10 @@ func (tr *Trace) ID() uint64 {
 }
 
 // Record notes that the request reached a point of its life (a Triton
-// activity name such as HTTP_RECV_START) at time at.
+// activity name such as HTTP_RECV_START) at time at. Timestamps are kept
+// only at the TIMESTAMPS level, as in Triton.
 func (tr *Trace) Record(name string, at time.Time) {
-	if tr == nil || at.IsZero() {
+	if tr == nil || at.IsZero() || tr.scope.settings.Level&LevelTimestamps == 0 {
 		return
 	}
 	tr.mu.Lock()
@@ -432,6 +444,42 @@ func (tr *Trace) Request(req *inference.Request, resp *inference.Response, start
 	tr.Record("REQUEST_END", end)
 }
 
+// Attach makes req record its tensors into the trace (req.TensorTrace)
+// when the trace's level includes TENSORS. The front end calls it before
+// handing req to the core. Triton's opentelemetry mode records no tensors
+// ("Tensor level tracing is not supported"), and neither does Nereid's.
+func (tr *Trace) Attach(req *inference.Request) {
+	if tr != nil && tr.scope.settings.Level&LevelTensors != 0 {
+		tr.attach(req) // kept out of line: Attach inlines to a nil check
+	}
+}
+
+func (tr *Trace) attach(req *inference.Request) {
+	if tr.scope.settings.Mode != ModeTriton {
+		t := tr.tracer
+		t.tensorsUnsupported.Do(func() {
+			t.log.Error().Msg("Tensor level tracing is not supported by the mode: OPENTELEMETRY")
+		})
+		return
+	}
+	req.TensorTrace = tr
+}
+
+// TraceTensors renders the tensors of one activity into Triton's JSON
+// records. The core calls it through req.TensorTrace; the data is read
+// before it returns.
+func (tr *Trace) TraceTensors(activity inference.TensorActivity, tensors []inference.Tensor) {
+	if tr == nil || len(tensors) == 0 {
+		return
+	}
+	records := appendTensorRecords(nil, tr.id, activity, tensors)
+	tr.mu.Lock()
+	if !tr.finished {
+		tr.tensors = append(tr.tensors, tensorChunk{activity: activity, records: records})
+	}
+	tr.mu.Unlock()
+}
+
 // Finish writes the trace. It is called once, after the last Record.
 func (tr *Trace) Finish() {
 	if tr == nil {
@@ -443,7 +491,8 @@ func (tr *Trace) Finish() {
 		return
 	}
 	tr.finished = true
-	events := tr.events
+	events, tensors := tr.events, tr.tensors
+	tr.tensors = nil // a pooled request may hold tr until it is reused
 	version, reqID := tr.version, tr.requestID
 	tr.mu.Unlock()
 	t := tr.tracer
@@ -459,43 +508,64 @@ func (tr *Trace) Finish() {
 			exp.export(tr.id, tr.model, version, reqID, events)
 		}
 	default:
-		tr.scope.record(t, tritonRecords(tr.id, tr.model, version, reqID, events))
+		tr.scope.record(t, tritonRecords(tr.id, tr.model, version, reqID, events, tensors,
+			tr.scope.settings.Level&LevelTimestamps != 0))
 	}
 }
 
-// tritonRecords renders a trace as Triton does: a record naming the model,
-// then one record per timestamp, in the order they were recorded, each
-// timestamp in nanoseconds of the monotonic clock.
-func tritonRecords(id uint64, model string, version int64, requestID string, events []event) []byte {
+// tritonRecords renders a trace as Triton does. At the TIMESTAMPS level:
+// a record naming the model just before REQUEST_START (first when there is
+// none), then one record per timestamp in the order recorded, each in
+// nanoseconds of the monotonic clock. At the TENSORS level: the tensor
+// records, each activity's after the timestamp it follows in Triton (see
+// tensorAnchor) or, without that timestamp, at the end in the order
+// reported. Triton writes the model record with REQUEST_START, a
+// timestamp, so TENSORS alone writes tensor records only.
+func tritonRecords(id uint64, model string, version int64, requestID string, events []event, tensors []tensorChunk, timestamps bool) []byte {
 	var b bytes.Buffer
-	header := func() {
-		fmt.Fprintf(&b, `{"id":%d,"model_name":%s,"model_version":%d`, id, jsonString(model), version)
-		if requestID != "" {
-			fmt.Fprintf(&b, `,"request_id":%s`, jsonString(requestID))
-		}
-		b.WriteString("},")
-	}
-	wroteHeader := false
-	for i, e := range events {
-		if e.name == "REQUEST_START" && !wroteHeader {
-			header()
-			wroteHeader = true
-		}
-		fmt.Fprintf(&b, `{"id":%d,"timestamps":[{"name":"%s","ns":%d}]}`, id, e.name, monotonicNS(e.at))
-		if i < len(events)-1 {
+	next := func() {
+		if b.Len() > 0 {
 			b.WriteByte(',')
 		}
 	}
-	if !wroteHeader {
-		var h bytes.Buffer
-		fmt.Fprintf(&h, `{"id":%d,"model_name":%s,"model_version":%d}`, id, jsonString(model), version)
-		if b.Len() > 0 {
-			h.WriteByte(',')
-			h.Write(b.Bytes())
+	placed := make([]bool, len(tensors))
+	if timestamps {
+		wroteHeader := !slices.ContainsFunc(events, func(e event) bool { return e.name == "REQUEST_START" })
+		if wroteHeader {
+			writeHeader(&b, id, model, version, requestID)
 		}
-		return h.Bytes()
+		for _, e := range events {
+			if e.name == "REQUEST_START" && !wroteHeader {
+				next()
+				writeHeader(&b, id, model, version, requestID)
+				wroteHeader = true
+			}
+			next()
+			fmt.Fprintf(&b, `{"id":%d,"timestamps":[{"name":"%s","ns":%d}]}`, id, e.name, monotonicNS(e.at))
+			for i, c := range tensors {
+				if !placed[i] && tensorAnchor(c.activity) == e.name {
+					next()
+					b.Write(c.records)
+					placed[i] = true
+				}
+			}
+		}
+	}
+	for i, c := range tensors {
+		if !placed[i] {
+			next()
+			b.Write(c.records)
+		}
 	}
 	return b.Bytes()
+}
+
+func writeHeader(b *bytes.Buffer, id uint64, model string, version int64, requestID string) {
+	fmt.Fprintf(b, `{"id":%d,"model_name":%s,"model_version":%d`, id, jsonString(model), version)
+	if requestID != "" {
+		fmt.Fprintf(b, `,"request_id":%s`, jsonString(requestID))
+	}
+	b.WriteByte('}')
 }
 
 func jsonString(s string) string {

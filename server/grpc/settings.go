@@ -100,6 +100,7 @@ func (s *service) inferTraced(ctx context.Context, req *inference.Request, arriv
 		return s.core.Infer(ctx, req)
 	}
 	defer tr.Finish()
+	tr.Attach(req)
 	tr.Record("GRPC_WAITREAD_END", arrival)
 	start := time.Now()
 	resp, err := s.core.Infer(ctx, req)

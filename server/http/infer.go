@@ -141,6 +141,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, rt route) {
 
 	tr := s.sampleTrace(rt.model)
 	defer tr.Finish()
+	tr.Attach(&c.req)
 	tr.Record("HTTP_RECV_START", arrival)
 	start := time.Now()
 	tr.Record("HTTP_RECV_END", start)

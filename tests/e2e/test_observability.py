@@ -325,6 +325,53 @@ def test_trace_settings_and_trace_file(nereid, tmp_path):
         assert ns == sorted(ns)
         kinds.append("HTTP" if "HTTP_RECV_START" in names else "GRPC" if "GRPC_SEND_END" in names else "?")
     assert sorted(kinds) == ["GRPC", "HTTP", "HTTP"]
+    # TIMESTAMPS alone records no tensors.
+    assert not [r for r in records if "activity" in r or "tensor" in r]
+
+
+def test_trace_tensors(nereid, tmp_path):
+    """trace_level TENSORS set over HTTP: Triton's tensor records, and nothing else."""
+    trace_file = tmp_path / "tensors.json"
+    repo = tmp_path / "tensor_repo"
+    types = ["INT32", "FP32", "BOOL", "BYTES"]
+    write_model(repo, "obs_tensors", identity_config("obs_tensors", [(t, [-1]) for t in types], max_batch_size=8))
+    s = nereid.start(repo, [f"--trace-config=triton,file={trace_file}", "--trace-config=rate=1"])
+    http_client = s.http()
+    settings = http_client.update_trace_settings("obs_tensors", {"trace_level": ["TENSORS"]})
+    assert settings["trace_level"] == ["TENSORS"] and settings["trace_rate"] == "1"
+    arrays = [
+        np.array([[7, -8, 2147483647]], dtype=np.int32),
+        np.array([[0.5, -1.25, 0.001, 1e6]], dtype=np.float32),
+        np.array([[True, False, True]]),
+        np.array([[b"hello", "w\u00f6rld".encode(), b'say "hi"']], dtype=np.object_),
+    ]
+    r = http_client.infer("obs_tensors", http_inputs(arrays, types))
+    assert r.as_numpy("OUTPUT0").tolist() == [[7, -8, 2147483647]]
+    # The same request over gRPC is a second trace with the same records.
+    s.grpc().infer("obs_tensors", grpc_inputs(arrays, types))
+
+    s.stop_gracefully()
+    records = json.loads(trace_file.read_text())
+    # TENSORS alone: tensor records only, no model record, no timestamps.
+    assert records and all(set(r) == {"id", "activity", "tensor"} for r in records), records
+    inputs = {
+        "INPUT0": {"data": "7,-8,2147483647", "shape": "1,3", "dtype": "INT32"},
+        "INPUT1": {"data": "0.5,-1.25,0.001,1e+06", "shape": "1,4", "dtype": "FP32"},
+        "INPUT2": {"data": "1,0,1", "shape": "1,3", "dtype": "BOOL"},
+        "INPUT3": {"data": '"hello","w\u00f6rld","say "hi""', "shape": "1,3", "dtype": "BYTES"},
+    }
+    want = {
+        "TENSOR_QUEUE_INPUT": inputs,
+        "TENSOR_BACKEND_INPUT": inputs,
+        "TENSOR_BACKEND_OUTPUT": {n.replace("INPUT", "OUTPUT"): v for n, v in inputs.items()},
+    }
+    got = {}
+    for rec in records:
+        tensor = dict(rec["tensor"])
+        got.setdefault(rec["id"], {}).setdefault(rec["activity"], {})[tensor.pop("name")] = tensor
+    assert len(got) == 2
+    for trace in got.values():
+        assert trace == want
 
 
 # --------------------------------------------------------------------------
