@@ -3,11 +3,9 @@ package server
 import (
 	"bytes"
 	"context"
-	"runtime/debug"
 
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/sharedmem"
-	"github.com/nereid-project/nereid/sharedmem/cudadriver"
 )
 
 // The tensor parameters of Triton's shared-memory extensions.
@@ -52,44 +50,40 @@ func (s *Server) UnregisterSystemSharedMemory(_ context.Context, name string) er
 	return s.shm.Unregister(name)
 }
 
-// CudaSharedMemoryStatus lists the registered CUDA shared-memory regions.
-// Nereid registers none (see RegisterCudaSharedMemory), so the list is empty
-// and a named region is NotFound, with Triton's texts.
+// CudaSharedMemoryStatus lists the region called name, or every CUDA
+// shared-memory region when name is "".
 func (s *Server) CudaSharedMemoryStatus(_ context.Context, name string) ([]sharedmem.CudaStatus, error) {
 	if s.shm == nil {
 		return nil, errShmDisabled
 	}
+	return s.shm.CudaStatus(name)
+}
+
+// RegisterCudaSharedMemory opens a client's CUDA IPC memory handle (the 64
+// raw bytes of a cudaIpcMemHandle_t) on device deviceID and registers
+// byteSize bytes from its start under name. Inputs read from the region are
+// copied to the host, outputs written to it copied to the device. Without a
+// CUDA driver or device the answer is Unsupported and says why.
+func (s *Server) RegisterCudaSharedMemory(_ context.Context, name string, rawHandle []byte, deviceID int64, byteSize uint64) error {
+	if s.shm == nil {
+		return errShmDisabled
+	}
+	return s.shm.RegisterCuda(name, rawHandle, deviceID, byteSize)
+}
+
+// UnregisterCudaSharedMemory unregisters the region called name, or every
+// CUDA shared-memory region when name is "", closing their IPC handles.
+// Unknown names are not an error, as in Triton: perf_analyzer unregisters
+// every region before it starts. Regions still used by in-flight requests
+// are closed when those requests finish.
+func (s *Server) UnregisterCudaSharedMemory(_ context.Context, name string) error {
+	if s.shm == nil {
+		return errShmDisabled
+	}
 	if name == "" {
-		return nil, nil
+		return s.shm.UnregisterAllCuda()
 	}
-	if s.shm.Has(name) {
-		return nil, inference.NotFound("The region named '%s' is registered as system shared memory, not CUDA shared memory", name)
-	}
-	return nil, inference.NotFound("Unable to find cuda shared memory region: '%s'", name)
-}
-
-// RegisterCudaSharedMemory refuses every registration: Nereid does not open
-// CUDA IPC handles yet. The message says whether a CUDA driver and device
-// were found, so that a client on a machine without a GPU learns why.
-func (s *Server) RegisterCudaSharedMemory(_ context.Context, name string, _ []byte, _ int64, _ uint64) error {
-	if s.shm == nil {
-		return errShmDisabled
-	}
-	n, err := cudadriver.Devices()
-	if err != nil {
-		return inference.Unsupported("failed to register CUDA shared memory region: '%s', GPUs not supported: %v", name, err)
-	}
-	return inference.Unsupported("failed to register CUDA shared memory region: '%s': Nereid does not open CUDA IPC handles yet (found %d CUDA device(s)); use system shared memory", name, n)
-}
-
-// UnregisterCudaSharedMemory succeeds, as Triton's does for a region that is
-// not registered: no CUDA region ever is. perf_analyzer unregisters every
-// region before it starts.
-func (s *Server) UnregisterCudaSharedMemory(_ context.Context, _ string) error {
-	if s.shm == nil {
-		return errShmDisabled
-	}
-	return nil
+	return s.shm.UnregisterCuda(name)
 }
 
 // CloseSharedMemory unregisters every region and refuses new ones; regions
@@ -104,11 +98,12 @@ func (s *Server) CloseSharedMemory() error {
 
 // shmBinding is the shared memory one request uses: the region windows its
 // inputs were read from and its outputs go to. It keeps those regions
-// mapped until release.
+// mapped until release. An input from a CUDA region is a host copy of the
+// window; an output to one is copied to the device in finish.
 type shmBinding struct {
 	req     *inference.Request
 	refs    []*sharedmem.Ref // every window, released together
-	inputs  []int            // req.Inputs whose Data is a window
+	inputs  []int            // req.Inputs whose Data is a window or its copy
 	outputs []shmOutput
 }
 
@@ -154,7 +149,11 @@ func (s *Server) bindSharedMemory(req *inference.Request) (_ *shmBinding, err er
 		if want := inference.ByteSize(t.DataType, t.Shape); want >= 0 && uint64(want) != p.byteSize {
 			return nil, inference.InvalidArg("input byte size mismatch for input '%s' for model '%s'. Expected %d, got %d", t.Name, req.ModelName, want, p.byteSize)
 		}
-		t.Data = ref.Data
+		data, err := ref.Bytes()
+		if err != nil {
+			return nil, inference.Internal("unable to read input '%s' from its shared memory region: %v", t.Name, err)
+		}
+		t.Data = data
 		b.inputs = append(b.inputs, i)
 	}
 	for i := range req.Outputs {
@@ -253,11 +252,11 @@ func (b *shmBinding) finish(resp *inference.Response) (*inference.Response, erro
 			return nil, inference.Internal("no response output for shared-memory output %d", o.index)
 		}
 		t := &resp.Outputs[o.index]
-		if len(t.Data) > len(o.ref.Data) {
-			return nil, inference.Internal("shared memory size specified with the request for output '%s' (%d bytes) should be at least %d bytes to hold the results", t.Name, len(o.ref.Data), len(t.Data))
+		if uint64(len(t.Data)) > o.ref.Size() {
+			return nil, inference.Internal("shared memory size specified with the request for output '%s' (%d bytes) should be at least %d bytes to hold the results", t.Name, o.ref.Size(), len(t.Data))
 		}
-		if err := copyToRegion(o.ref.Data, t.Data, t.Name); err != nil {
-			return nil, err
+		if err := o.ref.Store(t.Data); err != nil {
+			return nil, inference.Internal("unable to write output '%s' to its shared memory region: %v", t.Name, err)
 		}
 		*t = inference.Tensor{Name: t.Name, DataType: t.DataType, Shape: t.Shape}
 	}
@@ -276,22 +275,9 @@ func (b *shmBinding) finish(resp *inference.Response) (*inference.Response, erro
 	return resp, nil
 }
 
-// copyToRegion copies an output into its window. A client that shrinks the
-// shared-memory object during the request makes the copy fault; that fails
-// the request instead of the server.
-func copyToRegion(dst, src []byte, output string) (err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			err = inference.Internal("unable to write output '%s' to its shared memory region: %v", output, r)
-		}
-	}()
-	copy(dst, src)
-	return nil
-}
-
 // release ends the request's use of its regions. The inputs read from
-// shared memory lose their Data, which may be unmapped from now on.
+// shared memory lose their Data, which may be unmapped from now on (a host
+// copy from a CUDA region would stay valid, but is dropped the same way).
 func (b *shmBinding) release() {
 	if b == nil {
 		return

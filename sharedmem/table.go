@@ -1,16 +1,18 @@
 // Package sharedmem keeps the client shared-memory regions of Triton's
-// system shared-memory extension: POSIX shared-memory objects that a client
-// created and registered by name, mapped into the server so that inference
-// inputs are read from them and outputs written to them without crossing the
-// network.
+// system and CUDA shared-memory extensions: POSIX shared-memory objects, and
+// GPU allocations exported with CUDA IPC handles, that a client created and
+// registered by name, so that inference inputs are read from them and
+// outputs written to them without crossing the network.
 package sharedmem
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/bits"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -20,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/sharedmem/cudadriver"
 )
 
 // ReservedKeyPrefix starts the keys of the Python backend's own regions,
@@ -35,6 +38,46 @@ type Options struct {
 	// Dir is the folder in which shm_open keys name files; default
 	// /dev/shm, where Linux keeps POSIX shared-memory objects.
 	Dir string
+	// Cuda opens CUDA IPC handles; default the driver that package
+	// cudadriver loads at run time.
+	Cuda CudaDriver
+}
+
+// CudaDriver opens the CUDA IPC memory handles of CUDA regions.
+//
+// Devices reports how many devices can be used, or an error when CUDA
+// cannot be used at all (registration then answers Unsupported). Open maps
+// a 64-byte cudaIpcMemHandle_t on a device; its errors matching
+// cudadriver.ErrUnavailable mean CUDA cannot be used, those matching
+// cudadriver.ErrInvalidArg blame the arguments, any other is the driver
+// refusing the handle.
+type CudaDriver interface {
+	Devices() (int, error)
+	Open(handle []byte, device int) (CudaMapping, error)
+}
+
+// CudaMapping is GPU memory of another process opened from its IPC handle.
+// ReadAt (device to host) and WriteAt (host to device) may run
+// concurrently; the table calls Close once, after the last of them has
+// returned. Size is how many bytes can be reached from the start.
+type CudaMapping interface {
+	Size() uint64
+	ReadAt(dst []byte, off int64) error
+	WriteAt(src []byte, off int64) error
+	Close() error
+}
+
+// driverCuda is the CudaDriver of package cudadriver.
+type driverCuda struct{}
+
+func (driverCuda) Devices() (int, error) { return cudadriver.Devices() }
+
+func (driverCuda) Open(handle []byte, device int) (CudaMapping, error) {
+	m, err := cudadriver.Open(handle, device)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // Status describes one registered region, as the status endpoint reports it.
@@ -53,27 +96,36 @@ type CudaStatus struct {
 	ByteSize uint64
 }
 
-// region is one registered region. Its mapping stays valid while refs > 0
-// or while it is registered.
+// region is one registered region, system or CUDA. Its mapping stays
+// valid while refs > 0 or while it is registered.
 type region struct {
-	Status
+	Status // Name and ByteSize for both kinds; Key and Offset for system
+
+	// A system region.
 	fd      int    // the shared-memory object, kept to notice truncation
 	mapping []byte // the whole mmap, from the page holding Offset
 	data    []byte // the registered bytes: ByteSize bytes at Offset
+
+	// A CUDA region: cuda is non-nil.
+	deviceID int64
+	cuda     CudaMapping
 
 	// Guarded by Table.mu.
 	refs          int  // Refs not yet released
 	unregistering bool // unregistered while in use: goes away at refs == 0
 }
 
-// Table is the set of registered regions. It is safe for concurrent use.
+// Table is the set of registered regions of both kinds, which share one
+// name space, as in Triton. It is safe for concurrent use.
 //
 // Lifetime: Unregister removes a region at once when no request uses it.
 // A region still in use stays listed and usable, as in Triton, until its
-// last Ref is released; then it is unmapped. Close unregisters every region
-// the same way and refuses new registrations.
+// last Ref is released; then it is unmapped (a CUDA region's IPC handle
+// closed). Close unregisters every region the same way and refuses new
+// registrations.
 type Table struct {
-	dir string
+	dir  string
+	cuda CudaDriver
 
 	mu      sync.Mutex // guards the fields below and every region's refs and unregistering
 	regions map[string]*region
@@ -85,7 +137,10 @@ func New(opts Options) *Table {
 	if opts.Dir == "" {
 		opts.Dir = "/dev/shm"
 	}
-	return &Table{dir: opts.Dir, regions: map[string]*region{}}
+	if opts.Cuda == nil {
+		opts.Cuda = driverCuda{}
+	}
+	return &Table{dir: opts.Dir, cuda: opts.Cuda, regions: map[string]*region{}}
 }
 
 // Register opens the shared-memory object key, checks that offset and
@@ -104,10 +159,16 @@ func (t *Table) Register(name, key string, offset, byteSize uint64) error {
 	if err != nil {
 		return err
 	}
+	return t.insert(r)
+}
+
+// insert adds a region that was opened outside the lock, unless the name
+// was taken (or the table closed) meanwhile.
+func (t *Table) insert(r *region) error {
 	t.mu.Lock()
-	err = t.checkFreeLocked(name)
+	err := t.checkFreeLocked(r.Name)
 	if err == nil {
-		t.regions[name] = r
+		t.regions[r.Name] = r
 	}
 	t.mu.Unlock()
 	if err != nil {
@@ -115,6 +176,52 @@ func (t *Table) Register(name, key string, offset, byteSize uint64) error {
 		_ = r.unmap()
 	}
 	return err
+}
+
+// RegisterCuda opens a client's CUDA IPC memory handle (the raw 64 bytes
+// of a cudaIpcMemHandle_t) on device deviceID and registers byteSize bytes
+// from its start under name. Errors carry Triton's status: no usable CUDA
+// driver or device is Unsupported, a name already registered (as either
+// kind) AlreadyExists, a bad handle, device or size InvalidArg.
+func (t *Table) RegisterCuda(name string, handle []byte, deviceID int64, byteSize uint64) error {
+	if err := t.checkFree(name); err != nil {
+		return err
+	}
+	devices, err := t.cuda.Devices()
+	if err != nil {
+		return errNoCuda(name, err)
+	}
+	fail := func(format string, args ...any) error {
+		return inference.InvalidArg("failed to register CUDA shared memory region '%s': %s", name, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case len(handle) != cudadriver.HandleSize:
+		return fail("raw_handle has %d bytes; a CUDA IPC memory handle (cudaIpcMemHandle_t) has %d", len(handle), cudadriver.HandleSize)
+	case deviceID < 0 || deviceID >= int64(devices):
+		return fail("invalid device id %d: the server sees %d CUDA device(s)", deviceID, devices)
+	case byteSize == 0:
+		return fail("invalid args: byte_size is 0")
+	}
+	m, err := t.cuda.Open(handle, int(deviceID))
+	switch {
+	case errors.Is(err, cudadriver.ErrUnavailable):
+		return errNoCuda(name, err)
+	case errors.Is(err, cudadriver.ErrInvalidArg):
+		return fail("%v", err)
+	case err != nil:
+		return fail("failed to open CUDA IPC handle: %v", err)
+	}
+	if size := m.Size(); byteSize > size {
+		_ = m.Close()
+		return fail("invalid args: byte_size %d exceeds the %d bytes of the CUDA allocation", byteSize, size)
+	}
+	return t.insert(&region{Status: Status{Name: name, ByteSize: byteSize}, deviceID: deviceID, cuda: m})
+}
+
+// errNoCuda is the answer to a CUDA registration where no CUDA driver or
+// device can be used.
+func errNoCuda(name string, why error) error {
+	return inference.Unsupported("failed to register CUDA shared memory region: '%s', GPUs not supported: %v", name, why)
 }
 
 func (t *Table) checkFree(name string) error {
@@ -192,12 +299,18 @@ func (t *Table) path(key string) (string, bool) {
 	return filepath.Join(t.dir, name), true
 }
 
+func (r *region) isCuda() bool { return r.cuda != nil }
+
+// unmap unmaps a system region, or closes a CUDA region's IPC handle.
 func (r *region) unmap() error {
+	if r.isCuda() {
+		return r.cuda.Close()
+	}
 	return errors.Join(unix.Munmap(r.mapping), unix.Close(r.fd))
 }
 
-// Status lists one region (name non-empty) or every region, by name. An
-// unknown name is NotFound.
+// Status lists one system region (name non-empty) or every system region,
+// by name. An unknown name, or that of a CUDA region, is NotFound.
 func (t *Table) Status(name string) ([]Status, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -206,17 +319,51 @@ func (t *Table) Status(name string) ([]Status, error) {
 		if !ok {
 			return nil, inference.NotFound("Unable to find system shared memory region: '%s'", name)
 		}
+		if r.isCuda() {
+			return nil, inference.NotFound("The region named '%s' is registered as CUDA shared memory, not system shared memory", name)
+		}
 		return []Status{r.Status}, nil
 	}
 	out := make([]Status, 0, len(t.regions))
 	for _, r := range t.regions {
-		out = append(out, r.Status)
+		if !r.isCuda() {
+			out = append(out, r.Status)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
 
-// Has reports whether name is registered.
+// CudaStatus lists one CUDA region (name non-empty) or every CUDA region,
+// by name. An unknown name, or that of a system region, is NotFound.
+func (t *Table) CudaStatus(name string) ([]CudaStatus, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if name != "" {
+		r, ok := t.regions[name]
+		if !ok {
+			return nil, inference.NotFound("Unable to find cuda shared memory region: '%s'", name)
+		}
+		if !r.isCuda() {
+			return nil, inference.NotFound("The region named '%s' is registered as system shared memory, not CUDA shared memory", name)
+		}
+		return []CudaStatus{r.cudaStatus()}, nil
+	}
+	var out []CudaStatus
+	for _, r := range t.regions {
+		if r.isCuda() {
+			out = append(out, r.cudaStatus())
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func (r *region) cudaStatus() CudaStatus {
+	return CudaStatus{Name: r.Name, DeviceID: r.deviceID, ByteSize: r.ByteSize}
+}
+
+// Has reports whether name is registered, as either kind.
 func (t *Table) Has(name string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -224,12 +371,43 @@ func (t *Table) Has(name string) bool {
 	return ok
 }
 
-// Unregister removes one region; unknown names are not an error, as in
-// Triton. A region in use is removed when its last Ref is released.
+// kind selects the regions an unregister call applies to.
+type kind int
+
+const (
+	systemRegions kind = iota
+	cudaRegions
+	allRegions
+)
+
+func (k kind) has(r *region) bool {
+	switch k {
+	case systemRegions:
+		return !r.isCuda()
+	case cudaRegions:
+		return r.isCuda()
+	default:
+		return true
+	}
+}
+
+// Unregister removes one system region; unknown names, and those of CUDA
+// regions, are not an error and change nothing, as in Triton. A region in
+// use is removed when its last Ref is released.
 func (t *Table) Unregister(name string) error {
+	return t.unregister(systemRegions, name)
+}
+
+// UnregisterCuda removes one CUDA region and closes its IPC handle, as
+// Unregister does for system regions.
+func (t *Table) UnregisterCuda(name string) error {
+	return t.unregister(cudaRegions, name)
+}
+
+func (t *Table) unregister(k kind, name string) error {
 	t.mu.Lock()
 	r := t.regions[name]
-	gone := r != nil && t.dropLocked(r)
+	gone := r != nil && k.has(r) && t.dropLocked(r)
 	t.mu.Unlock()
 	if gone {
 		return r.unmapErr()
@@ -237,25 +415,31 @@ func (t *Table) Unregister(name string) error {
 	return nil
 }
 
-// UnregisterAll removes every region, each as Unregister does.
+// UnregisterAll removes every system region, each as Unregister does.
 func (t *Table) UnregisterAll() error {
-	return t.unregisterAll(false)
+	return t.unregisterAll(systemRegions, false)
 }
 
-// Close unregisters every region and refuses further registrations. Regions
-// still in use by in-flight requests are unmapped when those finish.
+// UnregisterAllCuda removes every CUDA region, each as UnregisterCuda does.
+func (t *Table) UnregisterAllCuda() error {
+	return t.unregisterAll(cudaRegions, false)
+}
+
+// Close unregisters every region of both kinds and refuses further
+// registrations. Regions still in use by in-flight requests are unmapped
+// when those finish.
 func (t *Table) Close() error {
-	return t.unregisterAll(true)
+	return t.unregisterAll(allRegions, true)
 }
 
-func (t *Table) unregisterAll(closing bool) error {
+func (t *Table) unregisterAll(k kind, closing bool) error {
 	t.mu.Lock()
 	if closing {
 		t.closed = true
 	}
 	var gone []*region
 	for _, r := range t.regions {
-		if t.dropLocked(r) {
+		if k.has(r) && t.dropLocked(r) {
 			gone = append(gone, r)
 		}
 	}
@@ -281,23 +465,31 @@ func (t *Table) dropLocked(r *region) bool {
 
 func (r *region) unmapErr() error {
 	if err := r.unmap(); err != nil {
+		if r.isCuda() {
+			return inference.Internal("failed to close the CUDA IPC handle of shared memory region '%s': %v", r.Name, err)
+		}
 		return inference.Internal("unable to unmap shared memory region '%s': %v", r.Name, err)
 	}
 	return nil
 }
 
-// Ref is one use of a region by a request: Data is the requested window of
-// the mapping, valid until Release. A Ref is owned by one goroutine.
+// Ref is one use of a window of a region by a request; the region stays
+// mapped until Release. A Ref is owned by one goroutine.
 type Ref struct {
-	t        *Table
-	r        *region
+	t *Table
+	r *region
+	// Data is the window of a system region's mapping, valid until
+	// Release; nil for a CUDA region, whose bytes are in GPU memory: use
+	// Bytes and Store.
 	Data     []byte
+	offset   uint64 // of the window in the region
+	size     uint64 // of the window
 	released atomic.Bool
 }
 
 // Acquire returns the byteSize bytes at offset (relative to the registered
-// region) of the region called name, and keeps the region mapped until the
-// Ref is released. Errors carry Triton's status and text.
+// region) of the region called name, of either kind, and keeps the region
+// mapped until the Ref is released. Errors carry Triton's status and text.
 func (t *Table) Acquire(name string, offset, byteSize uint64) (*Ref, error) {
 	t.mu.Lock()
 	r, ok := t.regions[name]
@@ -311,7 +503,10 @@ func (t *Table) Acquire(name string, offset, byteSize uint64) (*Ref, error) {
 	}
 	r.refs++
 	t.mu.Unlock()
-	ref := &Ref{t: t, r: r}
+	ref := &Ref{t: t, r: r, offset: offset, size: byteSize}
+	if r.isCuda() {
+		return ref, nil
+	}
 	// A client that shrinks the object under a registered region would make
 	// any access fault; refuse the request instead.
 	var st unix.Stat_t
@@ -360,10 +555,55 @@ func (ref *Ref) Release() {
 	}
 }
 
+// Size is the window's size in bytes.
+func (ref *Ref) Size() uint64 { return ref.size }
+
+// IsCuda reports whether the window is in a CUDA region.
+func (ref *Ref) IsCuda() bool { return ref.r != nil && ref.r.isCuda() }
+
+// Bytes returns the window's bytes: for a system region Data itself,
+// without a copy; for a CUDA region a new host buffer that the window's
+// GPU memory is copied into now, which the caller owns.
+func (ref *Ref) Bytes() ([]byte, error) {
+	if !ref.IsCuda() {
+		return ref.Data, nil
+	}
+	buf := make([]byte, ref.size)
+	if err := ref.r.cuda.ReadAt(buf, int64(ref.offset)); err != nil {
+		return nil, fmt.Errorf("copying %d bytes at offset %d of CUDA shared memory region '%s' to the host: %w", ref.size, ref.offset, ref.r.Name, err)
+	}
+	return buf, nil
+}
+
+// Store copies src, which must fit, to the start of the window: into the
+// mapping of a system region, or from the host to the GPU memory of a CUDA
+// region. A client that shrinks a system region's object during the copy
+// makes it fault; that fails the copy instead of the server.
+func (ref *Ref) Store(src []byte) (err error) {
+	if uint64(len(src)) > ref.size {
+		return fmt.Errorf("%d bytes do not fit the %d-byte window", len(src), ref.size)
+	}
+	if ref.IsCuda() {
+		if err := ref.r.cuda.WriteAt(src, int64(ref.offset)); err != nil {
+			return fmt.Errorf("copying %d bytes to offset %d of CUDA shared memory region '%s': %w", len(src), ref.offset, ref.r.Name, err)
+		}
+		return nil
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%v", r)
+		}
+	}()
+	copy(ref.Data, src)
+	return nil
+}
+
 // Overlaps reports whether b shares memory with the region this Ref maps,
-// so that a caller can copy b before releasing the Ref.
+// so that a caller can copy b before releasing the Ref. Nothing overlaps a
+// CUDA region: its bytes reach the host only as copies.
 func (ref *Ref) Overlaps(b []byte) bool {
-	if len(b) == 0 || ref.r == nil {
+	if len(b) == 0 || ref.r == nil || ref.r.isCuda() {
 		return false
 	}
 	m := ref.r.mapping

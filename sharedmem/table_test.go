@@ -2,15 +2,19 @@ package sharedmem
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/sharedmem/cudadriver"
+	"github.com/nereid-project/nereid/sharedmem/cudadriver/cudadrivertest"
 )
 
 // newObject creates a shared-memory object of size bytes in dir, filled with
@@ -368,5 +372,463 @@ func TestConcurrentRegisterUnregisterUse(t *testing.T) {
 	}
 	if st, _ := tab.Status(""); len(st) != 0 {
 		t.Fatalf("regions left after Close: %v", st)
+	}
+}
+
+// TestMain installs the stand-in CUDA driver (cudadrivertest) before any
+// test can load the driver, which happens once per process: the test
+// machines have no GPU. Most CUDA tests below use fakeCuda instead.
+func TestMain(m *testing.M) {
+	_ = cudadrivertest.Install()
+	os.Exit(m.Run())
+}
+
+// fakeCuda is a CudaDriver over host memory, counting opens and closes.
+// A handle is the name of an allocation made with alloc, NUL-padded.
+type fakeCuda struct {
+	devices int
+	err     error // Devices' error
+
+	mu      sync.Mutex // guards the fields below
+	allocs  map[string][]byte
+	openErr error // Open's error, when set
+	opens   int
+	closes  int
+}
+
+func newFakeCuda() *fakeCuda {
+	return &fakeCuda{devices: 2, allocs: map[string][]byte{}}
+}
+
+// alloc makes an allocation of size bytes filled with 0, 1, 2, ... (mod
+// 251) and returns its memory and handle.
+func (f *fakeCuda) alloc(name string, size int) ([]byte, []byte) {
+	mem := make([]byte, size)
+	for i := range mem {
+		mem[i] = byte(i % 251)
+	}
+	f.mu.Lock()
+	f.allocs[name] = mem
+	f.mu.Unlock()
+	h := make([]byte, cudadriver.HandleSize)
+	copy(h, name)
+	return mem, h
+}
+
+func (f *fakeCuda) Devices() (int, error) { return f.devices, f.err }
+
+func (f *fakeCuda) Open(handle []byte, device int) (CudaMapping, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.openErr != nil {
+		return nil, f.openErr
+	}
+	mem, ok := f.allocs[string(bytes.TrimRight(handle, "\x00"))]
+	if !ok {
+		return nil, &cudadriver.Error{Call: "cuIpcOpenMemHandle_v2", Code: 400, Name: "CUDA_ERROR_INVALID_HANDLE"}
+	}
+	f.opens++
+	return &fakeMapping{f: f, mem: mem}, nil
+}
+
+func (f *fakeCuda) counts() (opens, closes int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.opens, f.closes
+}
+
+type fakeMapping struct {
+	f       *fakeCuda
+	mem     []byte
+	failing bool
+	closed  atomic.Bool
+}
+
+func (m *fakeMapping) Size() uint64 { return uint64(len(m.mem)) }
+
+func (m *fakeMapping) ReadAt(dst []byte, off int64) error {
+	if m.closed.Load() {
+		return errors.New("read after close")
+	}
+	if m.failing {
+		return &cudadriver.Error{Call: "cuMemcpyDtoH_v2", Code: 700, Name: "CUDA_ERROR_ILLEGAL_ADDRESS"}
+	}
+	copy(dst, m.mem[off:off+int64(len(dst))])
+	return nil
+}
+
+func (m *fakeMapping) WriteAt(src []byte, off int64) error {
+	if m.closed.Load() {
+		return errors.New("write after close")
+	}
+	copy(m.mem[off:], src)
+	return nil
+}
+
+func (m *fakeMapping) Close() error {
+	if m.closed.Swap(true) {
+		return errors.New("closed twice")
+	}
+	m.f.mu.Lock()
+	m.f.closes++
+	m.f.mu.Unlock()
+	return nil
+}
+
+func TestCudaRegisterStatusUnregister(t *testing.T) {
+	dir := t.TempDir()
+	cuda := newFakeCuda()
+	tab := New(Options{Dir: dir, Cuda: cuda})
+	defer tab.Close()
+	key := newObject(t, dir, "obj", 64)
+	_, h := cuda.alloc("a", 128)
+	if err := tab.RegisterCuda("g", h, 1, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := tab.RegisterCuda("f", h, 0, 128); err != nil { // the same allocation twice
+		t.Fatal(err)
+	}
+	if err := tab.Register("sys", key, 0, 64); err != nil {
+		t.Fatal(err)
+	}
+
+	st, err := tab.CudaStatus("")
+	want := []CudaStatus{{"f", 0, 128}, {"g", 1, 100}}
+	if err != nil || fmt.Sprint(st) != fmt.Sprint(want) {
+		t.Fatalf("cuda status %v, %v; want %v", st, err, want)
+	}
+	if st, err := tab.CudaStatus("g"); err != nil || len(st) != 1 || st[0] != want[1] {
+		t.Fatalf("cuda status g: %v, %v", st, err)
+	}
+	_, err = tab.CudaStatus("zz")
+	wantCode(t, err, inference.CodeNotFound, "Unable to find cuda shared memory region: 'zz'")
+	_, err = tab.CudaStatus("sys")
+	wantCode(t, err, inference.CodeNotFound, "The region named 'sys' is registered as system shared memory, not CUDA shared memory")
+	_, err = tab.Status("g")
+	wantCode(t, err, inference.CodeNotFound, "The region named 'g' is registered as CUDA shared memory, not system shared memory")
+	if sys, err := tab.Status(""); err != nil || len(sys) != 1 || sys[0].Name != "sys" {
+		t.Fatalf("system status lists %v, %v", sys, err)
+	}
+
+	// One name space for both kinds.
+	wantCode(t, tab.Register("g", key, 0, 8), inference.CodeAlreadyExists, "shared memory region 'g' already in manager")
+	wantCode(t, tab.RegisterCuda("sys", h, 0, 8), inference.CodeAlreadyExists, "shared memory region 'sys' already in manager")
+	wantCode(t, tab.RegisterCuda("g", h, 0, 8), inference.CodeAlreadyExists, "shared memory region 'g' already in manager")
+
+	// Unregistering one kind leaves the other alone.
+	if err := tab.Unregister("g"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tab.UnregisterAll(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tab.UnregisterCuda("sys"); err != nil {
+		t.Fatal(err)
+	}
+	if !tab.Has("g") || !tab.Has("f") || tab.Has("sys") {
+		t.Fatal("system unregister touched CUDA regions")
+	}
+	if err := tab.Register("sys", key, 0, 64); err != nil {
+		t.Fatal(err)
+	}
+	if opens, closes := cuda.counts(); opens != 2 || closes != 0 {
+		t.Fatalf("opens %d, closes %d", opens, closes)
+	}
+	if err := tab.UnregisterCuda("g"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tab.UnregisterCuda("g"); err != nil { // unknown: not an error
+		t.Fatal(err)
+	}
+	if opens, closes := cuda.counts(); opens != 2 || closes != 1 || tab.Has("g") {
+		t.Fatalf("after unregister g: opens %d, closes %d", opens, closes)
+	}
+	if err := tab.UnregisterAllCuda(); err != nil {
+		t.Fatal(err)
+	}
+	if opens, closes := cuda.counts(); opens != 2 || closes != 2 || tab.Has("f") || !tab.Has("sys") {
+		t.Fatalf("after unregister all: opens %d, closes %d", opens, closes)
+	}
+	if st, err := tab.CudaStatus(""); err != nil || len(st) != 0 {
+		t.Fatalf("status after unregister all: %v %v", st, err)
+	}
+}
+
+func TestCudaRegisterRefusals(t *testing.T) {
+	cuda := newFakeCuda()
+	tab := New(Options{Dir: t.TempDir(), Cuda: cuda})
+	defer tab.Close()
+	_, h := cuda.alloc("a", 64)
+	unknown := make([]byte, cudadriver.HandleSize)
+	copy(unknown, "nope")
+	for _, tc := range []struct {
+		name     string
+		handle   []byte
+		device   int64
+		size     uint64
+		code     inference.Code
+		text     string
+		setup    func()
+		teardown func()
+	}{
+		{name: "short handle", handle: h[:10], size: 8, code: inference.CodeInvalidArg,
+			text: "failed to register CUDA shared memory region 'r': raw_handle has 10 bytes; a CUDA IPC memory handle (cudaIpcMemHandle_t) has 64"},
+		{name: "no handle", size: 8, code: inference.CodeInvalidArg, text: "raw_handle has 0 bytes"},
+		{name: "negative device", handle: h, device: -1, size: 8, code: inference.CodeInvalidArg,
+			text: "failed to register CUDA shared memory region 'r': invalid device id -1: the server sees 2 CUDA device(s)"},
+		{name: "device out of range", handle: h, device: 2, size: 8, code: inference.CodeInvalidArg, text: "invalid device id 2"},
+		{name: "zero size", handle: h, size: 0, code: inference.CodeInvalidArg, text: "invalid args: byte_size is 0"},
+		{name: "beyond the allocation", handle: h, size: 65, code: inference.CodeInvalidArg,
+			text: "failed to register CUDA shared memory region 'r': invalid args: byte_size 65 exceeds the 64 bytes of the CUDA allocation"},
+		{name: "driver refuses", handle: unknown, size: 8, code: inference.CodeInvalidArg,
+			text: "failed to register CUDA shared memory region 'r': failed to open CUDA IPC handle: cuIpcOpenMemHandle_v2 failed: CUDA_ERROR_INVALID_HANDLE (400)"},
+		{name: "no driver", handle: h, size: 8, code: inference.CodeUnsupported,
+			text:     "failed to register CUDA shared memory region: 'r', GPUs not supported: no CUDA driver",
+			setup:    func() { cuda.err = fmt.Errorf("no CUDA driver: %w", cudadriver.ErrUnavailable) },
+			teardown: func() { cuda.err = nil }},
+		{name: "driver gone at open", handle: h, size: 8, code: inference.CodeUnsupported, text: "GPUs not supported",
+			setup:    func() { cuda.openErr = cudadriver.ErrUnavailable },
+			teardown: func() { cuda.openErr = nil }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.setup != nil {
+				tc.setup()
+				defer tc.teardown()
+			}
+			wantCode(t, tab.RegisterCuda("r", tc.handle, tc.device, tc.size), tc.code, tc.text)
+			if tab.Has("r") {
+				t.Fatal("a refused region is registered")
+			}
+		})
+	}
+	// The mapping opened for the region beyond the allocation was closed.
+	if opens, closes := cuda.counts(); opens != 1 || closes != 1 {
+		t.Fatalf("opens %d, closes %d", opens, closes)
+	}
+	if err := tab.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, tab.RegisterCuda("late", h, 0, 8), inference.CodeUnavailable, "shutting down")
+	if opens, _ := cuda.counts(); opens != 1 {
+		t.Fatal("a closed table opened a handle")
+	}
+}
+
+// Windows of CUDA regions obey the same bounds as system ones; reads are
+// host copies, writes reach the device memory at the window's offset.
+func TestCudaAcquireBytesStore(t *testing.T) {
+	cuda := newFakeCuda()
+	tab := New(Options{Dir: t.TempDir(), Cuda: cuda})
+	defer tab.Close()
+	mem, h := cuda.alloc("a", 128)
+	if err := tab.RegisterCuda("r", h, 0, 64); err != nil {
+		t.Fatal(err)
+	}
+	_, err := tab.Acquire("r", 64, 0)
+	wantCode(t, err, inference.CodeInvalidArg, "Invalid offset for shared memory region: 'r'")
+	_, err = tab.Acquire("r", 32, math.MaxUint64-31)
+	wantCode(t, err, inference.CodeInvalidArg, "Integer overflow detected")
+	_, err = tab.Acquire("r", 60, 8) // inside the allocation, outside the region
+	wantCode(t, err, inference.CodeInvalidArg, "Invalid offset + byte size for shared memory region: 'r'")
+
+	ref, err := tab.Acquire("r", 10, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ref.Data != nil || !ref.IsCuda() || ref.Size() != 20 {
+		t.Fatalf("a CUDA window: Data %v, cuda %v, size %d", ref.Data, ref.IsCuda(), ref.Size())
+	}
+	got, err := ref.Bytes()
+	if err != nil || !bytes.Equal(got, mem[10:30]) {
+		t.Fatalf("bytes %v, %v", got, err)
+	}
+	got[0] = 0xFF
+	if mem[10] == 0xFF || ref.Overlaps(got) {
+		t.Fatal("the host copy aliases device memory")
+	}
+	if err := ref.Store([]byte("out")); err != nil {
+		t.Fatal(err)
+	}
+	if string(mem[10:13]) != "out" || mem[13] != 13 {
+		t.Fatalf("store wrote %v", mem[8:16])
+	}
+	if err := ref.Store(make([]byte, 21)); err == nil {
+		t.Fatal("a store larger than the window")
+	}
+	ref.Release()
+
+	// A failing device copy is an error, not a crash.
+	_, fh := cuda.alloc("b", 16)
+	if err := tab.RegisterCuda("f", fh, 0, 16); err != nil {
+		t.Fatal(err)
+	}
+	tab.mu.Lock()
+	tab.regions["f"].cuda.(*fakeMapping).failing = true
+	tab.mu.Unlock()
+	ref, err = tab.Acquire("f", 0, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ref.Bytes(); err == nil || !strings.Contains(err.Error(), "CUDA_ERROR_ILLEGAL_ADDRESS") {
+		t.Fatalf("failing read: %v", err)
+	}
+	ref.Release()
+}
+
+// A CUDA region unregistered, or the table closed, while a request uses it
+// keeps its handle open until the request releases it.
+func TestCudaUnregisterWhileInUse(t *testing.T) {
+	cuda := newFakeCuda()
+	tab := New(Options{Dir: t.TempDir(), Cuda: cuda})
+	_, h := cuda.alloc("a", 64)
+	for _, n := range []string{"r", "s"} {
+		if err := tab.RegisterCuda(n, h, 0, 64); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held, err := tab.Acquire("r", 0, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tab.UnregisterCuda("r"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := tab.CudaStatus("r"); err != nil || len(st) != 1 {
+		t.Fatalf("a region in use disappeared at unregister: %v", err)
+	}
+	if _, closes := cuda.counts(); closes != 0 {
+		t.Fatal("closed while in use")
+	}
+	if got, err := held.Bytes(); err != nil || got[7] != 7 {
+		t.Fatalf("held window: %v %v", got, err)
+	}
+	held.Release()
+	if _, closes := cuda.counts(); closes != 1 || tab.Has("r") {
+		t.Fatal("not closed at the last release")
+	}
+
+	held, err = tab.Acquire("s", 0, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tab.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, closes := cuda.counts(); closes != 1 {
+		t.Fatal("Close closed a region in use")
+	}
+	if err := held.Store([]byte{1}); err != nil {
+		t.Fatalf("a held region must stay usable after Close: %v", err)
+	}
+	held.Release()
+	if opens, closes := cuda.counts(); opens != 2 || closes != 2 || tab.Has("s") {
+		t.Fatalf("after the last release: opens %d, closes %d", opens, closes)
+	}
+}
+
+// Registrations, unregistrations and uses of CUDA regions race; run under
+// -race. No use may find its handle closed, and every opened handle is
+// closed once the table is.
+func TestCudaConcurrentRegisterUnregisterUse(t *testing.T) {
+	cuda := newFakeCuda()
+	tab := New(Options{Dir: t.TempDir(), Cuda: cuda})
+	_, h := cuda.alloc("a", 1024)
+	names := []string{"r0", "r1", "r2"}
+	var wg sync.WaitGroup
+	errc := make(chan error, 64)
+	for w := range 3 {
+		wg.Go(func() { // registrar
+			for i := range 200 {
+				name := names[(w+i)%len(names)]
+				if err := tab.RegisterCuda(name, h, int64(i%2), 512); err != nil && inference.CodeOf(err) != inference.CodeAlreadyExists {
+					errc <- err
+					return
+				}
+				if i%3 == 0 {
+					if err := tab.UnregisterCuda(name); err != nil {
+						errc <- err
+						return
+					}
+				}
+				if i%40 == 0 {
+					if err := tab.UnregisterAllCuda(); err != nil {
+						errc <- err
+						return
+					}
+				}
+			}
+		})
+		wg.Go(func() { // user
+			for i := range 400 {
+				ref, err := tab.Acquire(names[(w+i)%len(names)], 16, 16)
+				if err != nil {
+					if inference.CodeOf(err) != inference.CodeNotFound {
+						errc <- err
+						return
+					}
+					continue
+				}
+				b, err := ref.Bytes()
+				if err == nil && b[0] != 16 {
+					err = fmt.Errorf("read %d", b[0])
+				}
+				if err == nil {
+					err = ref.Store(b[:0])
+				}
+				ref.Release()
+				if err != nil {
+					errc <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Error(err)
+	}
+	if err := tab.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if opens, closes := cuda.counts(); opens != closes || opens == 0 {
+		t.Fatalf("opens %d, closes %d", opens, closes)
+	}
+}
+
+// The default CudaDriver is package cudadriver, here loading the stand-in
+// driver of cudadrivertest.
+func TestCudaThroughDriver(t *testing.T) {
+	fake := cudadrivertest.Use(t)
+	buf := fake.NewBuffer(t, 256)
+	buf.Write(t, 100, []byte("from the device"))
+	tab := New(Options{Dir: t.TempDir()})
+	if err := tab.RegisterCuda("g", buf.Handle, 1, 200); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, tab.RegisterCuda("big", buf.Handle, 0, 257), inference.CodeInvalidArg, "byte_size 257 exceeds the 256 bytes of the CUDA allocation")
+	other := make([]byte, cudadriver.HandleSize)
+	copy(other, "nereid_no_such_object")
+	wantCode(t, tab.RegisterCuda("x", other, 0, 8), inference.CodeInvalidArg,
+		"failed to register CUDA shared memory region 'x': failed to open CUDA IPC handle: cuIpcOpenMemHandle_v2 failed: CUDA_ERROR_INVALID_HANDLE (400)")
+	ref, err := tab.Acquire("g", 100, 15)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ref.Bytes(); err != nil || string(got) != "from the device" {
+		t.Fatalf("read %q, %v", got, err)
+	}
+	if err := ref.Store([]byte("FROM")); err != nil {
+		t.Fatal(err)
+	}
+	ref.Release()
+	if got := buf.Read(t, 100, 15); string(got) != "FROM the device" {
+		t.Fatalf("device holds %q", got)
+	}
+	if err := tab.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if c := fake.Counts(t, buf); c.Opens != 2 || c.Closes != 2 {
+		t.Fatalf("opens and closes of the buffer: %+v", c)
 	}
 }

@@ -1,20 +1,35 @@
 package cudadriver
 
-import "testing"
+import (
+	"errors"
+	"strings"
+	"testing"
+)
 
-// The test machines have no GPU; where one is present the probe must find
-// at least one device. Either way the answer is stable across calls.
-func TestDevicesIsStable(t *testing.T) {
-	n1, err1 := Devices()
-	n2, err2 := Devices()
-	if n1 != n2 || (err1 == nil) != (err2 == nil) {
-		t.Fatalf("Devices changed its answer: (%d, %v) then (%d, %v)", n1, err1, n2, err2)
+// A driver file that is missing or is not a CUDA driver says so, and the
+// error is the "unavailable" kind that the server answers with 501. These
+// load the library directly, past the once-per-process loader.
+func TestOpenDriverRefusals(t *testing.T) {
+	_, n, err := openDriver("/nonexistent/libcuda.so.1")
+	if !errors.Is(err, ErrUnavailable) || n != 0 || !strings.Contains(err.Error(), "no CUDA driver") || !strings.Contains(err.Error(), "/nonexistent/libcuda.so.1") {
+		t.Fatalf("missing file: %d, %v", n, err)
 	}
-	if err1 == nil && n1 < 1 {
-		t.Fatalf("Devices = %d with no error; want at least one device", n1)
+	_, _, err = openDriver("libc.so.6")
+	if !errors.Is(err, ErrUnavailable) || !(strings.Contains(err.Error(), "lacks cuInit") || strings.Contains(err.Error(), "without cgo")) {
+		t.Fatalf("not a driver: %v", err)
 	}
-	if err1 != nil && n1 != 0 {
-		t.Fatalf("Devices = %d with error %v; want 0", n1, err1)
+}
+
+func TestErrorText(t *testing.T) {
+	e := &Error{Call: "cuIpcOpenMemHandle_v2", Code: 400, Name: "CUDA_ERROR_INVALID_HANDLE"}
+	if got := e.Error(); got != "cuIpcOpenMemHandle_v2 failed: CUDA_ERROR_INVALID_HANDLE (400)" {
+		t.Fatal(got)
 	}
-	t.Logf("CUDA devices: %d, err: %v", n1, err1)
+	e.Name = ""
+	if got := e.Error(); got != "cuIpcOpenMemHandle_v2 failed: CUresult 400" {
+		t.Fatal(got)
+	}
+	if errors.Is(invalidArg("x"), ErrUnavailable) || !errors.Is(invalidArg("x"), ErrInvalidArg) {
+		t.Fatal("error classes mixed up")
+	}
 }
