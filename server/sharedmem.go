@@ -63,7 +63,7 @@ func (s *Server) CudaSharedMemoryStatus(_ context.Context, name string) ([]share
 // raw bytes of a cudaIpcMemHandle_t) on device deviceID and registers
 // byteSize bytes from its start under name. Inputs read from the region are
 // copied to the host, outputs written to it copied to the device. Without a
-// CUDA driver or device the answer is Unsupported and says why.
+// CUDA driver or device the answer is InvalidArg, as Triton's "GPUs not supported", and says why.
 func (s *Server) RegisterCudaSharedMemory(_ context.Context, name string, rawHandle []byte, deviceID int64, byteSize uint64) error {
 	if s.shm == nil {
 		return errShmDisabled

@@ -46,7 +46,7 @@ type Options struct {
 // CudaDriver opens the CUDA IPC memory handles of CUDA regions.
 //
 // Devices reports how many devices can be used, or an error when CUDA
-// cannot be used at all (registration then answers Unsupported). Open maps
+// cannot be used at all (registration then answers InvalidArg). Open maps
 // a 64-byte cudaIpcMemHandle_t on a device; its errors matching
 // cudadriver.ErrUnavailable mean CUDA cannot be used, those matching
 // cudadriver.ErrInvalidArg blame the arguments, any other is the driver
@@ -181,7 +181,7 @@ func (t *Table) insert(r *region) error {
 // RegisterCuda opens a client's CUDA IPC memory handle (the raw 64 bytes
 // of a cudaIpcMemHandle_t) on device deviceID and registers byteSize bytes
 // from its start under name. Errors carry Triton's status: no usable CUDA
-// driver or device is Unsupported, a name already registered (as either
+// driver or device is InvalidArg (Triton's "GPUs not supported"), a name already registered (as either
 // kind) AlreadyExists, a bad handle, device or size InvalidArg.
 func (t *Table) RegisterCuda(name string, handle []byte, deviceID int64, byteSize uint64) error {
 	if err := t.checkFree(name); err != nil {
@@ -219,9 +219,10 @@ func (t *Table) RegisterCuda(name string, handle []byte, deviceID int64, byteSiz
 }
 
 // errNoCuda is the answer to a CUDA registration where no CUDA driver or
-// device can be used.
+// device can be used: Triton's status and text for a server without GPU
+// support, and the reason.
 func errNoCuda(name string, why error) error {
-	return inference.Unsupported("failed to register CUDA shared memory region: '%s', GPUs not supported: %v", name, why)
+	return inference.InvalidArg("failed to register CUDA shared memory region: '%s', GPUs not supported: %v", name, why)
 }
 
 func (t *Table) checkFree(name string) error {

@@ -582,11 +582,11 @@ func TestCudaRegisterRefusals(t *testing.T) {
 			text: "failed to register CUDA shared memory region 'r': invalid args: byte_size 65 exceeds the 64 bytes of the CUDA allocation"},
 		{name: "driver refuses", handle: unknown, size: 8, code: inference.CodeInvalidArg,
 			text: "failed to register CUDA shared memory region 'r': failed to open CUDA IPC handle: cuIpcOpenMemHandle_v2 failed: CUDA_ERROR_INVALID_HANDLE (400)"},
-		{name: "no driver", handle: h, size: 8, code: inference.CodeUnsupported,
+		{name: "no driver", handle: h, size: 8, code: inference.CodeInvalidArg,
 			text:     "failed to register CUDA shared memory region: 'r', GPUs not supported: no CUDA driver",
 			setup:    func() { cuda.err = fmt.Errorf("no CUDA driver: %w", cudadriver.ErrUnavailable) },
 			teardown: func() { cuda.err = nil }},
-		{name: "driver gone at open", handle: h, size: 8, code: inference.CodeUnsupported, text: "GPUs not supported",
+		{name: "driver gone at open", handle: h, size: 8, code: inference.CodeInvalidArg, text: "GPUs not supported",
 			setup:    func() { cuda.openErr = cudadriver.ErrUnavailable },
 			teardown: func() { cuda.openErr = nil }},
 	} {

@@ -32,6 +32,7 @@ typedef struct {
 	int (*address_range)(nereid_cu_deviceptr *, size_t *, nereid_cu_deviceptr); // cuMemGetAddressRange_v2
 	int (*dtoh)(void *, nereid_cu_deviceptr, size_t);              // cuMemcpyDtoH_v2
 	int (*htod)(nereid_cu_deviceptr, const void *, size_t);        // cuMemcpyHtoD_v2
+	int (*ctx_sync)(void);                                         // cuCtxSynchronize
 	int (*error_name)(int, const char **);                         // cuGetErrorName, optional
 } nereid_cuda;
 
@@ -73,6 +74,7 @@ static int nereid_cuda_load(const char *path, nereid_cuda **out, int *count, con
 	NEREID_CUDA_SYM(address_range, "cuMemGetAddressRange_v2")
 	NEREID_CUDA_SYM(dtoh, "cuMemcpyDtoH_v2")
 	NEREID_CUDA_SYM(htod, "cuMemcpyHtoD_v2")
+	NEREID_CUDA_SYM(ctx_sync, "cuCtxSynchronize")
 #undef NEREID_CUDA_SYM
 	*(void **)(&d->error_name) = dlsym(lib, "cuGetErrorName");
 	int rc = d->init(0);
@@ -161,8 +163,11 @@ static int nereid_cuda_open(nereid_cuda *d, const void *handle, int ordinal,
 }
 
 // nereid_cuda_copy copies n bytes between host memory and the device
-// pointer dptr: to the device when to_device, else from it. The copies are
-// synchronous.
+// pointer dptr: to the device when to_device, else from it. Both are
+// complete on return: a copy from pageable memory to the device may return
+// once the bytes are staged, before they reach the device, so that one is
+// followed by cuCtxSynchronize (the client reads the output region as soon
+// as the response arrives).
 static int nereid_cuda_copy(nereid_cuda *d, void *ctx, nereid_cu_deviceptr dptr,
 		void *host, size_t n, int to_device, const char **call) {
 	int rc = d->ctx_push(ctx);
@@ -174,6 +179,8 @@ static int nereid_cuda_copy(nereid_cuda *d, void *ctx, nereid_cu_deviceptr dptr,
 		rc = d->htod(dptr, host, n);
 		if (rc != 0) {
 			*call = "cuMemcpyHtoD_v2";
+		} else if ((rc = d->ctx_sync()) != 0) {
+			*call = "cuCtxSynchronize";
 		}
 	} else {
 		rc = d->dtoh(host, dptr, n);

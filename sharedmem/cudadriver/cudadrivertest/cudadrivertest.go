@@ -163,6 +163,7 @@ type Counts struct {
 	Opens, Closes     int // cuIpcOpenMemHandle_v2 / cuIpcCloseMemHandle
 	Retains, Releases int // cuDevicePrimaryCtxRetain / cuDevicePrimaryCtxRelease_v2
 	Pushes, Pops      int // cuCtxPushCurrent_v2 / cuCtxPopCurrent_v2
+	Syncs             int // cuCtxSynchronize
 }
 
 // Counts reads the calls logged since the driver was loaded. Opens and
@@ -199,6 +200,8 @@ func (f *Fake) Counts(t testing.TB, buffers ...*Buffer) Counts {
 			c.Pushes++
 		case "pop":
 			c.Pops++
+		case "sync":
+			c.Syncs++
 		}
 	}
 	return c
