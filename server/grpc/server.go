@@ -33,7 +33,11 @@ import (
 // so the core may return cached values. Infer must return promptly once ctx is
 // cancelled (the client went away or cancelled the stream); it must not write
 // into the Data of the request's input tensors, which alias the received gRPC
-// message, and the front end only reads the Data of the response's outputs.
+// message, nor keep them past its return. The front end only reads the Data
+// of the response's outputs, and hands them to gRPC by reference, which
+// writes them to the connection after Infer returned: they must not change
+// from then on. An output may alias an input of its own request (the received
+// bytes stay alive until the output is written), nothing else received.
 type Core interface {
 	Live() bool
 	Ready() bool
@@ -72,7 +76,9 @@ type Options struct {
 	KeepalivePolicy keepalive.EnforcementPolicy
 
 	// ServerOptions are appended to the options the front end sets
-	// (transport credentials for --grpc-use-ssl, test hooks).
+	// (transport credentials for --grpc-use-ssl, test hooks). Interceptors
+	// and stats handlers among them must not keep inference requests or
+	// responses past the RPC: their tensor bytes alias pooled buffers.
 	ServerOptions []grpc.ServerOption
 
 	// Logging serves LogSettings; nil answers UNAVAILABLE.
@@ -112,10 +118,13 @@ func New(core Core, opts Options) *Server {
 		grpc.KeepaliveEnforcementPolicy(opts.KeepalivePolicy),
 		grpc.ChainUnaryInterceptor(svc.recoverUnary, svc.restrictUnary),
 		grpc.ChainStreamInterceptor(svc.recoverStream, svc.restrictStream),
+		// For this server only: other servers in the process keep
+		// grpc-go's codec.
+		grpc.ForceServerCodecV2(newCodec(nil)),
 	}
 	so = append(so, opts.ServerOptions...)
 	gs := grpc.NewServer(so...)
-	inferencepb.RegisterGRPCInferenceServiceServer(gs, svc)
+	gs.RegisterService(inferenceServiceDesc(), svc)
 	healthpb.RegisterHealthServer(gs, &healthService{core: core})
 	return &Server{grpc: gs, log: log}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,66 @@ import (
 // metaGRPCError is the client metadata key with which a stream asks to be
 // ended with a gRPC status on the first error instead of in-band errors.
 const metaGRPCError = "triton_grpc_error"
+
+// inferenceServiceDesc is the generated GRPCInferenceService description
+// with the handlers of ModelInfer and ModelStreamInfer replaced by ones that
+// decode into an inferRequest, so that the codec can let raw_input_contents
+// alias the received bytes and the handler knows when to release them.
+func inferenceServiceDesc() *grpc.ServiceDesc {
+	desc := inferencepb.GRPCInferenceService_ServiceDesc
+	desc.Methods = slices.Clone(desc.Methods)
+	desc.Streams = slices.Clone(desc.Streams)
+	replaced := 0
+	for i := range desc.Methods {
+		if desc.Methods[i].MethodName == "ModelInfer" {
+			desc.Methods[i].Handler = modelInferHandler
+			replaced++
+		}
+	}
+	for i := range desc.Streams {
+		if desc.Streams[i].StreamName == "ModelStreamInfer" {
+			desc.Streams[i].Handler = modelStreamInferHandler
+			replaced++
+		}
+	}
+	if replaced != 2 {
+		panic("grpcfront: GRPCInferenceService has no ModelInfer or ModelStreamInfer to replace")
+	}
+	return &desc
+}
+
+// modelInferHandler is the generated ModelInfer handler, decoding into an
+// inferRequest. A successful response takes over the received bytes (its
+// outputs may alias them) and the codec releases them once it is marshalled;
+// otherwise they are released here, when the handler is done with them.
+func modelInferHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) { //nolint:revive // grpc.MethodHandler's signature
+	in := newInferRequest()
+	if err := dec(in); err != nil {
+		in.release()
+		return nil, err
+	}
+	impl := srv.(inferencepb.GRPCInferenceServiceServer)
+	var resp any
+	var err error
+	if interceptor == nil {
+		resp, err = impl.ModelInfer(ctx, in.ModelInferRequest)
+	} else {
+		info := &grpc.UnaryServerInfo{Server: srv, FullMethod: inferencepb.GRPCInferenceService_ModelInfer_FullMethodName}
+		resp, err = interceptor(ctx, in.ModelInferRequest, info, func(ctx context.Context, req any) (any, error) {
+			return impl.ModelInfer(ctx, req.(*inferencepb.ModelInferRequest))
+		})
+	}
+	out, ok := resp.(*inferencepb.ModelInferResponse)
+	if err != nil || !ok || out == nil {
+		in.release()
+		return resp, err
+	}
+	return in.respond(out), nil
+}
+
+func modelStreamInferHandler(srv any, stream grpc.ServerStream) error {
+	return srv.(*service).modelStreamInfer(stream)
+}
 
 // ModelInfer runs one request. Decoupled models are refused by the core.
 func (s *service) ModelInfer(ctx context.Context, in *inferencepb.ModelInferRequest) (*inferencepb.ModelInferResponse, error) {
@@ -41,6 +102,7 @@ func (s *service) ModelInfer(ctx context.Context, in *inferencepb.ModelInferRequ
 // closed.
 type pendingResponse struct {
 	done   chan struct{}
+	in     *inferRequest // its received bytes are released once resp is sent or dropped
 	resp   *inferencepb.ModelStreamInferResponse
 	err    error  // the failure behind an in-band error response
 	seqKey string // the request's sequence, "" when it has none
@@ -59,33 +121,46 @@ type pendingResponse struct {
 // or when the RPC ends (gRPC then fails its pending Recv). Every inference
 // runs under a context cancelled when the RPC returns or the client cancels,
 // and the RPC does not return before they have all finished.
+//
+// Each request's received bytes, which its inputs alias, are released when
+// its response has been marshalled (the codec does it, see codec.go) or,
+// when the response is not sent, once its inference has finished.
 func (s *service) ModelStreamInfer(stream grpc.BidiStreamingServer[inferencepb.ModelInferRequest, inferencepb.ModelStreamInferResponse]) error {
+	return s.modelStreamInfer(stream)
+}
+
+func (s *service) modelStreamInfer(stream grpc.ServerStream) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	var workers sync.WaitGroup
+	var queue []*pendingResponse // in request order
 	defer func() {
 		cancel()
 		workers.Wait()
+		for _, p := range queue {
+			p.in.release()
+		}
 	}()
 	strict := grpcErrorRequested(ctx)
 
-	requests := make(chan *inferencepb.ModelInferRequest)
+	requests := make(chan *inferRequest)
 	readErr := make(chan error, 1)
 	go func() {
 		for {
-			in, err := stream.Recv()
-			if err != nil {
+			in := newInferRequest()
+			if err := stream.RecvMsg(in); err != nil {
+				in.release()
 				readErr <- err
 				return
 			}
 			select {
 			case requests <- in:
 			case <-ctx.Done():
+				in.release()
 				return
 			}
 		}
 	}()
 
-	var queue []*pendingResponse // in request order
 	// The requests of one sequence run one after the other in stream
 	// order, as the sequence batcher needs them; lastOfSeq holds the
 	// latest request of each sequence with one in flight.
@@ -95,7 +170,7 @@ func (s *service) ModelStreamInfer(stream grpc.BidiStreamingServer[inferencepb.M
 		if !reading && len(queue) == 0 {
 			return nil
 		}
-		var next <-chan *inferencepb.ModelInferRequest
+		var next <-chan *inferRequest
 		if reading && len(queue) < s.maxInFlight {
 			next = requests
 		}
@@ -106,7 +181,7 @@ func (s *service) ModelStreamInfer(stream grpc.BidiStreamingServer[inferencepb.M
 
 		select {
 		case in := <-next:
-			p := &pendingResponse{done: make(chan struct{}), seqKey: sequenceKey(in)}
+			p := &pendingResponse{done: make(chan struct{}), in: in, seqKey: sequenceKey(in.ModelInferRequest)}
 			queue = append(queue, p)
 			var prev <-chan struct{}
 			if p.seqKey != "" {
@@ -126,7 +201,7 @@ func (s *service) ModelStreamInfer(stream grpc.BidiStreamingServer[inferencepb.M
 					case <-ctx.Done():
 					}
 				}
-				p.resp, p.err = s.streamOne(ctx, in, arrival)
+				p.resp, p.err = s.streamOne(ctx, in.ModelInferRequest, arrival)
 			}()
 
 		case <-head:
@@ -137,9 +212,10 @@ func (s *service) ModelStreamInfer(stream grpc.BidiStreamingServer[inferencepb.M
 				delete(lastOfSeq, p.seqKey)
 			}
 			if p.err != nil && strict {
+				p.in.release()
 				return toStatus(p.err)
 			}
-			if err := stream.Send(p.resp); err != nil {
+			if err := stream.SendMsg(p.in.streamRespond(p.resp)); err != nil {
 				return err
 			}
 
