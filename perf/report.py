@@ -17,7 +17,7 @@ PROTOCOL_ORDER = ["grpc", "http", "http-json"]
 OVERHEAD_MODELS = ("simple", "identity_fp32")
 METRICS = ["throughput", "p50_us", "p90_us", "p95_us", "p99_us", "server_cpu_cores",
            "server_cpu_us_per_infer", "server_rss_mib", "client_cpu_cores",
-           "server_queue_us", "server_compute_us"]
+           "server_queue_us", "server_compute_us", "steal_pct"]
 
 
 def load_runs(out: pathlib.Path) -> list[dict]:
@@ -86,6 +86,8 @@ def write(out: pathlib.Path) -> None:
         f"Load average at start {' '.join(env.get('loadavg_start', []))}, at end {' '.join(env.get('loadavg_end', []))} "
         "(perf_analyzer and the server share the machine; other load skews absolute numbers, "
         "the servers are measured one after the other).",
+        "",
+        steal_line(runs),
         "",
         f"perf_analyzer settings: concurrency {settings.get('concurrency')}, "
         f"{settings.get('reps')} repetition(s) (medians shown), measurement window {settings.get('window_ms')} ms, "
@@ -202,6 +204,17 @@ def targets(med):
     if len(lines) == 2:
         lines.append("- (no Nereid and ceiling measurements on simple / identity_fp32 in this run)")
     return lines + [""]
+
+
+def steal_line(runs):
+    """How much CPU the hypervisor took for other guests during the runs:
+    on a shared virtual machine this, more than anything in the servers,
+    moves absolute numbers between runs."""
+    values = sorted(float(r["steal_pct"]) for r in runs if r.get("steal_pct") not in ("", None))
+    if not values:
+        return "CPU steal time was not recorded in this run."
+    return (f"CPU stolen by the hypervisor (other guests) during the runs: median {statistics.median(values):.1f} %, "
+            f"highest {values[-1]:.1f} % of the machine's CPU time (`steal_pct` in runs.csv).")
 
 
 def servers_table(env):

@@ -31,6 +31,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -116,7 +117,7 @@ RUN_FIELDS = [
     # perf_analyzer's breakdown of the average request (server-side parts
     # only where the server has the statistics extension: Nereid).
     "client_send_us", "network_server_us", "server_queue_us", "server_compute_us", "client_recv_us",
-    "server_cpu_cores", "server_cpu_us_per_infer", "server_rss_mib", "client_cpu_cores", "wall_s",
+    "server_cpu_cores", "server_cpu_us_per_infer", "server_rss_mib", "client_cpu_cores", "steal_pct", "wall_s",
     "error", "raw_csv",
 ]
 
@@ -142,6 +143,20 @@ def _children():
                 continue
             kids.setdefault(ppid, []).append(int(entry.name))
     return kids
+
+
+# A perf_analyzer this large is hung (see run_perf_analyzer); a healthy one
+# stays under a few hundred MiB even at concurrency 64.
+CLIENT_RSS_LIMIT_MIB = 1024
+
+
+def steal_ticks():
+    """CPU time the hypervisor gave to others (all CPUs, clock ticks)."""
+    try:
+        with open("/proc/stat") as f:
+            return int(f.readline().split()[8])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def process_tree(pid):
@@ -239,9 +254,15 @@ class Running:
         with open(self.log_path, "ab") as logf:
             logf.write(("$ " + " ".join(map(str, cmd)) + "\n").encode())
             logf.flush()
-            # Its own session, so that stopping it stops its workers too.
+            # Its own process group, so that stopping it stops its workers
+            # too; not its own session: with the kernel's autogroup
+            # scheduling (sched_autogroup_enabled, on by default) a new
+            # session is a separate CPU group that gets half the machine
+            # against perf_analyzer's whole group, which skews every number
+            # and made perf_analyzer's HTTP client spin and hang at
+            # concurrency 16 and 64.
             self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT,
-                                         start_new_session=True)
+                                         process_group=0)
         self.url = f"127.0.0.1:{self.ports[0]}"
         self.grpc_url = f"127.0.0.1:{self.ports[1]}"
 
@@ -377,17 +398,33 @@ def run_perf_analyzer(ctx, running, protocol, model, concurrency, rep):
 
     def attempt(args):
         # Generous for a slow window, short enough that a hung client
-        # (seen a few times with perf_analyzer's HTTP client on a loaded
-        # machine) costs a minute, not several.
+        # costs a minute, not several. perf_analyzer's HTTP client has been
+        # seen to hang at concurrency 16 and 64 when the machine is
+        # starved of CPU (high steal time): its threads spin and its
+        # memory grows by tens of MB a second while responses sit unread
+        # in its sockets, against Nereid and the ceiling alike. A client
+        # past CLIENT_RSS_LIMIT_MIB is that hang; it is stopped at once.
         timeout = 30 + (ctx.args.max_trials + 2) * window / 1000 * 2
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        with Sampler(running.proc.pid) as s:
-            try:
-                p = subprocess.run(base + args, capture_output=True, text=True, timeout=timeout)
-                out, rc = p.stdout + p.stderr, p.returncode
-            except subprocess.TimeoutExpired as e:
-                out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-                out, rc = out + f"\nerror: perf_analyzer timed out after {timeout:.0f} s", -1
+        steal0 = steal_ticks()
+        with Sampler(running.proc.pid) as s, tempfile.TemporaryFile("w+") as outf:
+            p = subprocess.Popen(base + args, stdout=outf, stderr=subprocess.STDOUT, text=True)
+            deadline, why = time.monotonic() + timeout, ""
+            while p.poll() is None:
+                if time.monotonic() > deadline:
+                    why = f"timed out after {timeout:.0f} s"
+                elif rss_mib([p.pid]) > CLIENT_RSS_LIMIT_MIB:
+                    why = f"hung (its memory passed {CLIENT_RSS_LIMIT_MIB} MiB)"
+                if why:
+                    p.kill()
+                    p.wait()
+                    break
+                time.sleep(0.25)
+            outf.seek(0)
+            out, rc = outf.read(), p.returncode
+            if why:
+                out, rc = out + f"\nerror: perf_analyzer {why}", -1
+        s.steal = steal_ticks() - steal0
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         client_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         return out, rc, s, client_cpu
@@ -395,7 +432,7 @@ def run_perf_analyzer(ctx, running, protocol, model, concurrency, rep):
     out, rc, s, client_cpu = attempt(stable_args)
     (raw.with_suffix(".log")).write_text(out)
     if rc == -1:  # timed out: once more
-        log(f"{server.label} {protocol} {model} c={concurrency}: perf_analyzer hung; trying once more")
+        log(f"{server.label} {protocol} {model} c={concurrency}: {out.strip().splitlines()[-1]}; trying once more")
         out, rc, s, client_cpu = attempt(stable_args)
         (raw.with_suffix(".again.log")).write_text(out)
     row.update(mode="windows", stable=True)
@@ -425,6 +462,7 @@ def run_perf_analyzer(ctx, running, protocol, model, concurrency, rep):
         server_cpu_us_per_infer=round(s.cpu / s.wall / row["throughput"] * 1e6, 1) if row["throughput"] else "",
         server_rss_mib=round(s.peak_rss, 1),
         client_cpu_cores=round(client_cpu / s.wall, 3),
+        steal_pct=round(100 * s.steal / CLK_TCK / s.wall / (os.cpu_count() or 1), 1),
         wall_s=round(s.wall, 2),
     )
     return row
