@@ -93,7 +93,9 @@ def write(out: pathlib.Path) -> None:
         f"{settings.get('reps')} repetition(s) (medians shown), measurement window {settings.get('window_ms')} ms, "
         f"stability {settings.get('stability')} %, at most {settings.get('max_trials')} windows; synchronous "
         "requests, batch size 1, the same input data for every server (inputs/). "
-        "A value marked ~ did not stabilise within the windows and was measured over a fixed request count instead.",
+        "A value marked ~ did not stabilise within the windows and was measured again without the stability rule "
+        "(runs.csv `mode`: `count=N`, a fixed request count; `3 windows, any spread`, three windows accepted "
+        "whatever their spread).",
         "",
         "Versions: " + "; ".join(env.get("perf_analyzer", [])[:1] + [
             ", ".join(f"{k} {v}" for k, v in env.get("mlserver", {}).items()),
