@@ -104,11 +104,8 @@ func appendTensorData(b []byte, t *inference.Tensor) []byte {
 		return b
 	}
 	size := t.DataType.Size()
-	switch t.DataType {
-	case inference.FP16, inference.BF16, inference.Invalid:
-		return b
-	}
-	if size == 0 {
+	// FP16 and BF16 data are left empty, as Triton leaves them.
+	if t.DataType == inference.FP16 || t.DataType == inference.BF16 || size == 0 {
 		return b
 	}
 	n = min(n, int64(len(data)/size))
