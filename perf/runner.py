@@ -209,6 +209,7 @@ class Sampler:
     def __enter__(self):
         self.tree = process_tree(self.pid)
         self.cpu0, self.t0 = cpu_seconds(self.tree), time.monotonic()
+        self.steal0 = steal_ticks()
         self._thread.start()
         return self
 
@@ -221,6 +222,7 @@ class Sampler:
         self._stop.set()
         self._thread.join()
         self.wall = time.monotonic() - self.t0
+        self.steal = steal_ticks() - self.steal0
         self.cpu = cpu_seconds(process_tree(self.pid)) - self.cpu0
         self.peak_rss = max(self.peak_rss, rss_mib(self.tree))
 
@@ -406,7 +408,6 @@ def run_perf_analyzer(ctx, running, protocol, model, concurrency, rep):
         # past CLIENT_RSS_LIMIT_MIB is that hang; it is stopped at once.
         timeout = 30 + (ctx.args.max_trials + 2) * window / 1000 * 2
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        steal0 = steal_ticks()
         with Sampler(running.proc.pid) as s, tempfile.TemporaryFile("w+") as outf:
             p = subprocess.Popen(base + args, stdout=outf, stderr=subprocess.STDOUT, text=True)
             deadline, why = time.monotonic() + timeout, ""
@@ -424,7 +425,6 @@ def run_perf_analyzer(ctx, running, protocol, model, concurrency, rep):
             out, rc = outf.read(), p.returncode
             if why:
                 out, rc = out + f"\nerror: perf_analyzer {why}", -1
-        s.steal = steal_ticks() - steal0
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         client_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         return out, rc, s, client_cpu

@@ -511,15 +511,7 @@ func (s *SequenceBatcher) reaper() {
 	}()
 	for {
 		next := s.reap(time.Now())
-		var timerC <-chan time.Time
-		if !next.IsZero() {
-			if timer == nil {
-				timer = time.NewTimer(time.Until(next))
-			} else {
-				timer.Reset(time.Until(next))
-			}
-			timerC = timer.C
-		}
+		timerC := armTimer(&timer, next)
 		select {
 		case <-s.stop:
 			return
@@ -530,6 +522,20 @@ func (s *SequenceBatcher) reaper() {
 			timer.Stop()
 		}
 	}
+}
+
+// armTimer sets *timer (made on first use) to fire at next and returns
+// its channel, or nil (blocks forever in a select) when next is zero.
+func armTimer(timer **time.Timer, next time.Time) <-chan time.Time {
+	if next.IsZero() {
+		return nil
+	}
+	if *timer == nil {
+		*timer = time.NewTimer(time.Until(next))
+	} else {
+		(*timer).Reset(time.Until(next))
+	}
+	return (*timer).C
 }
 
 // reap does one pass of the reaper and returns its next deadline.

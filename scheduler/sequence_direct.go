@@ -33,15 +33,7 @@ func (s *SequenceBatcher) directLoop(r *seqRunner) {
 			s.runDirect(r, rows)
 			continue
 		}
-		var timerC <-chan time.Time
-		if !next.IsZero() {
-			if timer == nil {
-				timer = time.NewTimer(time.Until(next))
-			} else {
-				timer.Reset(time.Until(next))
-			}
-			timerC = timer.C
-		}
+		timerC := armTimer(&timer, next)
 		select {
 		case <-s.stop:
 			return

@@ -740,7 +740,7 @@ func TestCudaSharedMemoryWithoutDriver(t *testing.T) {
 	const childEnv = "NEREID_TEST_CUDA_WITHOUT_DRIVER"
 	missing := filepath.Join(os.TempDir(), "nereid-no-such-dir", "libcuda.so.1")
 	if os.Getenv(childEnv) == "" {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestCudaSharedMemoryWithoutDriver$", "-test.v", "-test.count=1")
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCudaSharedMemoryWithoutDriver$", "-test.v", "-test.count=1", "-test.timeout=2m")
 		cmd.Env = append(os.Environ(), childEnv+"=1", cudadriver.LibraryEnv+"="+missing)
 		out, err := cmd.CombinedOutput()
 		if err != nil || !bytes.Contains(out, []byte("--- PASS: TestCudaSharedMemoryWithoutDriver")) {
