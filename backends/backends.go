@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -28,6 +29,9 @@ type ModelSpec struct {
 	// BackendConfig holds the --backend-config key/values for this backend.
 	BackendConfig map[string]string
 	Logger        zerolog.Logger
+	// Inferer reaches the server that loads the model, for models that
+	// send requests of their own; it is never nil.
+	Inferer Inferer
 }
 
 // InstanceSpec describes one execution instance of a loaded model.
@@ -57,15 +61,24 @@ type Model interface {
 //
 // Contract: Execute receives the requests of one batch (one request when the
 // model does not batch) whose inputs the server has already checked against
-// the configuration. It returns one response per request, in the same
-// order, or an error that fails the whole batch. Input tensor bytes belong
-// to the caller and may alias received network buffers: Execute must not
-// write to them, and output tensors must not alias them unless the backend
-// documents that it copies (the caller does not keep requests alive past
-// encoding the response, so aliasing an input for an identity output is
-// allowed). Execute returns promptly once ctx is cancelled.
+// the configuration, each with its response path set (inference.Request.Send,
+// inference.ResponseSender has the rules). The instance answers every
+// request through it: any number of responses, then exactly one final flag —
+// for a model that is not decoupled, exactly one response carrying the final
+// flag. It may answer after Execute has returned, from other goroutines (a
+// decoupled model streaming its answers); the scheduler hands the instance
+// its next batch as soon as Execute returns. An error from Execute fails
+// every request of the batch that has not had its final flag.
+//
+// Input tensor bytes belong to the caller and may alias received network
+// buffers: the instance must not write to them, nor read them once Execute
+// has returned (a decoupled instance copies what it still needs). Output
+// tensors may alias a request's inputs only in responses sent before
+// Execute returns. Execute returns promptly once ctx is cancelled (every
+// request of the batch was cancelled); a request cancelled on its own is
+// reported by its Send errors and Cancelled.
 type Instance interface {
-	Execute(ctx context.Context, batch []*inference.Request) ([]*inference.Response, error)
+	Execute(ctx context.Context, batch []*inference.Request) error
 }
 
 // Phases is how one execution spent its time, for the statistics extension's
@@ -78,12 +91,97 @@ type Phases struct {
 	Output time.Duration
 }
 
-// PhaseReporter is implemented by instances that measure the phases of an
-// execution. ExecuteWithPhases has Execute's contract; the scheduler calls
-// it instead of Execute when an instance implements it. Instances that do
-// not implement it have their whole execution counted as inference.
-type PhaseReporter interface {
+// UnaryInstance is an instance of a model that is not decoupled, written as
+// a function of its batch: it returns one response per request, in the same
+// order, or an error that fails the whole batch, and measures its phases.
+// Unary turns it into an Instance. Its input rules are Instance's; an output
+// may alias an input of its own request.
+type UnaryInstance interface {
 	ExecuteWithPhases(ctx context.Context, batch []*inference.Request) ([]*inference.Response, Phases, error)
+}
+
+// Unary adapts a UnaryInstance to Instance: each response is sent as its
+// request's final response, after the requests' Timing has been stamped
+// with the execution's phases. Close is forwarded when u implements Closer.
+func Unary(u UnaryInstance) Instance { return unary{u} }
+
+type unary struct{ u UnaryInstance }
+
+var (
+	_ Instance = unary{}
+	_ Closer   = unary{}
+)
+
+func (x unary) Execute(ctx context.Context, batch []*inference.Request) error {
+	start := time.Now()
+	resps, ph, err := x.u.ExecuteWithPhases(ctx, batch)
+	end := time.Now()
+	if err != nil {
+		return err
+	}
+	if len(resps) != len(batch) {
+		return inference.Internal("backend returned %d responses for a batch of %d requests", len(resps), len(batch))
+	}
+	total := end.Sub(start)
+	in := min(max(ph.Input, 0), total)
+	out := min(max(ph.Output, 0), total-in)
+	for i, r := range batch {
+		r.Timing.ComputeStart = start
+		r.Timing.ComputeInputEnd = start.Add(in)
+		r.Timing.ComputeOutputStart = end.Add(-out)
+		r.Timing.ComputeEnd = end
+		if resps[i] == nil {
+			r.Fail(inference.Internal("backend returned no response for request %d of its batch", i))
+			continue
+		}
+		// An error here means the request was cancelled meanwhile; the
+		// final flag is delivered (and counted) all the same.
+		_ = r.Send(resps[i], true)
+	}
+	return nil
+}
+
+func (x unary) Close() error {
+	if c, ok := x.u.(Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
+
+// Unwrap returns the adapted instance (for tests and warm-up).
+func (x unary) Unwrap() UnaryInstance { return x.u }
+
+// Inferer runs inference requests on the server that loaded a model: the
+// way ensemble steps and a model's own requests to other models (Python
+// BLS) reach the server. out receives every response of req in order, with
+// the final flag on the last (or alone, resp nil); InferStream returns once
+// the final flag was delivered, or with the error that ended the request.
+type Inferer interface {
+	InferStream(ctx context.Context, req *inference.Request, out inference.ResponseFunc) error
+}
+
+// LateInferer is an Inferer bound after it is handed out: the loader gives
+// it to every model it loads, and the server, which is built after the
+// repository, binds itself once it exists. Until then requests fail with
+// UNAVAILABLE.
+type LateInferer struct {
+	target atomic.Pointer[inferBox]
+}
+
+type inferBox struct{ i Inferer }
+
+var _ Inferer = (*LateInferer)(nil)
+
+// Bind makes l forward to i.
+func (l *LateInferer) Bind(i Inferer) { l.target.Store(&inferBox{i}) }
+
+// InferStream forwards to the bound Inferer.
+func (l *LateInferer) InferStream(ctx context.Context, req *inference.Request, out inference.ResponseFunc) error {
+	b := l.target.Load()
+	if b == nil {
+		return inference.Unavailable("model '%s' cannot be called yet: the server is still starting", req.ModelName)
+	}
+	return b.i.InferStream(ctx, req, out)
 }
 
 // Closer is implemented by models and instances that hold resources to free
@@ -153,4 +251,10 @@ func BackendName(cfg *inferencepb.ModelConfig) string {
 // in which case a backend only checks the config and may set nothing.
 type Completer interface {
 	Complete(ctx context.Context, modelDir string, cfg *inferencepb.ModelConfig, autoComplete bool) error
+}
+
+// UnwrapUnary returns the UnaryInstance behind an instance made by Unary.
+func UnwrapUnary(i Instance) (UnaryInstance, bool) {
+	x, ok := i.(unary)
+	return x.u, ok
 }

@@ -88,3 +88,9 @@ func CodeOf(err error) Code {
 	}
 	return CodeInternal
 }
+
+// ErrDecoupled is behind the error a unary inference call gets for a model
+// with a decoupled transaction policy, which only streaming serves. Front
+// ends that answer it with a text of their own (Triton's differ between HTTP
+// and gRPC) test for it with errors.Is.
+var ErrDecoupled = errors.New("the model has a decoupled transaction policy")

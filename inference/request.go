@@ -66,6 +66,9 @@ type Request struct {
 	// TENSORS trace level; for every other request it stays nil and costs
 	// the core one comparison at each point.
 	TensorTrace TensorTracer
+
+	// sender is the response path (SetSender, Send).
+	sender ResponseSender
 }
 
 // Timing is the life of one request as Triton's statistics and traces see
@@ -102,6 +105,22 @@ type Response struct {
 	ModelVersion string
 	Outputs      []Tensor
 	Parameters   Parameters
+
+	// Release, when not nil, is called exactly once when the front end is
+	// done with the response's output Data (written to the wire, or
+	// dropped): a backend whose outputs live in memory it must free (a
+	// framework's buffers, a shared-memory arena) sets it. Data must stay
+	// valid and unchanged until then.
+	Release func()
+}
+
+// Done calls the response's Release hook, if any, once.
+func (r *Response) Done() {
+	if r != nil && r.Release != nil {
+		f := r.Release
+		r.Release = nil
+		f()
+	}
 }
 
 // Output returns the named output, or nil.

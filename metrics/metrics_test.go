@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -233,13 +234,21 @@ func TestPollerCPUAndNoGPU(t *testing.T) {
 	if got := series(t, reg); got["nv_cpu_utilization{}"] != 0.75 || got["nv_cpu_memory_used_bytes{}"] != 500*1024 {
 		t.Errorf("after a poll: %v", got)
 	}
-	// Run polls until its context ends, then returns.
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); p.Run(ctx) }()
-	time.Sleep(20 * time.Millisecond)
-	cancel()
-	<-done
+	// Run polls every interval (virtual time) until its context ends,
+	// then returns.
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); p.Run(ctx) }()
+		writeProc(t, dir, "cpu  300 0 200 900 0 0 0 0 0 0\n", "MemTotal:       1000 kB\nMemAvailable:    100 kB\n")
+		time.Sleep(6 * time.Millisecond)
+		synctest.Wait()
+		if got := series(t, reg); got["nv_cpu_memory_used_bytes{}"] != 900*1024 {
+			t.Errorf("Run did not poll: %v", got)
+		}
+		cancel()
+		<-done
+	})
 }
 
 func TestPollerGPU(t *testing.T) {

@@ -388,8 +388,10 @@ func (m *Manager) Close(ctx context.Context) error {
 }
 
 // Acquire returns a reference to a READY version of a model; version ""
-// means the highest READY version. The caller must Release it.
-func (m *Manager) Acquire(name, ver string) (*Handle, error) {
+// means the highest READY version. The caller must Release it. ctx is the
+// request's: it will bound a load on a miss once versions load on demand;
+// today a miss fails at once.
+func (m *Manager) Acquire(_ context.Context, name, ver string) (*Handle, error) {
 	want, err := parseVersion(ver)
 	if err != nil {
 		return nil, err

@@ -78,7 +78,7 @@ func TestStartNoneMode(t *testing.T) {
 	if m.AllReady() {
 		t.Error("AllReady with failed models")
 	}
-	h, err := m.Acquire("a", "")
+	h, err := m.Acquire(context.Background(), "a", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestExplicitStartupModels(t *testing.T) {
 	if !m.AllReady() {
 		t.Error("not AllReady")
 	}
-	_, err = m.Acquire("b", "")
+	_, err = m.Acquire(context.Background(), "b", "")
 	wantErr(t, err, inference.CodeNotFound, "Request for unknown model: 'b' is not found")
 
 	all, err := New(Options{Paths: []string{repo}, Mode: ModeExplicit, StartupModels: []string{"*"}, Loader: loader})
@@ -175,7 +175,7 @@ func TestAcquireErrors(t *testing.T) {
 		{"m", "-1", inference.CodeInvalidArg, "invalid model version specified '-1' , version should be an integral value > 0"},
 	}
 	for _, tt := range tests {
-		_, err := m.Acquire(tt.name, tt.version)
+		_, err := m.Acquire(context.Background(), tt.name, tt.version)
 		wantErr(t, err, tt.code, tt.want)
 		if !strings.HasSuffix(err.Error(), tt.want) || len(err.Error()) != len(tt.want) {
 			t.Errorf("Acquire(%q, %q) = %q, want exactly %q", tt.name, tt.version, err, tt.want)
@@ -200,7 +200,7 @@ func TestAcquireErrors(t *testing.T) {
 	if got, _ := m.ReadyVersions("m"); !slices.Equal(got, []int64{1, 2}) {
 		t.Errorf("ReadyVersions = %v", got)
 	}
-	h, err := m.Acquire("m", "1")
+	h, err := m.Acquire(context.Background(), "m", "1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +220,7 @@ func TestUnloadWaitsForHandles(t *testing.T) {
 	if err := m.Load(ctx, "m", LoadOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	h, err := m.Acquire("m", "")
+	h, err := m.Acquire(context.Background(), "m", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +234,7 @@ func TestUnloadWaitsForHandles(t *testing.T) {
 	if s.isClosed() {
 		t.Fatal("servable closed while a request holds it")
 	}
-	_, err = m.Acquire("m", "")
+	_, err = m.Acquire(context.Background(), "m", "")
 	wantErr(t, err, inference.CodeNotFound, "has no available versions")
 	// An unloaded model no longer counts against readiness.
 	if !m.AllReady() {
@@ -280,7 +280,7 @@ func testReloadSwap(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := loader.servable(t, "m", 1)
-	h, err := m.Acquire("m", "1")
+	h, err := m.Acquire(context.Background(), "m", "1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +314,7 @@ func testReloadSwap(t *testing.T) {
 	if m.AllReady() {
 		t.Error("AllReady while a new version is LOADING")
 	}
-	h2, err := m.Acquire("m", "1")
+	h2, err := m.Acquire(context.Background(), "m", "1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +329,7 @@ func testReloadSwap(t *testing.T) {
 	if got, _ := m.ReadyVersions("m"); !slices.Equal(got, []int64{1, 2}) {
 		t.Errorf("ReadyVersions = %v", got)
 	}
-	h3, err := m.Acquire("m", "1")
+	h3, err := m.Acquire(context.Background(), "m", "1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +370,7 @@ func TestFailedReloadKeepsServing(t *testing.T) {
 	wantErr(t, m.Load(ctx, "m", LoadOptions{}), inference.CodeInvalidArg,
 		"load failed for model 'm': version 1 is at UNAVAILABLE state: Unsupported: no such device;")
 
-	h, err := m.Acquire("m", "")
+	h, err := m.Acquire(context.Background(), "m", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,7 +457,7 @@ func TestMissingConfigWithAutoComplete(t *testing.T) {
 	if gotDir != dir || !gotAuto {
 		t.Errorf("Complete saw dir %q auto %v", gotDir, gotAuto)
 	}
-	h, err := m.Acquire("auto", "")
+	h, err := m.Acquire(context.Background(), "auto", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -495,7 +495,7 @@ func TestLoadWithConfigAndFiles(t *testing.T) {
 	if err := m.Load(ctx, "m", LoadOptions{Config: cfg}); err != nil {
 		t.Fatal(err)
 	}
-	h, err := m.Acquire("m", "")
+	h, err := m.Acquire(context.Background(), "m", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -558,7 +558,7 @@ func TestLoadWithConfigAndFiles(t *testing.T) {
 	if err := m.Load(ctx, "m", LoadOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	h, err = m.Acquire("m", "")
+	h, err = m.Acquire(context.Background(), "m", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -732,7 +732,7 @@ func TestCloseWaitsForHandles(t *testing.T) {
 	if err := m.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	h, err := m.Acquire("m", "")
+	h, err := m.Acquire(context.Background(), "m", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -778,7 +778,7 @@ func TestConcurrentRequestsDuringReloads(t *testing.T) {
 					return
 				default:
 				}
-				h, err := m.Acquire("m", "")
+				h, err := m.Acquire(context.Background(), "m", "")
 				if err != nil {
 					continue // between an unload and a load
 				}

@@ -37,7 +37,7 @@ func TestPollAddsChangesAndRemoves(t *testing.T) {
 	writeModel(t, repo, "added", simpleConfig("added"), 1)
 	mustWrite(t, filepath.Join(keepDir, "config.pbtxt"), simpleConfig("keep")+"version_policy { all { } }")
 	addVersion(t, keepDir, 2)
-	h, err := m.Acquire("gone", "")
+	h, err := m.Acquire(context.Background(), "gone", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,12 +148,12 @@ func TestRunPollsOnItsTicker(t *testing.T) {
 		writeModel(t, repo, "b", simpleConfig("b"), 1)
 		time.Sleep(14 * time.Second)
 		synctest.Wait()
-		if _, err := m.Acquire("b", ""); err == nil {
+		if _, err := m.Acquire(context.Background(), "b", ""); err == nil {
 			t.Fatal("polled before the interval")
 		}
 		time.Sleep(time.Second)
 		synctest.Wait()
-		h, err := m.Acquire("b", "")
+		h, err := m.Acquire(context.Background(), "b", "")
 		if err != nil {
 			t.Fatalf("not polled after the interval: %v", err)
 		}

@@ -5,7 +5,6 @@ package scheduler
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 
@@ -65,14 +64,14 @@ func NewDirectGated(instances []backends.Instance, rec Recorder, gate Gate) *Dir
 	return d
 }
 
-// Infer waits for a free instance, executes req on it and returns its
-// response.
-func (d *Direct) Infer(ctx context.Context, req *inference.Request) (*inference.Response, error) {
+// Infer waits for a free instance and executes req on it. It returns once
+// the execution has ended; the request's responses go through its sender.
+func (d *Direct) Infer(ctx context.Context, req *inference.Request) error {
 	d.mu.Lock()
 	closed := d.closed
 	d.mu.Unlock()
 	if closed {
-		return nil, inference.Unavailable("model '%s' is unloading", req.ModelName)
+		return inference.Unavailable("model '%s' is unloading", req.ModelName)
 	}
 	start := time.Now()
 	d.pending(1)
@@ -81,32 +80,27 @@ func (d *Direct) Infer(ctx context.Context, req *inference.Request) (*inference.
 	case inst = <-d.free:
 	case <-ctx.Done():
 		d.pending(-1)
-		return nil, cancelled(ctx)
+		return cancelled(ctx)
 	}
 	d.pending(-1)
 	defer func() { d.free <- inst }()
+	if err := acquireGate(ctx, d.gate, inst); err != nil {
+		return err
+	}
 	if d.gate != nil {
-		if err := d.gate.Acquire(ctx, inst); err != nil {
-			return nil, cancelled(ctx)
-		}
 		defer d.gate.Release(inst)
 	}
 	if d.rec != nil {
 		d.rec.Queued(time.Since(start))
 	}
-
-	batch := []*inference.Request{req}
-	resps, exec, err := ExecuteBatch(ctx, d.instances[inst], batch)
+	exec, err := ExecuteBatch(ctx, d.instances[inst], []*inference.Request{req})
 	if err != nil {
-		return nil, err
-	}
-	if len(resps) != 1 || resps[0] == nil {
-		return nil, inference.Internal("backend returned %d responses for a batch of 1", len(resps))
+		return err
 	}
 	if d.rec != nil {
 		d.rec.Executed(exec)
 	}
-	return resps[0], nil
+	return nil
 }
 
 // Close refuses new requests. Requests already waiting or running finish:
@@ -121,11 +115,4 @@ func (d *Direct) pending(delta int) {
 	if d.rec != nil {
 		d.rec.Pending(delta)
 	}
-}
-
-func cancelled(ctx context.Context) error {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return inference.Errorf(inference.CodeCancelled, "request timed out while waiting for a model instance")
-	}
-	return inference.Errorf(inference.CodeCancelled, "request cancelled while waiting for a model instance")
 }

@@ -73,10 +73,11 @@ type DynamicBatcher struct {
 	levels  []*level // index 0 is priority 1 (highest)
 	free    []int    // indexes of the idle instances
 	nextSeq uint64
-	// ordering state for PreserveOrdering: results are released in
-	// arrival order.
-	nextDeliver uint64
-	finished    map[uint64]*pending
+	// PreserveOrdering: responses are released in arrival order. turn is
+	// the sequence number whose responses flow now; waiting holds the
+	// later requests that have not had their turn yet.
+	turn    uint64
+	waiting map[uint64]*pending
 }
 
 // level is one priority level's queue.
@@ -95,10 +96,10 @@ type pending struct {
 	seq      uint64
 	enqueued time.Time
 	deadline time.Time // zero: none
-	resp     *inference.Response
 	err      error
-	done     chan struct{} // closed when resp/err are final and may be read
-	taken    bool          // removed from the queue (executing or dropped)
+	done     chan struct{}  // closed when the request left the batcher (executed or dropped); err may be read then
+	taken    bool           // removed from the queue (executing or dropped)
+	order    *orderedSender // PreserveOrdering only
 }
 
 // NewDynamic starts a dynamic batcher over instances. rec may be nil.
@@ -117,7 +118,7 @@ func NewDynamic(instances []backends.Instance, opts DynamicOptions, rec Recorder
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 		free:      make([]int, len(instances)),
-		finished:  map[uint64]*pending{},
+		waiting:   map[uint64]*pending{},
 	}
 	for i := range d.free {
 		d.free[i] = i
@@ -140,16 +141,17 @@ func (d *DynamicBatcher) signal() {
 	}
 }
 
-// Infer queues req and waits for its response. A request whose context ends
-// while it is queued is dropped before it runs.
-func (d *DynamicBatcher) Infer(ctx context.Context, req *inference.Request) (*inference.Response, error) {
+// Infer queues req and waits until its batch has executed; its responses
+// go through its sender. A request whose context ends while it is queued is
+// dropped before it runs.
+func (d *DynamicBatcher) Infer(ctx context.Context, req *inference.Request) error {
 	p, err := d.enqueue(ctx, req)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	select {
 	case <-p.done:
-		return p.resp, p.err
+		return p.err
 	case <-ctx.Done():
 		d.mu.Lock()
 		if !p.taken {
@@ -159,14 +161,14 @@ func (d *DynamicBatcher) Infer(ctx context.Context, req *inference.Request) (*in
 			d.pending(-1)
 			d.signal()
 			err := cancelled(ctx)
-			d.complete(p, nil, err) // keeps PreserveOrdering's sequence moving
-			return nil, err
+			d.complete(p, err) // keeps PreserveOrdering's sequence moving
+			return err
 		}
 		d.mu.Unlock()
 		// Already executing: the backend sees the same context and
 		// returns promptly; wait for the result so the batch stays whole.
 		<-p.done
-		return p.resp, p.err
+		return p.err
 	}
 }
 
@@ -195,6 +197,13 @@ func (d *DynamicBatcher) enqueue(ctx context.Context, req *inference.Request) (*
 	}
 	p.seq = d.nextSeq
 	d.nextSeq++
+	if d.opts.PreserveOrdering {
+		p.order = &orderedSender{ResponseSender: req.Sender(), d: d, p: p, turn: p.seq == d.turn}
+		req.SetSender(p.order)
+		if !p.order.turn {
+			d.waiting[p.seq] = p
+		}
+	}
 	l.queue = append(l.queue, p)
 	d.mu.Unlock()
 	d.pending(1)
@@ -258,7 +267,7 @@ func (d *DynamicBatcher) Close() {
 	d.mu.Unlock()
 	for _, p := range dropped {
 		d.pending(-1)
-		d.complete(p, nil, inference.Unavailable("model '%s' was unloaded before the request ran", p.req.ModelName))
+		d.complete(p, inference.Unavailable("model '%s' was unloaded before the request ran", p.req.ModelName))
 	}
 	close(d.stop)
 	<-d.done
@@ -353,9 +362,9 @@ func (d *DynamicBatcher) schedule() time.Time {
 	for _, p := range rejected {
 		d.pending(-1)
 		if p.ctx.Err() != nil {
-			d.complete(p, nil, cancelled(p.ctx))
+			d.complete(p, cancelled(p.ctx))
 		} else {
-			d.complete(p, nil, inference.Unavailable("Request timeout expired"))
+			d.complete(p, inference.Unavailable("Request timeout expired"))
 		}
 	}
 	for i, b := range batches {
@@ -497,11 +506,8 @@ func (d *DynamicBatcher) execute(inst int, batch []*pending) {
 	}
 	// The batch runs until every one of its requests is cancelled.
 	ctx, cancel := batchContext(batch)
-	resps, exec, err := d.run(ctx, inst, reqs)
+	exec, err := d.run(ctx, inst, reqs)
 	cancel()
-	if err == nil && len(resps) != len(batch) {
-		err = inference.Internal("backend returned %d responses for a batch of %d requests", len(resps), len(batch))
-	}
 	if err == nil && d.rec != nil {
 		d.rec.Executed(exec)
 	}
@@ -509,49 +515,143 @@ func (d *DynamicBatcher) execute(inst int, batch []*pending) {
 	d.free = append(d.free, inst)
 	d.mu.Unlock()
 	d.signal()
-	for i, p := range batch {
-		if err != nil {
-			d.complete(p, nil, err)
-		} else {
-			d.complete(p, resps[i], nil)
-		}
+	for _, p := range batch {
+		d.complete(p, err)
 	}
 }
 
 // run executes a batch on instance i once the gate, if any, admits it.
-func (d *DynamicBatcher) run(ctx context.Context, i int, reqs []*inference.Request) ([]*inference.Response, Execution, error) {
+func (d *DynamicBatcher) run(ctx context.Context, i int, reqs []*inference.Request) (Execution, error) {
+	if err := acquireGate(ctx, d.opts.Gate, i); err != nil {
+		return Execution{}, err
+	}
 	if g := d.opts.Gate; g != nil {
-		if err := g.Acquire(ctx, i); err != nil {
-			return nil, Execution{}, inference.Errorf(inference.CodeCancelled, "request cancelled while waiting for a model instance")
-		}
 		defer g.Release(i)
 	}
 	return ExecuteBatch(ctx, d.instances[i], reqs)
 }
 
-// complete records a request's result and releases it to its caller, in
-// arrival order when PreserveOrdering is set.
-func (d *DynamicBatcher) complete(p *pending, resp *inference.Response, err error) {
-	p.resp, p.err = resp, err
-	if !d.opts.PreserveOrdering {
-		close(p.done)
+// complete releases a request to its caller once it has left the batcher:
+// executed (err is the execution's failure, if any) or dropped. With
+// PreserveOrdering, a failed request is given up (its caller reports the
+// error and the core's response path is never used again); one whose final
+// flag was already sent, and is only held for its turn, keeps its responses
+// and is not failed, as the Instance contract says.
+func (d *DynamicBatcher) complete(p *pending, err error) {
+	if err != nil && p.order != nil && p.order.abandon() {
+		err = nil
+	}
+	p.err = err
+	close(p.done)
+}
+
+// orderedSender holds back a request's responses until every request that
+// arrived before it has had its final flag (preserve_ordering), then passes
+// them on in order.
+type orderedSender struct {
+	inference.ResponseSender // the request's own path
+	d                        *DynamicBatcher
+	p                        *pending
+
+	mu        sync.Mutex // guards the fields below; held while forwarding, which keeps the order
+	turn      bool       // responses flow straight through
+	held      []heldResponse
+	final     bool  // the final flag was sent, the request failed, or it was given up
+	failed    error // the backend failed the request (Fail), held for its turn
+	abandoned bool  // the batcher failed the request: nothing more is forwarded
+}
+
+type heldResponse struct {
+	resp  *inference.Response
+	final bool
+}
+
+func (o *orderedSender) Send(resp *inference.Response, final bool) error {
+	o.mu.Lock()
+	if o.final {
+		o.mu.Unlock()
+		return inference.Internal("response sent after the final response")
+	}
+	o.final = final
+	if !o.turn {
+		o.held = append(o.held, heldResponse{resp, final})
+		o.mu.Unlock()
+		return nil
+	}
+	err := o.ResponseSender.Send(resp, final)
+	o.mu.Unlock()
+	if final {
+		o.d.passTurn()
+	}
+	return err
+}
+
+// Fail is the backend failing the request: in its turn, like a response.
+func (o *orderedSender) Fail(err error) {
+	o.mu.Lock()
+	if o.final {
+		o.mu.Unlock()
 		return
 	}
-	d.mu.Lock()
-	d.finished[p.seq] = p
-	var ready []*pending
-	for {
-		q, ok := d.finished[d.nextDeliver]
-		if !ok {
-			break
-		}
-		delete(d.finished, d.nextDeliver)
-		d.nextDeliver++
-		ready = append(ready, q)
+	o.final = true
+	if !o.turn {
+		o.failed = err
+		o.mu.Unlock()
+		return
 	}
-	d.mu.Unlock()
-	for _, q := range ready {
-		close(q.done)
+	o.ResponseSender.Fail(err)
+	o.mu.Unlock()
+	o.d.passTurn()
+}
+
+// abandon gives the request up after the batcher failed it, unless its
+// final flag was already sent: then it reports true and the request keeps
+// its responses.
+func (o *orderedSender) abandon() (keep bool) {
+	o.mu.Lock()
+	if o.final {
+		o.mu.Unlock()
+		return true
+	}
+	o.final, o.abandoned = true, true
+	o.held = nil
+	turn := o.turn
+	o.mu.Unlock()
+	if turn {
+		o.d.passTurn()
+	}
+	return false
+}
+
+// passTurn gives the turn to the next request in arrival order and
+// releases what it holds, on to the first one that has not finished.
+func (d *DynamicBatcher) passTurn() {
+	for {
+		d.mu.Lock()
+		d.turn++
+		next := d.waiting[d.turn]
+		delete(d.waiting, d.turn)
+		d.mu.Unlock()
+		if next == nil {
+			return
+		}
+		o := next.order
+		o.mu.Lock()
+		o.turn = true
+		if !o.abandoned {
+			for _, h := range o.held {
+				_ = o.ResponseSender.Send(h.resp, h.final)
+			}
+			if o.failed != nil {
+				o.ResponseSender.Fail(o.failed)
+			}
+		}
+		o.held = nil
+		done := o.final
+		o.mu.Unlock()
+		if !done {
+			return
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -13,14 +14,14 @@ import (
 	"github.com/nereid-project/nereid/inference"
 )
 
-// sleeper is an instance that takes a fixed (virtual) time per batch and
-// logs the ids of every batch it runs.
+// sleeper is a unary instance that takes a fixed (virtual) time per batch
+// and logs the ids of every batch it runs.
 type sleeper struct {
 	took time.Duration
 	log  func(ids []string)
 }
 
-func (s *sleeper) Execute(ctx context.Context, batch []*inference.Request) ([]*inference.Response, error) {
+func (s *sleeper) ExecuteWithPhases(ctx context.Context, batch []*inference.Request) ([]*inference.Response, backends.Phases, error) {
 	ids := make([]string, len(batch))
 	for i, r := range batch {
 		ids[i] = r.ID
@@ -29,13 +30,13 @@ func (s *sleeper) Execute(ctx context.Context, batch []*inference.Request) ([]*i
 	select {
 	case <-time.After(s.took):
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, backends.Phases{}, ctx.Err()
 	}
 	out := make([]*inference.Response, len(batch))
 	for i, r := range batch {
 		out[i] = &inference.Response{ID: r.ID}
 	}
-	return out, nil
+	return out, backends.Phases{}, nil
 }
 
 // harness runs a DynamicBatcher over n sleepers inside a synctest bubble.
@@ -56,11 +57,11 @@ func newHarness(t *testing.T, n int, took time.Duration, opts DynamicOptions) *h
 	h := &harness{t: t, rec: &recorder{}, results: map[string]error{}}
 	insts := make([]backends.Instance, n)
 	for i := range insts {
-		insts[i] = &sleeper{took: took, log: func(ids []string) {
+		insts[i] = backends.Unary(&sleeper{took: took, log: func(ids []string) {
 			h.mu.Lock()
 			h.runs = append(h.runs, ids)
 			h.mu.Unlock()
-		}}
+		}})
 	}
 	h.d = NewDynamic(insts, opts, h.rec)
 	return h
@@ -73,12 +74,16 @@ func req(id string, batch int, params inference.Parameters) *inference.Request {
 	}
 }
 
-// send submits r on its own goroutine and records its outcome.
+// send submits r on its own goroutine and records its outcome once its
+// response has come; a successful request has its own response.
 func (h *harness) send(ctx context.Context, r *inference.Request) {
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
-		_, err := h.d.Infer(ctx, r)
+		resp, err := infer(ctx, h.d, r)
+		if err == nil && resp.ID != r.ID {
+			h.t.Errorf("request %s got the response of %s", r.ID, resp.ID)
+		}
 		h.resMu.Lock()
 		h.results[r.ID] = err
 		h.order = append(h.order, r.ID)
@@ -232,12 +237,12 @@ func TestPriorityOutOfRange(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, 1, time.Millisecond, DynamicOptions{MaxBatchSize: 1, PriorityLevels: 2, DefaultPriority: 1})
 		for _, p := range []any{int64(3), int64(-1), "high"} {
-			_, err := h.d.Infer(context.Background(), req("x", 1, inference.Parameters{"priority": p}))
+			_, err := infer(context.Background(), h.d, req("x", 1, inference.Parameters{"priority": p}))
 			if inference.CodeOf(err) != inference.CodeInvalidArg {
 				t.Errorf("priority %v: %v, want invalid argument", p, err)
 			}
 		}
-		_, err := h.d.Infer(context.Background(), req("t", 1, inference.Parameters{"timeout": "soon"}))
+		_, err := infer(context.Background(), h.d, req("t", 1, inference.Parameters{"timeout": "soon"}))
 		if inference.CodeOf(err) != inference.CodeInvalidArg {
 			t.Errorf("timeout string: %v, want invalid argument", err)
 		}
@@ -252,7 +257,7 @@ func TestQueueFullIsUnavailable(t *testing.T) {
 		synctest.Wait()
 		h.send(context.Background(), req("queued", 1, nil))
 		synctest.Wait()
-		_, err := h.d.Infer(context.Background(), req("over", 1, nil))
+		_, err := infer(context.Background(), h.d, req("over", 1, nil))
 		if inference.CodeOf(err) != inference.CodeUnavailable || !strings.Contains(err.Error(), "Exceeds maximum queue size") {
 			t.Errorf("third request: %v, want UNAVAILABLE queue full", err)
 		}
@@ -332,20 +337,20 @@ func TestCancelledWhileQueuedNeverRuns(t *testing.T) {
 	})
 }
 
-// varied is an instance whose execution time depends on the request id.
+// varied is a unary instance whose execution time depends on the request id.
 type varied struct{}
 
-func (varied) Execute(_ context.Context, batch []*inference.Request) ([]*inference.Response, error) {
+func (varied) ExecuteWithPhases(_ context.Context, batch []*inference.Request) ([]*inference.Response, backends.Phases, error) {
 	if batch[0].ID == "slow" {
 		time.Sleep(100 * time.Millisecond)
 	}
-	return []*inference.Response{{ID: batch[0].ID}}, nil
+	return []*inference.Response{{ID: batch[0].ID}}, backends.Phases{}, nil
 }
 
 func TestPreserveOrdering(t *testing.T) {
 	for _, preserve := range []bool{true, false} {
-		synctest.Test(t, func(t *testing.T) {
-			d := NewDynamic([]backends.Instance{varied{}, varied{}}, DynamicOptions{MaxBatchSize: 1, PreserveOrdering: preserve}, nil)
+		bubble(t, fmt.Sprintf("preserve_ordering=%v", preserve), func(t *testing.T) {
+			d := NewDynamic([]backends.Instance{backends.Unary(varied{}), backends.Unary(varied{})}, DynamicOptions{MaxBatchSize: 1, PreserveOrdering: preserve}, nil)
 			start := time.Now()
 			var (
 				wg       sync.WaitGroup
@@ -355,8 +360,11 @@ func TestPreserveOrdering(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					if _, err := d.Infer(context.Background(), &inference.Request{ID: id, BatchSize: 1}); err != nil {
+					resp, err := infer(context.Background(), d, &inference.Request{ID: id, BatchSize: 1})
+					if err != nil {
 						t.Error(err)
+					} else if resp.ID != id {
+						t.Errorf("request %s got the response of %s", id, resp.ID)
 					}
 					if id == "fast" {
 						fastDone = time.Since(start)
@@ -392,7 +400,7 @@ func TestCloseFailsQueuedRequests(t *testing.T) {
 		if err := h.err("queued"); inference.CodeOf(err) != inference.CodeUnavailable {
 			t.Errorf("queued at Close: %v, want UNAVAILABLE", err)
 		}
-		if _, err := h.d.Infer(context.Background(), req("new", 1, nil)); inference.CodeOf(err) != inference.CodeUnavailable {
+		if _, err := infer(context.Background(), h.d, req("new", 1, nil)); inference.CodeOf(err) != inference.CodeUnavailable {
 			t.Errorf("after Close: %v", err)
 		}
 	})

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/nereid-project/nereid/backends"
@@ -10,53 +11,74 @@ import (
 
 // ExecuteBatch runs one batch on inst and measures it: the returned
 // Execution carries the batch, its start and end and the compute_input /
-// compute_infer / compute_output split, taken from the instance when it
-// implements backends.PhaseReporter and otherwise all counted as inference.
-// Schedulers call it instead of Instance.Execute and hand the Execution to
-// their Recorder when the batch succeeded. For requests traced at the
-// TENSORS level it also reports the backend's inputs and outputs, outside
-// the measured time.
-func ExecuteBatch(ctx context.Context, inst backends.Instance, batch []*inference.Request) ([]*inference.Response, Execution, error) {
+// compute_infer / compute_output split. Every request's Timing gets the
+// execution's start before the instance runs (so that a decoupled model's
+// responses are timed from it); a unary backend (backends.Unary) stamps its
+// phases itself, other executions count wholly as inference. Schedulers call
+// it instead of Instance.Execute and hand the Execution to their Recorder
+// when the batch succeeded. For requests traced at the TENSORS level it also
+// reports the backend's inputs, outside the measured time; the server core
+// reports each response's outputs.
+//
+// Execute returning is the end of the execution, not of the requests: a
+// decoupled model may still be sending their responses.
+func ExecuteBatch(ctx context.Context, inst backends.Instance, batch []*inference.Request) (Execution, error) {
 	e := Execution{Requests: batch}
-	traced := false
 	for _, r := range batch {
 		e.BatchSize += max(r.BatchSize, 1)
 		if r.TensorTrace != nil {
-			traced = true
 			r.TensorTrace.TraceTensors(inference.TensorBackendInput, r.Inputs)
 		}
 	}
 	e.Start = time.Now()
-	var (
-		resps  []*inference.Response
-		phases backends.Phases
-		err    error
-	)
-	if pr, ok := inst.(backends.PhaseReporter); ok {
-		resps, phases, err = pr.ExecuteWithPhases(ctx, batch)
-	} else {
-		resps, err = inst.Execute(ctx, batch)
+	for _, r := range batch {
+		r.Timing.ComputeStart = e.Start
+		r.Timing.ComputeEnd = time.Time{}
 	}
+	err := inst.Execute(ctx, batch)
 	e.End = time.Now()
-	if traced && err == nil {
-		traceOutputs(batch, resps)
-	}
-	total := e.End.Sub(e.Start)
-	phases.Input = min(max(phases.Input, 0), total)
-	phases.Output = min(max(phases.Output, 0), total-phases.Input)
-	e.ComputeInput = phases.Input
-	e.ComputeOut = phases.Output
-	e.ComputeInfer = total - phases.Input - phases.Output
-	return resps, e, err
-}
-
-// traceOutputs records the outputs of each traced request of a batch as
-// the backend returned them (TENSOR_BACKEND_OUTPUT), outside the measured
-// execution.
-func traceOutputs(batch []*inference.Request, resps []*inference.Response) {
-	for i, r := range batch {
-		if r.TensorTrace != nil && i < len(resps) && resps[i] != nil {
-			r.TensorTrace.TraceTensors(inference.TensorBackendOutput, resps[i].Outputs)
+	if len(batch) > 0 {
+		if t := batch[0].Timing; !t.ComputeEnd.IsZero() {
+			// Stamped by the unary adapter inside the execution.
+			e.Start, e.End = t.ComputeStart, t.ComputeEnd
+			e.ComputeInput = t.ComputeInputEnd.Sub(t.ComputeStart)
+			e.ComputeOut = t.ComputeEnd.Sub(t.ComputeOutputStart)
+		} else {
+			for _, r := range batch {
+				r.Timing.ComputeInputEnd = e.Start
+				r.Timing.ComputeOutputStart = e.End
+				r.Timing.ComputeEnd = e.End
+			}
 		}
 	}
+	e.ComputeInfer = e.End.Sub(e.Start) - e.ComputeInput - e.ComputeOut
+	return e, err
 }
+
+// acquireGate waits until the gate, if any, admits an execution on instance
+// i. Its error is the request's cancellation; nothing is held then.
+func acquireGate(ctx context.Context, g Gate, i int) error {
+	if g == nil {
+		return nil
+	}
+	if err := g.Acquire(ctx, i); err != nil {
+		return cancelled(ctx)
+	}
+	return nil
+}
+
+// cancelled is the error of a request whose context ended before it ran.
+func cancelled(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return inference.Errorf(inference.CodeCancelled, "request timed out while waiting for a model instance")
+	}
+	return inference.Errorf(inference.CodeCancelled, "request cancelled while waiting for a model instance")
+}
+
+// discard is the response path of the padding requests the sequence
+// batcher adds to a batch: their responses go nowhere.
+type discard struct{}
+
+func (discard) Send(*inference.Response, bool) error { return nil }
+func (discard) Fail(error)                           {}
+func (discard) Cancelled() bool                      { return false }

@@ -105,6 +105,10 @@ type seqSlot struct {
 	seq    *sequence     // nil when free
 	queue  []*seqRequest // the sequence's requests not yet running
 	busy   bool          // oldest: a request of this slot is running
+	// awaiting is the direct strategy's request of this slot that ran
+	// and has not had its final response yet: the slot's next request
+	// waits for it (it needs the state the final response carries).
+	awaiting *seqRequest
 	// state holds the implicit state of the slot's sequence, one entry per
 	// SequenceOptions.States; a zero Tensor means the initial state.
 	state []inference.Tensor
@@ -132,9 +136,37 @@ type seqRequest struct {
 	slot       *seqSlot // where it ran
 	release    bool     // not a request: frees the slot (idle sequence)
 	taken      bool     // left the queue
-	resp       *inference.Response
+	finished   bool     // had its final response, or failed (guarded by the batcher's mu)
 	err        error
 	done       chan struct{}
+}
+
+// seqSender is the response path the sequence batcher puts in front of each
+// request's own: it keeps the implicit state a response carries, removes
+// the state outputs the model does not declare, and moves the slot on once
+// the final response is through.
+type seqSender struct {
+	inference.ResponseSender
+	s  *SequenceBatcher
+	sr *seqRequest
+}
+
+func (w *seqSender) Send(resp *inference.Response, final bool) error {
+	if resp != nil {
+		w.s.mu.Lock()
+		w.s.keepStateLocked(w.sr, resp)
+		w.s.mu.Unlock()
+	}
+	err := w.ResponseSender.Send(resp, final)
+	if final {
+		w.s.finished(w.sr)
+	}
+	return err
+}
+
+func (w *seqSender) Fail(err error) {
+	w.ResponseSender.Fail(err)
+	w.s.finished(w.sr)
 }
 
 // NewSequence starts a sequence batcher over instances. rec may be nil.
@@ -212,14 +244,15 @@ func (g instanceGate) Acquire(ctx context.Context, _ int) error { return g.g.Acq
 func (g instanceGate) Release(int)                              { g.g.Release(g.index) }
 
 // Infer queues req behind the earlier requests of its sequence and returns
-// its response. Errors and their texts are Triton's.
-func (s *SequenceBatcher) Infer(ctx context.Context, req *inference.Request) (*inference.Response, error) {
+// once it has executed; its responses go through its sender. Errors and
+// their texts are Triton's.
+func (s *SequenceBatcher) Infer(ctx context.Context, req *inference.Request) error {
 	if req.BatchSize > 1 {
-		return nil, inference.InvalidArg("inference request to model '%s' must specify batch-size 1 due to requirements of sequence batcher", req.ModelName)
+		return inference.InvalidArg("inference request to model '%s' must specify batch-size 1 due to requirements of sequence batcher", req.ModelName)
 	}
 	id, start, end := SequenceParams(req.Parameters)
 	if id.IsZero() {
-		return nil, inference.InvalidArg("inference request to model '%s' must specify a non-zero or non-empty correlation ID", req.ModelName)
+		return inference.InvalidArg("inference request to model '%s' must specify a non-zero or non-empty correlation ID", req.ModelName)
 	}
 	if c := s.corrid; c != nil {
 		got := inference.Uint64
@@ -227,7 +260,7 @@ func (s *SequenceBatcher) Infer(ctx context.Context, req *inference.Request) (*i
 			got = inference.Bytes
 		}
 		if (got == inference.Bytes) != (c.DataType == inference.Bytes) {
-			return nil, inference.InvalidArg("sequence batching control '%s' data-type is '%s', but model '%s' expects '%s'", c.Name, got, req.ModelName, c.DataType)
+			return inference.InvalidArg("sequence batching control '%s' data-type is '%s', but model '%s' expects '%s'", c.Name, got, req.ModelName, c.DataType)
 		}
 	}
 	var timeout time.Duration
@@ -235,8 +268,9 @@ func (s *SequenceBatcher) Infer(ctx context.Context, req *inference.Request) (*i
 		timeout = time.Duration(t) * time.Microsecond
 	}
 	sr := &seqRequest{ctx: ctx, req: req, id: id, start: start, end: end, enqueued: time.Now(), done: make(chan struct{})}
+	req.SetSender(&seqSender{ResponseSender: req.Sender(), s: s, sr: sr})
 	if err := s.enqueue(sr, timeout); err != nil {
-		return nil, err
+		return err
 	}
 	s.pending(1)
 	if s.opts.Strategy == SequenceOldest {
@@ -246,11 +280,11 @@ func (s *SequenceBatcher) Infer(ctx context.Context, req *inference.Request) (*i
 	case <-sr.done:
 	case <-ctx.Done():
 		if s.dropIfQueued(sr) {
-			return nil, cancelled(ctx)
+			return cancelled(ctx)
 		}
 		<-sr.done // already executing: the batch sees the cancellation
 	}
-	return sr.resp, sr.err
+	return sr.err
 }
 
 // enqueue routes sr to its sequence's slot or backlog queue.
@@ -426,12 +460,13 @@ func (s *SequenceBatcher) prepareLocked(sr *seqRequest, slot *seqSlot) {
 	}
 }
 
-// finishLocked keeps the state outputs of a request that ran in its slot
-// and removes from its response the state outputs the model does not
-// declare as outputs.
-func (s *SequenceBatcher) finishLocked(sr *seqRequest, resp *inference.Response) {
+// keepStateLocked keeps the state outputs of a response of a request that
+// ran in its slot (the last response that carries them wins) and removes
+// from the response the state outputs the model does not declare as
+// outputs.
+func (s *SequenceBatcher) keepStateLocked(sr *seqRequest, resp *inference.Response) {
 	slot := sr.slot
-	if !sr.end && slot.seq == sr.seq && slot.state != nil {
+	if slot != nil && !sr.end && slot.seq == sr.seq && slot.state != nil {
 		for i, st := range s.opts.States {
 			if out := resp.Output(st.OutputName); out != nil {
 				// The output may alias request buffers the front end reuses.
@@ -553,6 +588,12 @@ func (s *SequenceBatcher) reap(now time.Time) time.Time {
 	for id, seq := range s.active {
 		if seq.slot == nil {
 			continue // backlogged: idle time counts once it has a slot
+		}
+		if seq.slot.awaiting != nil || seq.slot.busy {
+			// A request of it is still answering (a decoupled step may
+			// stream for long): the sequence is not idle. Its final
+			// response restarts the idle time and wakes the reaper.
+			continue
 		}
 		deadline := seq.lastSeen.Add(s.opts.MaxSequenceIdle)
 		if now.Before(deadline) {

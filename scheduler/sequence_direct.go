@@ -69,7 +69,7 @@ func (s *SequenceBatcher) formDirectLocked(r *seqRunner, now time.Time) ([]direc
 				s.releaseSlotLocked(slot)
 			}
 		}
-		if len(slot.queue) == 0 {
+		if len(slot.queue) == 0 || slot.awaiting != nil {
 			continue
 		}
 		head := slot.queue[0]
@@ -95,12 +95,13 @@ func (s *SequenceBatcher) formDirectLocked(r *seqRunner, now time.Time) ([]direc
 	rows := make([]directRow, highest+1)
 	for i := 0; i <= highest; i++ {
 		slot := r.slots[i]
-		if len(slot.queue) == 0 || !sameShapes(repInputs, slot.queue[0].req.Inputs, s.opts.RaggedInputs) {
+		if len(slot.queue) == 0 || slot.awaiting != nil || !sameShapes(repInputs, slot.queue[0].req.Inputs, s.opts.RaggedInputs) {
 			continue // padding, filled below
 		}
 		sr := slot.queue[0]
 		slot.queue = slices.Delete(slot.queue, 0, 1)
 		sr.taken = true
+		slot.awaiting = sr
 		s.prepareLocked(sr, slot)
 		rows[i] = directRow{sr: sr, req: sr.req}
 		if sr.end {
@@ -134,80 +135,90 @@ func (s *SequenceBatcher) runDirect(r *seqRunner, rows []directRow) {
 	}
 	ctx, cancel := allDone(ctxs)
 	defer cancel()
-	resps, err := s.execute(ctx, r, reqs)
-	if err == nil && len(resps) != len(reqs) {
-		err = inference.Internal("backend returned %d responses for a batch of %d requests", len(resps), len(reqs))
-	}
-	s.mu.Lock()
-	for i, row := range rows {
+	err := s.execute(ctx, r, reqs)
+	for _, row := range rows {
 		if row.sr == nil {
 			continue
 		}
 		if err != nil {
 			row.sr.err = err
-			continue
+			s.finished(row.sr)
 		}
-		if resps[i] == nil {
-			row.sr.err = inference.Internal("backend returned no response for request %d of its batch", i)
-			continue
-		}
-		s.finishLocked(row.sr, resps[i])
-		row.sr.resp = resps[i]
+		close(row.sr.done)
 	}
-	s.mu.Unlock()
-	for _, row := range rows {
-		if row.sr != nil {
-			close(row.sr.done)
+}
+
+// finished records that a request that ran had its final response (or
+// failed): its slot may run the sequence's next request, or, with the
+// oldest strategy, the slot's END frees it.
+func (s *SequenceBatcher) finished(sr *seqRequest) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sr.finished || sr.slot == nil {
+		return
+	}
+	sr.finished = true
+	slot := sr.slot
+	if slot.seq == sr.seq {
+		sr.seq.lastSeen = time.Now() // idle from its last answer
+		s.wakeReaper()
+	}
+	if s.opts.Strategy == SequenceOldest {
+		slot.busy = false
+		if sr.end && slot.seq == sr.seq {
+			s.releaseSlotLocked(slot)
+		}
+		if !s.closed {
+			s.dispatchLocked(slot)
+		}
+		return
+	}
+	if slot.awaiting == sr {
+		slot.awaiting = nil
+		select {
+		case slot.runner.wake <- struct{}{}:
+		default:
 		}
 	}
 }
 
 // execute runs a batch on r's instance, through the gate when there is
 // one, and records the execution when it succeeds.
-func (s *SequenceBatcher) execute(ctx context.Context, r *seqRunner, reqs []*inference.Request) ([]*inference.Response, error) {
+func (s *SequenceBatcher) execute(ctx context.Context, r *seqRunner, reqs []*inference.Request) error {
+	if err := acquireGate(ctx, s.opts.Gate, r.index); err != nil {
+		return err
+	}
 	if g := s.opts.Gate; g != nil {
-		if err := g.Acquire(ctx, r.index); err != nil {
-			return nil, inference.Errorf(inference.CodeCancelled, "request cancelled while waiting for a model instance")
-		}
 		defer g.Release(r.index)
 	}
-	resps, exec, err := ExecuteBatch(ctx, r.inst, reqs)
-	if err == nil && s.rec != nil && len(resps) == len(reqs) {
+	exec, err := ExecuteBatch(ctx, r.inst, reqs)
+	if err == nil && s.rec != nil {
 		s.rec.Executed(exec)
 	}
-	return resps, err
+	return err
 }
 
 // runOldest waits for sr's turn in its slot (the previous request of its
-// sequence has completed), then hands it to the instance's dynamic batcher.
-func (s *SequenceBatcher) runOldest(sr *seqRequest) (*inference.Response, error) {
+// sequence has had its final response), then hands it to the instance's
+// dynamic batcher.
+func (s *SequenceBatcher) runOldest(sr *seqRequest) error {
 	select {
 	case <-sr.done:
 	case <-sr.ctx.Done():
 		if s.dropIfQueued(sr) {
-			return nil, cancelled(sr.ctx)
+			return cancelled(sr.ctx)
 		}
 		<-sr.done
 	}
 	if sr.err != nil {
-		return nil, sr.err // refused while queued (unload, backlog timeout)
+		return sr.err // refused while queued (unload, backlog timeout)
 	}
 	s.pending(-1)
-	slot := sr.slot
-	resp, err := slot.runner.dyn.Infer(sr.ctx, sr.req)
-	s.mu.Lock()
-	if err == nil {
-		s.finishLocked(sr, resp)
+	err := sr.slot.runner.dyn.Infer(sr.ctx, sr.req)
+	if err != nil {
+		s.finished(sr)
 	}
-	slot.busy = false
-	if sr.end && slot.seq == sr.seq {
-		s.releaseSlotLocked(slot)
-	}
-	if !s.closed {
-		s.dispatchLocked(slot)
-	}
-	s.mu.Unlock()
-	return resp, err
+	return err
 }
 
 // dispatchLocked gives the turn to the next request of an idle candidate

@@ -176,6 +176,7 @@ func (s *SequenceBatcher) initialState(i int) inference.Tensor {
 // requests keep their batch rows.
 func (s *SequenceBatcher) nullRequest(rep *inference.Request, clientInputs []inference.Tensor) *inference.Request {
 	req := &inference.Request{ID: "", ModelName: rep.ModelName, BatchSize: 1}
+	req.SetSender(discard{})
 	for _, t := range clientInputs {
 		req.Inputs = append(req.Inputs, inference.Tensor{
 			Name: t.Name, DataType: t.DataType, Shape: slices.Clone(t.Shape), Data: zeroData(t.DataType, t.Shape),

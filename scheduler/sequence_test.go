@@ -24,7 +24,7 @@ type seqRow struct {
 	state, in         int32
 }
 
-// accumulator is a stateful model in the style of Triton's sequence
+// accumulator is a stateful unary model in the style of Triton's sequence
 // examples: OUT = STATE_IN + IN, and STATE_OUT = OUT. It logs every batch.
 type accumulator struct {
 	took time.Duration
@@ -39,7 +39,7 @@ func i32(t *inference.Tensor) int32 {
 	return int32(binary.LittleEndian.Uint32(t.Data))
 }
 
-func (a *accumulator) Execute(ctx context.Context, batch []*inference.Request) ([]*inference.Response, error) {
+func (a *accumulator) ExecuteWithPhases(ctx context.Context, batch []*inference.Request) ([]*inference.Response, backends.Phases, error) {
 	rows := make([]seqRow, len(batch))
 	out := make([]*inference.Response, len(batch))
 	for i, r := range batch {
@@ -68,10 +68,10 @@ func (a *accumulator) Execute(ctx context.Context, batch []*inference.Request) (
 		select {
 		case <-time.After(a.took):
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, backends.Phases{}, ctx.Err()
 		}
 	}
-	return out, nil
+	return out, backends.Phases{}, nil
 }
 
 func int32Control(name string, kind ControlKind) SequenceControl {
@@ -110,7 +110,7 @@ func newSeqHarness(t *testing.T, instances int, took time.Duration, opts Sequenc
 	h := &seqHarness{t: t, rec: &recorder{}}
 	insts := make([]backends.Instance, instances)
 	for i := range insts {
-		insts[i] = &accumulator{took: took, mu: &h.mu, log: &h.log}
+		insts[i] = backends.Unary(&accumulator{took: took, mu: &h.mu, log: &h.log})
 	}
 	h.s = NewSequence(insts, opts, h.rec)
 	return h
@@ -133,7 +133,7 @@ func seqReq(id any, start, end bool, in int32) *inference.Request {
 // infer runs one request and returns OUT, failing the test on error.
 func (h *seqHarness) infer(r *inference.Request) int32 {
 	h.t.Helper()
-	resp, err := h.s.Infer(context.Background(), r)
+	resp, err := infer(context.Background(), h.s, r)
 	if err != nil {
 		h.t.Fatalf("%s: %v", r.ID, err)
 	}
@@ -275,7 +275,7 @@ func TestSequenceErrors(t *testing.T) {
 		ctx := context.Background()
 		check := func(r *inference.Request, code inference.Code, text string) {
 			t.Helper()
-			_, err := h.s.Infer(ctx, r)
+			_, err := infer(ctx, h.s, r)
 			if err == nil || inference.CodeOf(err) != code || err.Error() != text {
 				t.Errorf("%s: error %v (%v), want %v %q", r.ID, err, inference.CodeOf(err), code, text)
 			}
@@ -335,7 +335,7 @@ func TestSequenceStringIDs(t *testing.T) {
 		if got := h.infer(seqReq("b", false, true, 20)); got != 30 {
 			t.Fatalf("sequence b: OUT %d, want 30", got)
 		}
-		_, err := h.s.Infer(context.Background(), seqReq(uint64(5), true, false, 1))
+		_, err := infer(context.Background(), h.s, seqReq(uint64(5), true, false, 1))
 		if err == nil || err.Error() != "sequence batching control 'CORRID' data-type is 'UINT64', but model 'acc' expects 'BYTES'" {
 			t.Fatalf("uint64 ID on a string CORRID: %v", err)
 		}
@@ -359,7 +359,7 @@ func TestSequenceIdleFreesSlot(t *testing.T) {
 		if waited := time.Since(start); waited != 100*time.Millisecond {
 			t.Errorf("the backlogged sequence ran after %v, want the idle time 100ms", waited)
 		}
-		_, err := h.s.Infer(context.Background(), seqReq(uint64(1), false, false, 1))
+		_, err := infer(context.Background(), h.s, seqReq(uint64(1), false, false, 1))
 		if err == nil || !strings.Contains(err.Error(), "must specify the START flag") {
 			t.Fatalf("request for the reaped sequence: %v, want the START error", err)
 		}
@@ -379,7 +379,7 @@ func TestSequenceBacklogTimeout(t *testing.T) {
 		r := seqReq(uint64(2), true, false, 1)
 		r.Parameters["timeout"] = uint64(50_000)
 		start := time.Now()
-		_, err := h.s.Infer(context.Background(), r)
+		_, err := infer(context.Background(), h.s, r)
 		if err == nil || inference.CodeOf(err) != inference.CodeUnavailable || err.Error() != "timeout of the corresponding sequence has been expired" {
 			t.Fatalf("error %v, want the sequence timeout", err)
 		}
@@ -396,7 +396,7 @@ func TestSequenceCancelledWhileQueued(t *testing.T) {
 		h.infer(seqReq(uint64(1), true, false, 1))
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 		defer cancel()
-		_, err := h.s.Infer(ctx, seqReq(uint64(2), true, false, 1)) // backlogged
+		_, err := infer(ctx, h.s, seqReq(uint64(2), true, false, 1)) // backlogged
 		if inference.CodeOf(err) != inference.CodeCancelled {
 			t.Fatalf("error %v, want cancelled", err)
 		}
@@ -498,7 +498,7 @@ func (g *countingGate) Release(int) {
 
 func TestSequenceUsesGate(t *testing.T) {
 	for _, strategy := range []SequenceStrategy{SequenceDirect, SequenceOldest} {
-		synctest.Test(t, func(t *testing.T) {
+		bubble(t, fmt.Sprintf("strategy %d", strategy), func(t *testing.T) {
 			g := &countingGate{acquired: map[int]int{}}
 			opts := accumulatorOptions(1)
 			opts.Strategy = strategy
@@ -521,7 +521,7 @@ func TestSequenceCloseFailsQueued(t *testing.T) {
 		h.infer(seqReq(uint64(1), true, false, 1))
 		errc := make(chan error, 1)
 		go func() {
-			_, err := h.s.Infer(context.Background(), seqReq(uint64(2), true, false, 1)) // backlogged
+			_, err := infer(context.Background(), h.s, seqReq(uint64(2), true, false, 1)) // backlogged
 			errc <- err
 		}()
 		synctest.Wait()
@@ -529,27 +529,28 @@ func TestSequenceCloseFailsQueued(t *testing.T) {
 		if err := <-errc; inference.CodeOf(err) != inference.CodeUnavailable {
 			t.Fatalf("queued request: %v, want unavailable", err)
 		}
-		if _, err := h.s.Infer(context.Background(), seqReq(uint64(3), true, false, 1)); inference.CodeOf(err) != inference.CodeUnavailable {
+		if _, err := infer(context.Background(), h.s, seqReq(uint64(3), true, false, 1)); inference.CodeOf(err) != inference.CodeUnavailable {
 			t.Fatalf("request after Close: %v, want unavailable", err)
 		}
 	})
 }
 
+// failing is a unary instance whose every execution fails.
 type failing struct{}
 
-func (failing) Execute(context.Context, []*inference.Request) ([]*inference.Response, error) {
-	return nil, errors.New("boom")
+func (failing) ExecuteWithPhases(context.Context, []*inference.Request) ([]*inference.Response, backends.Phases, error) {
+	return nil, backends.Phases{}, errors.New("boom")
 }
 
 func TestSequenceFailedBatchKeepsState(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := NewSequence([]backends.Instance{failing{}}, accumulatorOptions(0), nil)
+		s := NewSequence([]backends.Instance{backends.Unary(failing{})}, accumulatorOptions(0), nil)
 		defer s.Close()
-		if _, err := s.Infer(context.Background(), seqReq(uint64(1), true, false, 1)); err == nil || err.Error() != "boom" {
+		if _, err := infer(context.Background(), s, seqReq(uint64(1), true, false, 1)); err == nil || err.Error() != "boom" {
 			t.Fatalf("error %v, want the backend's", err)
 		}
 		// The sequence started anyway: a continuation is accepted.
-		if _, err := s.Infer(context.Background(), seqReq(uint64(1), false, true, 1)); err == nil || err.Error() != "boom" {
+		if _, err := infer(context.Background(), s, seqReq(uint64(1), false, true, 1)); err == nil || err.Error() != "boom" {
 			t.Fatalf("error %v, want the backend's", err)
 		}
 	})
@@ -561,7 +562,7 @@ func TestSequenceFailedBatchKeepsState(t *testing.T) {
 func TestSequenceCancelledEndFreesSlot(t *testing.T) {
 	for _, strategy := range []SequenceStrategy{SequenceDirect, SequenceOldest} {
 		for _, backlogged := range []bool{false, true} {
-			synctest.Test(t, func(t *testing.T) {
+			bubble(t, fmt.Sprintf("strategy %d, backlogged %v", strategy, backlogged), func(t *testing.T) {
 				opts := accumulatorOptions(0) // one slot
 				opts.Strategy = strategy
 				h := newSeqHarness(t, 1, 10*time.Millisecond, opts)
@@ -571,7 +572,7 @@ func TestSequenceCancelledEndFreesSlot(t *testing.T) {
 				// Sequence 1 holds the only slot, its START running.
 				startErr := make(chan error, 1)
 				go func() {
-					_, err := h.s.Infer(context.Background(), seqReq(uint64(1), true, false, 1))
+					_, err := infer(context.Background(), h.s, seqReq(uint64(1), true, false, 1))
 					startErr <- err
 				}()
 				synctest.Wait()
@@ -586,7 +587,7 @@ func TestSequenceCancelledEndFreesSlot(t *testing.T) {
 				ctx, cancel := context.WithCancel(context.Background())
 				errc := make(chan error, 1)
 				go func() {
-					_, err := h.s.Infer(ctx, r)
+					_, err := infer(ctx, h.s, r)
 					errc <- err
 				}()
 				synctest.Wait()
@@ -603,7 +604,7 @@ func TestSequenceCancelledEndFreesSlot(t *testing.T) {
 				// The slot is free again for a new sequence.
 				ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
-				resp, err := h.s.Infer(ctx, seqReq(uint64(3), true, true, 7))
+				resp, err := infer(ctx, h.s, seqReq(uint64(3), true, true, 7))
 				if err != nil {
 					t.Fatalf("%s: new sequence after the cancelled END: %v", name, err)
 				}
@@ -626,13 +627,13 @@ func TestSequenceBacklogTimeoutAfterCancelledEnd(t *testing.T) {
 		first.Parameters["timeout"] = uint64(50_000)
 		errc := make(chan error, 1)
 		go func() {
-			_, err := h.s.Infer(context.Background(), first)
+			_, err := infer(context.Background(), h.s, first)
 			errc <- err
 		}()
 		synctest.Wait()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 		defer cancel()
-		if _, err := h.s.Infer(ctx, seqReq(uint64(2), false, true, 2)); inference.CodeOf(err) != inference.CodeCancelled {
+		if _, err := infer(ctx, h.s, seqReq(uint64(2), false, true, 2)); inference.CodeOf(err) != inference.CodeCancelled {
 			t.Fatalf("END: %v, want cancelled", err)
 		}
 		if err := <-errc; err == nil || err.Error() != "timeout of the corresponding sequence has been expired" {

@@ -10,9 +10,10 @@ import (
 
 // infer runs a checked request: from the response cache when the model
 // uses one and holds the answer, else through the scheduler (storing the
-// answer on the way back). The cache keeps every output the model produced;
-// finish selects the requested ones.
-func (lm *loadedModel) infer(ctx context.Context, req *inference.Request) (*inference.Response, error) {
+// answer on its way out). The cache keeps every output the model produced;
+// the core's sink selects the requested ones. It returns once the request
+// has executed; its responses go through the request's sender.
+func (lm *loadedModel) infer(ctx context.Context, req *inference.Request) error {
 	if lm.cache == nil {
 		return lm.sched.Infer(ctx, req)
 	}
@@ -21,21 +22,34 @@ func (lm *loadedModel) infer(ctx context.Context, req *inference.Request) (*infe
 	if resp, ok := lm.cache.Get(key); ok {
 		req.Timing.CacheHit = true
 		req.Timing.CacheTime = time.Since(start)
-		return resp, nil
+		return req.Send(resp, true)
 	}
-	lookup := time.Since(start)
-	resp, err := lm.sched.Infer(ctx, req)
-	if err != nil {
-		return nil, err
+	req.SetSender(&cacheFiller{ResponseSender: req.Sender(), lm: lm, req: req, key: key, lookup: time.Since(start)})
+	return lm.sched.Infer(ctx, req)
+}
+
+// cacheFiller stores a computed response in the cache before passing it on
+// (the response cache is for models that are not decoupled: one response,
+// sent before Execute returns).
+type cacheFiller struct {
+	inference.ResponseSender
+	lm     *loadedModel
+	req    *inference.Request
+	key    cache.Key
+	lookup time.Duration
+}
+
+func (c *cacheFiller) Send(resp *inference.Response, final bool) error {
+	if resp != nil && final {
+		insert := time.Now()
+		c.lm.cache.Put(c.key, resp) // a response larger than the cache is not kept
+		c.req.Timing.CacheMiss = true
+		c.req.Timing.CacheTime = c.lookup + time.Since(insert)
+		if m, ok := c.lm.stats.metrics.(CacheMetrics); ok {
+			m.CacheMiss(c.req.Timing.CacheTime)
+		}
 	}
-	insert := time.Now()
-	lm.cache.Put(key, resp) // a response larger than the cache is not kept
-	req.Timing.CacheMiss = true
-	req.Timing.CacheTime = lookup + time.Since(insert)
-	if m, ok := lm.stats.metrics.(CacheMetrics); ok {
-		m.CacheMiss(req.Timing.CacheTime)
-	}
-	return resp, nil
+	return c.ResponseSender.Send(resp, final)
 }
 
 // CacheMetrics is implemented by model metrics that count response cache

@@ -29,16 +29,33 @@ type LoaderOptions struct {
 	// Cache is the response cache (--cache-config) that models with
 	// response_cache enabled use; nil: none.
 	Cache *cache.Local
+	// Inferer is how loaded models reach the server (ensembles, a model's
+	// own requests): the server is built after the repository, so this is
+	// bound late. Nil: the loader makes an unbound one (Inferer returns it).
+	Inferer *backends.LateInferer
 }
 
 // Loader builds the servable of a model version from the backend registry.
 // It implements repository.Loader.
-type Loader struct{ opts LoaderOptions }
+type Loader struct {
+	opts    LoaderOptions
+	inferer *backends.LateInferer
+}
 
 var _ repository.Loader = (*Loader)(nil)
 
 // NewLoader returns a Loader with opts.
-func NewLoader(opts LoaderOptions) *Loader { return &Loader{opts: opts} }
+func NewLoader(opts LoaderOptions) *Loader {
+	l := &Loader{opts: opts, inferer: opts.Inferer}
+	if l.inferer == nil {
+		l.inferer = new(backends.LateInferer)
+	}
+	return l
+}
+
+// Inferer is the late-bound Inferer the loaded models get: bind the server
+// to it once it is built.
+func (l *Loader) Inferer() *backends.LateInferer { return l.inferer }
 
 func (l *Loader) backendFor(cfg *inferencepb.ModelConfig) (string, backends.Backend, error) {
 	name := backends.BackendName(cfg)
@@ -88,6 +105,7 @@ func (l *Loader) LoadVersion(ctx context.Context, spec repository.VersionSpec) (
 		Config:        spec.Config,
 		BackendConfig: l.opts.BackendConfig[name],
 		Logger:        logger,
+		Inferer:       l.inferer,
 	})
 	if err != nil {
 		return nil, err
@@ -114,6 +132,12 @@ func (l *Loader) LoadVersion(ctx context.Context, spec repository.VersionSpec) (
 				return nil, fmt.Errorf("instance %s: %w", is.Name, err)
 			}
 			lm.instances = append(lm.instances, inst)
+		}
+	}
+	lm.unaryOnly = !lm.decoupled
+	for _, inst := range lm.instances {
+		if _, ok := backends.UnwrapUnary(inst); !ok {
+			lm.unaryOnly = false
 		}
 	}
 	if len(lm.instances) == 0 {

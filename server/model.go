@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/nereid-project/nereid/backends"
 	"github.com/nereid-project/nereid/cache"
@@ -32,6 +33,54 @@ type loadedModel struct {
 	release   func()              // undoes what the scheduler registered (rate limiter); may be nil
 	injected  map[string]bool     // inputs the sequence batcher supplies
 	labels    map[string][]string // classification labels by output name (label_filename)
+	decoupled bool                // model_transaction_policy.decoupled: served by streaming only
+	// unaryOnly: every instance is a backends.Unary adapter, which sends
+	// each request's one response before Execute returns.
+	unaryOnly bool
+
+	openMu sync.Mutex         // guards the fields below
+	open   map[*sink]struct{} // requests executed but still answering
+	closed bool               // Close has finished: nothing more is tracked
+}
+
+// track records a request that is still answering after its execution
+// ended; it reports false once the version has closed.
+func (lm *loadedModel) track(k *sink) bool {
+	lm.openMu.Lock()
+	defer lm.openMu.Unlock()
+	if lm.closed {
+		return false
+	}
+	if lm.open == nil {
+		lm.open = map[*sink]struct{}{}
+	}
+	lm.open[k] = struct{}{}
+	return true
+}
+
+func (lm *loadedModel) untrack(k *sink) {
+	lm.openMu.Lock()
+	delete(lm.open, k)
+	lm.openMu.Unlock()
+}
+
+// failOpen completes with an error every request whose model never sent
+// its final flag before the version closed (after its instances closed, so
+// that a backend that ends its streams on Close has done so).
+func (lm *loadedModel) failOpen() {
+	lm.openMu.Lock()
+	lm.closed = true
+	open := lm.open
+	lm.open = nil
+	lm.openMu.Unlock()
+	for k := range open {
+		if k.isFinal() {
+			continue
+		}
+		k.log.Error().Str("model", lm.name).Int64("version", lm.version).Str("request_id", k.id).
+			Msg("the model was unloaded before it sent the request's final response; the request fails")
+		k.Fail(inference.Unavailable("model '%s' version %d was unloaded before it finished answering the request", lm.name, lm.version))
+	}
 }
 
 func newLoadedModel(name string, version int64, cfg *inferencepb.ModelConfig, m backends.Model) *loadedModel {
@@ -44,6 +93,7 @@ func newLoadedModel(name string, version int64, cfg *inferencepb.ModelConfig, m 
 		outputs:   make(map[string]*inferencepb.ModelOutput, len(cfg.GetOutput())),
 		model:     m,
 		stats:     newModelStats(),
+		decoupled: cfg.GetModelTransactionPolicy().GetDecoupled(),
 	}
 	lm.injected = injectedInputs(cfg)
 	for _, in := range cfg.GetInput() {
@@ -70,7 +120,9 @@ func (lm *loadedModel) Close(context.Context) error {
 	if lm.stats.metrics != nil {
 		lm.stats.metrics.Close()
 	}
-	return lm.closeBackend()
+	err := lm.closeBackend()
+	lm.failOpen()
+	return err
 }
 
 func (lm *loadedModel) closeBackend() error {

@@ -13,7 +13,10 @@ import (
 // modelScheduler is what the core needs from the scheduler in front of a
 // model version's instances.
 type modelScheduler interface {
-	Infer(ctx context.Context, req *inference.Request) (*inference.Response, error)
+	// Infer queues req and returns once it has executed (or failed);
+	// its responses go through the request's sender, possibly after
+	// Infer returned (a decoupled model).
+	Infer(ctx context.Context, req *inference.Request) error
 	// Close refuses new requests and returns once nothing runs any more.
 	Close()
 }

@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strconv"
 	"sync/atomic"
-	"time"
 
 	"github.com/rs/zerolog"
 
@@ -21,7 +20,7 @@ import (
 
 // Models is what the server needs from the model repository.
 type Models interface {
-	Acquire(name, version string) (*repository.Handle, error)
+	Acquire(ctx context.Context, name, version string) (*repository.Handle, error)
 	ReadyVersions(name string) ([]int64, error)
 	Index(readyOnly bool) []repository.IndexEntry
 	Load(ctx context.Context, name string, opts repository.LoadOptions) error
@@ -106,8 +105,8 @@ func (s *Server) Metadata() *inferencepb.ServerMetadataResponse {
 
 // acquire returns the loaded model version a request names. The caller
 // must Release the handle.
-func (s *Server) acquire(name, version string) (*repository.Handle, *loadedModel, error) {
-	h, err := s.models.Acquire(name, version)
+func (s *Server) acquire(ctx context.Context, name, version string) (*repository.Handle, *loadedModel, error) {
+	h, err := s.models.Acquire(ctx, name, version)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -121,8 +120,8 @@ func (s *Server) acquire(name, version string) (*repository.Handle, *loadedModel
 
 // ModelReady reports whether a model version is ready. Unknown models are a
 // NotFound error, versions not READY an Unavailable error.
-func (s *Server) ModelReady(_ context.Context, name, version string) (bool, error) {
-	h, _, err := s.acquire(name, version)
+func (s *Server) ModelReady(ctx context.Context, name, version string) (bool, error) {
+	h, _, err := s.acquire(ctx, name, version)
 	if err != nil {
 		return false, err
 	}
@@ -132,8 +131,8 @@ func (s *Server) ModelReady(_ context.Context, name, version string) (bool, erro
 
 // ModelMetadata describes a model version's tensors (shapes carry a leading
 // -1 when the model batches).
-func (s *Server) ModelMetadata(_ context.Context, name, version string) (*inferencepb.ModelMetadataResponse, error) {
-	h, lm, err := s.acquire(name, version)
+func (s *Server) ModelMetadata(ctx context.Context, name, version string) (*inferencepb.ModelMetadataResponse, error) {
+	h, lm, err := s.acquire(ctx, name, version)
 	if err != nil {
 		return nil, err
 	}
@@ -169,8 +168,8 @@ func (s *Server) ModelMetadata(_ context.Context, name, version string) (*infere
 
 // ModelConfig returns the (completed) configuration of a model version. The
 // caller must not modify it.
-func (s *Server) ModelConfig(_ context.Context, name, version string) (*inferencepb.ModelConfig, error) {
-	h, lm, err := s.acquire(name, version)
+func (s *Server) ModelConfig(ctx context.Context, name, version string) (*inferencepb.ModelConfig, error) {
+	h, lm, err := s.acquire(ctx, name, version)
 	if err != nil {
 		return nil, err
 	}
@@ -180,10 +179,10 @@ func (s *Server) ModelConfig(_ context.Context, name, version string) (*inferenc
 
 // ModelStatistics returns statistics for one version, all ready versions of
 // one model (version ""), or every ready model (name "").
-func (s *Server) ModelStatistics(_ context.Context, name, version string) (*inferencepb.ModelStatisticsResponse, error) {
+func (s *Server) ModelStatistics(ctx context.Context, name, version string) (*inferencepb.ModelStatisticsResponse, error) {
 	out := &inferencepb.ModelStatisticsResponse{}
 	add := func(n, v string) error {
-		h, lm, err := s.acquire(n, v)
+		h, lm, err := s.acquire(ctx, n, v)
 		if err != nil {
 			return err
 		}
@@ -239,45 +238,4 @@ func (s *Server) LoadModel(ctx context.Context, name string, opts repository.Loa
 // before the unload completes.
 func (s *Server) UnloadModel(ctx context.Context, name string, unloadDependents bool) error {
 	return s.models.Unload(ctx, name, unloadDependents)
-}
-
-// Infer runs one request. Errors are *inference.Error values whose Code the
-// front ends map to their status codes. The response's outputs are those
-// requested, in the requested order, or every output when none were.
-func (s *Server) Infer(ctx context.Context, req *inference.Request) (*inference.Response, error) {
-	if req.Arrival.IsZero() {
-		req.Arrival = time.Now()
-	}
-	h, lm, err := s.acquire(req.ModelName, req.ModelVersion)
-	if err != nil {
-		return nil, err
-	}
-	defer h.Release()
-	resp, err := s.run(ctx, lm, req)
-	lm.stats.finished(req, time.Now(), err)
-	return resp, err
-}
-
-func (s *Server) run(ctx context.Context, lm *loadedModel, req *inference.Request) (*inference.Response, error) {
-	shm, err := s.bindSharedMemory(req)
-	if err != nil {
-		return nil, err
-	}
-	defer shm.release()
-	if err := lm.check(req); err != nil {
-		return nil, err
-	}
-	if req.TensorTrace != nil {
-		// Checked, with shared-memory inputs read from their regions.
-		req.TensorTrace.TraceTensors(inference.TensorQueueInput, req.Inputs)
-	}
-	req.Timing.QueueStart = time.Now()
-	resp, err := lm.infer(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	if resp, err = lm.finish(req, resp); err != nil {
-		return nil, err
-	}
-	return shm.finish(resp)
 }

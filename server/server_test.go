@@ -22,7 +22,7 @@ type fakeModels struct {
 	allReady bool
 }
 
-func (f *fakeModels) Acquire(name, version string) (*repository.Handle, error) {
+func (f *fakeModels) Acquire(_ context.Context, name, version string) (*repository.Handle, error) {
 	vs, ok := f.versions[name]
 	if !ok {
 		return nil, inference.NotFound("Request for unknown model: '%s' is not found", name)

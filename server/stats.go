@@ -126,25 +126,9 @@ func (s *modelStats) Pending(delta int) {
 	}
 }
 
-// Executed records one execution under batch_stats and stamps its requests'
-// Timing with the execution's phases.
+// Executed records one execution under batch_stats. The requests' Timing
+// was stamped by scheduler.ExecuteBatch.
 func (s *modelStats) Executed(e scheduler.Execution) {
-	end := e.End
-	if end.IsZero() {
-		end = time.Now()
-	}
-	start := e.Start
-	if start.IsZero() {
-		start = end.Add(-(e.ComputeInput + e.ComputeInfer + e.ComputeOut))
-	}
-	inputEnd := start.Add(e.ComputeInput)
-	outputStart := end.Add(-e.ComputeOut)
-	for _, r := range e.Requests {
-		r.Timing.ComputeStart = start
-		r.Timing.ComputeInputEnd = inputEnd
-		r.Timing.ComputeOutputStart = outputStart
-		r.Timing.ComputeEnd = end
-	}
 	size := uint64(max(e.BatchSize, 1))
 	s.mu.Lock()
 	s.executionCount++
@@ -178,11 +162,6 @@ func (s *modelStats) finished(req *inference.Request, end time.Time, err error) 
 		reason := failureReason(err)
 		s.mu.Lock()
 		s.fail.add(request)
-		if executed {
-			r := s.responseLocked("0")
-			r.computeInfer.add(end.Sub(t.ComputeStart))
-			r.fail.add(end.Sub(t.ComputeStart))
-		}
 		s.mu.Unlock()
 		if s.metrics != nil {
 			s.metrics.Failure(reason)
@@ -211,20 +190,66 @@ func (s *modelStats) finished(req *inference.Request, end time.Time, err error) 
 	if t.CacheMiss {
 		s.cacheMiss.add(t.CacheTime)
 	}
-	if executed {
-		// Triton times a response from the start of the execution that
-		// produced it: compute_infer up to the start of the outputs,
-		// compute_output from there to the response.
-		r := s.responseLocked("0")
-		r.computeInfer.add(t.ComputeOutputStart.Sub(t.ComputeStart))
-		r.computeOutput.add(t.ComputeEnd.Sub(t.ComputeOutputStart))
-		r.success.add(t.ComputeEnd.Sub(t.ComputeStart))
-	}
 	s.mu.Unlock()
 	if s.metrics != nil {
 		s.metrics.Success(batch, request, queue, input, infer, output)
 	}
 }
+
+// responseSent records response idx of a request's stream: infer is the
+// time the model took to produce it (since the execution started, or since
+// the previous response), output the time the core took to hand it on.
+// Triton keys response_stats by this index: a model that is not decoupled
+// only ever has "0".
+func (s *modelStats) responseSent(idx int, infer, output time.Duration) {
+	s.mu.Lock()
+	r := s.responseAtLocked(idx)
+	r.computeInfer.add(infer)
+	r.computeOutput.add(output)
+	r.success.add(infer + output)
+	s.mu.Unlock()
+}
+
+// responseFailed records a request that failed at response index idx after
+// it started executing.
+func (s *modelStats) responseFailed(idx int, d time.Duration) {
+	s.mu.Lock()
+	r := s.responseAtLocked(idx)
+	r.computeInfer.add(d)
+	r.fail.add(d)
+	s.mu.Unlock()
+}
+
+// emptyResponse records a final flag that came without a response, at the
+// index a response would have had.
+func (s *modelStats) emptyResponse(idx int, d time.Duration) {
+	s.mu.Lock()
+	s.responseAtLocked(idx).empty.add(d)
+	s.mu.Unlock()
+}
+
+// responseCancelled records a request cancelled before its response idx.
+func (s *modelStats) responseCancelled(idx int, d time.Duration) {
+	s.mu.Lock()
+	s.responseAtLocked(idx).cancel.add(d)
+	s.mu.Unlock()
+}
+
+func (s *modelStats) responseAtLocked(idx int) *responseStats {
+	if idx < len(responseKeys) {
+		return s.responseLocked(responseKeys[idx])
+	}
+	return s.responseLocked(strconv.Itoa(idx))
+}
+
+// responseKeys are the first response indexes as map keys, made once.
+var responseKeys = func() []string {
+	keys := make([]string, 64)
+	for i := range keys {
+		keys[i] = strconv.Itoa(i)
+	}
+	return keys
+}()
 
 func (s *modelStats) responseLocked(key string) *responseStats {
 	r := s.responses[key]

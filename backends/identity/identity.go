@@ -25,8 +25,7 @@ type Backend struct{}
 
 var (
 	_ backends.Backend       = Backend{}
-	_ backends.Instance      = (*instance)(nil)
-	_ backends.PhaseReporter = (*instance)(nil)
+	_ backends.UnaryInstance = (*instance)(nil)
 )
 
 type model struct {
@@ -114,7 +113,7 @@ func outputsOf(cfg *inferencepb.ModelConfig) []*inferencepb.ModelOutput {
 }
 
 func (m *model) NewInstance(context.Context, backends.InstanceSpec) (backends.Instance, error) {
-	return &instance{m: m}, nil
+	return backends.Unary(&instance{m: m}), nil
 }
 
 type instance struct{ m *model }

@@ -60,7 +60,7 @@ func TestCopiesEveryDataType(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resps, err := inst.Execute(context.Background(), []*inference.Request{req, req})
+	resps, err := execute(context.Background(), inst, []*inference.Request{req, cloneReq(req)})
 	if err != nil || len(resps) != 2 {
 		t.Fatalf("Execute: %v, %d responses", err, len(resps))
 	}
@@ -94,7 +94,30 @@ func TestDelayHonoursCancel(t *testing.T) {
 	inst, _ := m.NewInstance(context.Background(), backends.InstanceSpec{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancel()
-	if _, err := inst.Execute(ctx, []*inference.Request{{}}); inference.CodeOf(err) != inference.CodeCancelled {
+	if _, err := execute(ctx, inst, []*inference.Request{{}}); inference.CodeOf(err) != inference.CodeCancelled {
 		t.Errorf("err = %v, want cancelled", err)
 	}
+}
+
+// execute runs a batch through the instance's response path and returns
+// each request's one response.
+func execute(ctx context.Context, inst backends.Instance, batch []*inference.Request) ([]*inference.Response, error) {
+	all, err := backends.Collect(ctx, inst, batch)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*inference.Response, len(all))
+	for i, r := range all {
+		if len(r) != 1 {
+			return nil, inference.Internal("request %d got %d responses", i, len(r))
+		}
+		out[i] = r[0]
+	}
+	return out, nil
+}
+
+func cloneReq(r *inference.Request) *inference.Request {
+	c := *r
+	c.SetSender(nil)
+	return &c
 }

@@ -42,7 +42,7 @@ func TestSequenceInputsCount(t *testing.T) {
 		{Name: "INPUT2", DataType: inference.Bytes, Shape: []int64{1}, Data: inference.AppendBytesElement(nil, []byte("id"))},
 		{Name: "INPUT3", DataType: inference.Int32, Shape: []int64{1}, Data: []byte{7, 0, 0, 0}},
 	}}
-	resps, err := inst.Execute(context.Background(), []*inference.Request{req})
+	resps, err := execute(context.Background(), inst, []*inference.Request{req})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,9 +51,8 @@ type instance struct {
 const maxShapeCache = 256
 
 var (
-	_ backends.Instance      = (*instance)(nil)
+	_ backends.UnaryInstance = (*instance)(nil)
 	_ backends.Closer        = (*instance)(nil)
-	_ backends.PhaseReporter = (*instance)(nil)
 )
 
 func newInstance(m *model, sess *ort.DynamicAdvancedSession) (*instance, error) {

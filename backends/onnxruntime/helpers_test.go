@@ -107,7 +107,8 @@ func tryLoad(b *Backend, modelDir string, cfg *inferencepb.ModelConfig) (*model,
 		_ = m.Close()
 		return nil, nil, err
 	}
-	return m, bi.(*instance), nil
+	u, _ := backends.UnwrapUnary(bi)
+	return m, u.(*instance), nil
 }
 
 // modelDirWith makes a model directory whose version 1 holds the given

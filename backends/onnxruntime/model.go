@@ -279,5 +279,5 @@ func (m *model) NewInstance(ctx context.Context, spec backends.InstanceSpec) (ba
 		_ = inst.Close()
 		return nil, err
 	}
-	return inst, nil
+	return backends.Unary(inst), nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 
+	"github.com/nereid-project/nereid/backends"
 	_ "github.com/nereid-project/nereid/backends/identity" // registers the identity backend
 	"github.com/nereid-project/nereid/logging"
 	"github.com/nereid-project/nereid/ratelimit"
@@ -73,7 +74,11 @@ func run(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
+	// Models that call the server (ensembles, BLS) get an Inferer bound
+	// once the server exists, after the repository.
+	inferer := new(backends.LateInferer)
 	loader := server.NewLoader(server.LoaderOptions{
+		Inferer:       inferer,
 		BackendConfig: c.backendConfig, Logger: log, Metrics: obs.metricsFactory(),
 		RateLimiter: ratelimit.New(c.sched.rateLimit), Cache: c.sched.newCache(),
 	})
@@ -98,6 +103,7 @@ func run(args []string, stderr io.Writer) int {
 		Logger:          log,
 		AllowClientShm:  c.allowClientShm,
 	})
+	inferer.Bind(core)
 
 	shutdownModels := func() {
 		sctx, cancel := context.WithTimeout(context.Background(), c.exitTimeout)
@@ -132,13 +138,14 @@ func run(args []string, stderr io.Writer) int {
 	select {
 	case <-ctx.Done():
 		log.Info().Msg("signal received: shutting down")
-	case err := <-srv.errc:
+	case err := <-srv.group.failed():
 		log.Error().Err(err).Msg("server failed")
 		exit = 1
 	}
 	stop()
 	core.BeginShutdown()
 	srv.shutdown(c.exitTimeout)
+	srv.group.wait()
 	if err := core.CloseSharedMemory(); err != nil {
 		log.Warn().Err(err).Msg("unmapping shared-memory regions")
 	}
@@ -157,20 +164,11 @@ type servers struct {
 	grpc    *grpcfront.Server
 	metrics *http.Server
 	pprof   *http.Server
-	errc    chan error
-	running int
+	group   runGroup
 }
 
 func (s *servers) listen(c *config, core *server.Server) error {
-	s.errc = make(chan error, 4)
-	serve := func(what string, fn func() error) {
-		s.running++
-		go func() {
-			if err := fn(); err != nil {
-				s.errc <- fmt.Errorf("%s: %w", what, err)
-			}
-		}()
-	}
+	serve := func(what string, fn func() error) { s.group.run(what, fn, s.log) }
 	if c.allowHTTP {
 		ln, err := net.Listen("tcp", hostPort(c.httpAddress, c.httpPort))
 		if err != nil {
@@ -279,3 +277,37 @@ func (s *servers) shutdown(timeout time.Duration) {
 // perf/profile.md). A call that finds every worker busy still gets its own
 // goroutine, so this bounds nothing.
 const grpcStreamWorkers = 64
+
+// runGroup owns the serving goroutines of the listeners: each runs until its
+// server is shut down, and wait joins them all. The first one that fails
+// is reported on failed(), which makes the server shut down; later failures
+// (a listener failing while the others drain) are logged.
+type runGroup struct {
+	wg   sync.WaitGroup
+	once sync.Once
+	errc chan error // capacity 1: the first failure
+}
+
+func (g *runGroup) failed() <-chan error { return g.errs() }
+
+func (g *runGroup) errs() chan error {
+	g.once.Do(func() { g.errc = make(chan error, 1) })
+	return g.errc
+}
+
+func (g *runGroup) run(what string, serve func() error, log zerolog.Logger) {
+	errc := g.errs()
+	g.wg.Go(func() {
+		if err := serve(); err != nil {
+			err = fmt.Errorf("%s: %w", what, err)
+			select {
+			case errc <- err:
+			default:
+				log.Error().Err(err).Msg("server failed while shutting down")
+			}
+		}
+	})
+}
+
+// wait returns once every serving goroutine has returned.
+func (g *runGroup) wait() { g.wg.Wait() }

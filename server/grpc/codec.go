@@ -86,6 +86,23 @@ func (r *inferRequest) streamRespond(resp *inferencepb.ModelStreamInferResponse)
 	return out
 }
 
+// streamShare wraps a response that is not the request's last: it gets a
+// reference of its own to the received bytes, and the request keeps its.
+func (r *inferRequest) streamShare(resp *inferencepb.ModelStreamInferResponse) *streamInferResponse {
+	if r.buf != nil {
+		r.buf.Ref()
+	}
+	return &streamInferResponse{ModelStreamInferResponse: resp, input: r.buf}
+}
+
+// release frees the reference of a response that will not be sent.
+func (r *streamInferResponse) release() {
+	if r != nil && r.input != nil {
+		r.input.Free()
+		r.input = nil
+	}
+}
+
 // inferResponse and streamInferResponse are responses whose
 // raw_output_contents may alias input, the received bytes of their request;
 // Marshal frees input. Embedding keeps them proto messages for whatever in

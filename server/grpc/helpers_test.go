@@ -43,7 +43,10 @@ type fakeCore struct {
 	load          func(ctx context.Context, name string, opts repository.LoadOptions) error
 	unload        func(ctx context.Context, name string, unloadDependents bool) error
 	infer         func(ctx context.Context, req *inference.Request) (*inference.Response, error)
-	shm           *fakeShm // shared-memory calls; nil answers as with --allow-client-shm=false
+	// inferStream serves InferStream; unset, InferStream answers with
+	// infer's (or the identity) response as the final one.
+	inferStream func(ctx context.Context, req *inference.Request, out inference.ResponseFunc) error
+	shm         *fakeShm // shared-memory calls; nil answers as with --allow-client-shm=false
 }
 
 func (f *fakeCore) Live() bool  { return !f.notLive }
@@ -109,6 +112,17 @@ func (f *fakeCore) Infer(ctx context.Context, req *inference.Request) (*inferenc
 		return f.infer(ctx, req)
 	}
 	return identity(req), nil
+}
+
+func (f *fakeCore) InferStream(ctx context.Context, req *inference.Request, out inference.ResponseFunc) error {
+	if f.inferStream != nil {
+		return f.inferStream(ctx, req, out)
+	}
+	resp, err := f.Infer(ctx, req)
+	if err != nil {
+		return err
+	}
+	return out(resp, true)
 }
 
 // identity answers with the inputs renamed OUT<i>, as the identity backend

@@ -50,6 +50,11 @@ type Core interface {
 	LoadModel(ctx context.Context, name string, opts repository.LoadOptions) error
 	UnloadModel(ctx context.Context, name string, unloadDependents bool) error
 	Infer(ctx context.Context, req *inference.Request) (*inference.Response, error)
+	// InferStream runs a request whose responses (0..N, then the final
+	// flag) go to out as they are produced; see server.Server.InferStream.
+	// Response Data may be handed to gRPC by reference until the message
+	// is written, under the same rules as Infer's.
+	InferStream(ctx context.Context, req *inference.Request, out inference.ResponseFunc) error
 	SharedMemoryCore
 }
 

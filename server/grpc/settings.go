@@ -113,6 +113,36 @@ func (s *service) inferTraced(ctx context.Context, req *inference.Request, arriv
 	return resp, err
 }
 
+// inferStreamTraced is inferTraced for a stream request: the trace ends
+// once the request's last response is queued for the writer.
+func (s *service) inferStreamTraced(ctx context.Context, req *inference.Request, arrival time.Time, out inference.ResponseFunc) error {
+	var tr *trace.Trace
+	if s.tracer != nil {
+		tr = s.tracer.Sample(req.ModelName)
+	}
+	if tr == nil {
+		return s.core.InferStream(ctx, req, out)
+	}
+	defer tr.Finish()
+	tr.Attach(req)
+	tr.Record("GRPC_WAITREAD_END", arrival)
+	start := time.Now()
+	var last *inference.Response
+	err := s.core.InferStream(ctx, req, func(resp *inference.Response, final bool) error {
+		if resp != nil {
+			last = resp
+		}
+		return out(resp, final)
+	})
+	end := time.Now()
+	tr.Request(req, last, start, end)
+	if err == nil {
+		tr.Record("GRPC_SEND_START", end)
+		tr.Record("GRPC_SEND_END", time.Now())
+	}
+	return err
+}
+
 // TraceSetting reads or updates the global trace settings (empty
 // model_name) or a model's. An empty value list clears a model's setting.
 func (s *service) TraceSetting(ctx context.Context, in *inferencepb.TraceSettingRequest) (*inferencepb.TraceSettingResponse, error) {

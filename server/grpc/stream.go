@@ -83,7 +83,8 @@ func modelStreamInferHandler(srv any, stream grpc.ServerStream) error {
 	return srv.(*service).modelStreamInfer(stream)
 }
 
-// ModelInfer runs one request. Decoupled models are refused by the core.
+// ModelInfer runs one request. A decoupled model is refused, with Triton's
+// status and text.
 func (s *service) ModelInfer(ctx context.Context, in *inferencepb.ModelInferRequest) (*inferencepb.ModelInferResponse, error) {
 	arrival := time.Now()
 	req, err := decodeRequest(in)
@@ -91,40 +92,83 @@ func (s *service) ModelInfer(ctx context.Context, in *inferencepb.ModelInferRequ
 		req.Arrival = arrival
 		var resp *inference.Response
 		if resp, err = s.inferTraced(ctx, req, arrival); err == nil {
-			return encodeResponse(in, resp), nil
+			return encodeResponse(in, ownedOutputs(resp)), nil
 		}
+	}
+	if errors.Is(err, inference.ErrDecoupled) {
+		err = inference.Unsupported("ModelInfer RPC doesn't support models with decoupled transaction policy")
 	}
 	s.logFailure("ModelInfer", in, err)
 	return nil, toStatus(err)
 }
 
-// pendingResponse is the answer to one stream request, ready once done is
-// closed.
-type pendingResponse struct {
-	done   chan struct{}
-	in     *inferRequest // its received bytes are released once resp is sent or dropped
-	resp   *inferencepb.ModelStreamInferResponse
-	err    error  // the failure behind an in-band error response
-	seqKey string // the request's sequence, "" when it has none
+// ownedOutputs makes a response whose backend frees its output memory
+// (Release) safe to hand to gRPC, which writes the bytes after the handler
+// has returned: the outputs are copied and the backend's memory released.
+func ownedOutputs(resp *inference.Response) *inference.Response {
+	if resp == nil || resp.Release == nil {
+		return resp
+	}
+	outs := slices.Clone(resp.Outputs)
+	for i := range outs {
+		outs[i].Data = slices.Clone(outs[i].Data)
+	}
+	resp.Done()
+	resp.Outputs = outs
+	return resp
+}
+
+// streamMsg is one message for the stream's writer: a response, or the
+// in-band error that ends a request (err set).
+type streamMsg struct {
+	resp *streamInferResponse
+	err  error
+}
+
+// streamEntry is one request of a stream in flight.
+type streamEntry struct {
+	seqKey string
+	// ordered: the model is not decoupled, so its one response is
+	// written in request order; the worker keeps it in msgs.
+	ordered bool
+	msgs    []streamMsg
+	done    chan struct{} // closed when the worker has returned
 }
 
 // ModelStreamInfer serves a bidirectional stream. Requests run concurrently,
-// at most maxInFlight at a time, and every request gets exactly one response
-// carrying triton_final_response = true. Responses are written in request
-// order, which is what Triton does for models that are not decoupled, by this
-// goroutine alone (gRPC allows one writer). Errors are reported in-band (an
+// at most maxInFlight at a time, and each gets every response its model
+// sends (0..N for a decoupled model, exactly one otherwise), in order, each
+// carrying triton_final_response (true on the last). As in Triton, the
+// responses of models that are not decoupled are written in request order;
+// a decoupled model's responses are written as they are produced, so they
+// interleave with the others'. A decoupled model's final flag without a
+// response is sent, as an empty response, only when the request set
+// triton_enable_empty_final_response. Errors are reported in-band (an
 // error_message and an infer_response holding only the request id) and the
 // stream stays open, unless the client sent the metadata triton_grpc_error:
 // true, in which case the first error ends the stream with its status.
 //
-// A reader goroutine feeds requests in; it ends on the client's half-close,
-// or when the RPC ends (gRPC then fails its pending Recv). Every inference
-// runs under a context cancelled when the RPC returns or the client cancels,
-// and the RPC does not return before they have all finished.
+// Goroutines: a reader feeds requests in; it takes an in-flight slot before
+// it reads the next message, and a slot is given back only once its
+// request's last message is written, so a stream with maxInFlight requests
+// outstanding stops reading (and gRPC's flow control holds the client
+// back). One worker per request runs it through the core. A decoupled
+// model's responses go through a bounded queue to this goroutine, gRPC's
+// one writer: a client that does not read holds the workers back, and with
+// them the backends, so the server buffers at most maxInFlight requests and
+// the queue. Every inference runs under a context cancelled when the RPC
+// returns or the client cancels, and the RPC does not return before the
+// workers have all finished; the reader ends on the client's half-close, or
+// when the RPC ends (gRPC then fails its Recv).
 //
-// Each request's received bytes, which its inputs alias, are released when
-// its response has been marshalled (the codec does it, see codec.go) or,
-// when the response is not sent, once its inference has finished.
+// The requests of one sequence run one after the other in stream order, as
+// the sequence batcher needs them.
+//
+// Each request's received bytes, which its inputs (and an identity model's
+// outputs) alias, are handed on with its final response and released once
+// that is marshalled (the codec does it, see codec.go); earlier responses
+// hold references of their own; a request that ends without a response
+// sent releases them itself.
 func (s *service) ModelStreamInfer(stream grpc.BidiStreamingServer[inferencepb.ModelInferRequest, inferencepb.ModelStreamInferResponse]) error {
 	return s.modelStreamInfer(stream)
 }
@@ -132,12 +176,25 @@ func (s *service) ModelStreamInfer(stream grpc.BidiStreamingServer[inferencepb.M
 func (s *service) modelStreamInfer(stream grpc.ServerStream) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	var workers sync.WaitGroup
-	var queue []*pendingResponse // in request order
+	sendq := make(chan streamMsg, s.maxInFlight)
+	finished := make(chan *streamEntry, s.maxInFlight) // decoupled requests whose worker returned
+	slots := make(chan struct{}, s.maxInFlight)        // taken by the reader, given back per retired request
+	var ordered []*streamEntry                         // requests of models that are not decoupled, in request order
 	defer func() {
 		cancel()
 		workers.Wait()
-		for _, p := range queue {
-			p.in.release()
+		for _, e := range ordered {
+			for _, m := range e.msgs {
+				m.resp.release()
+			}
+		}
+		for {
+			select {
+			case m := <-sendq:
+				m.resp.release()
+			default:
+				return
+			}
 		}
 	}()
 	strict := grpcErrorRequested(ctx)
@@ -146,6 +203,11 @@ func (s *service) modelStreamInfer(stream grpc.ServerStream) error {
 	readErr := make(chan error, 1)
 	go func() {
 		for {
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
 			in := newInferRequest()
 			if err := stream.RecvMsg(in); err != nil {
 				in.release()
@@ -161,63 +223,109 @@ func (s *service) modelStreamInfer(stream grpc.ServerStream) error {
 		}
 	}()
 
-	// The requests of one sequence run one after the other in stream
-	// order, as the sequence batcher needs them; lastOfSeq holds the
-	// latest request of each sequence with one in flight.
-	lastOfSeq := map[string]*pendingResponse{}
-	reading := true
+	// lastOfSeq holds, for each sequence with a request in flight, its
+	// latest request.
+	lastOfSeq := map[string]*streamEntry{}
+	decoupled := map[modelKey]bool{}
+	reading, active := true, 0
+	retire := func(e *streamEntry) {
+		active--
+		<-slots
+		if e.seqKey != "" && lastOfSeq[e.seqKey] == e {
+			delete(lastOfSeq, e.seqKey)
+		}
+	}
 	for {
-		if !reading && len(queue) == 0 {
+		if !reading && active == 0 && len(sendq) == 0 {
 			return nil
 		}
 		var next <-chan *inferRequest
-		if reading && len(queue) < s.maxInFlight {
+		if reading {
 			next = requests
 		}
 		var head <-chan struct{}
-		if len(queue) > 0 {
-			head = queue[0].done
+		if len(ordered) > 0 {
+			head = ordered[0].done
 		}
-
 		select {
 		case in := <-next:
-			p := &pendingResponse{done: make(chan struct{}), in: in, seqKey: sequenceKey(in.ModelInferRequest)}
-			queue = append(queue, p)
+			active++
+			e := &streamEntry{
+				seqKey:  sequenceKey(in.ModelInferRequest),
+				ordered: !s.isDecoupled(ctx, in.ModelInferRequest, decoupled),
+				done:    make(chan struct{}),
+			}
 			var prev <-chan struct{}
-			if p.seqKey != "" {
-				if q := lastOfSeq[p.seqKey]; q != nil {
-					prev = q.done
+			if e.seqKey != "" {
+				if p := lastOfSeq[e.seqKey]; p != nil {
+					prev = p.done
 				}
-				lastOfSeq[p.seqKey] = p
+				lastOfSeq[e.seqKey] = e
+			}
+			if e.ordered {
+				ordered = append(ordered, e)
 			}
 			arrival := time.Now()
 			workers.Add(1)
 			go func() {
 				defer workers.Done()
-				defer close(p.done)
 				if prev != nil {
 					select {
 					case <-prev:
 					case <-ctx.Done():
 					}
 				}
-				p.resp, p.err = s.streamOne(ctx, in.ModelInferRequest, arrival)
+				push := func(m streamMsg) error {
+					if e.ordered {
+						e.msgs = append(e.msgs, m)
+						return nil
+					}
+					select {
+					case sendq <- m:
+						return nil
+					case <-ctx.Done():
+						m.resp.release()
+						return ctx.Err()
+					}
+				}
+				s.streamOne(ctx, in, arrival, push)
+				close(e.done)
+				if !e.ordered {
+					finished <- e
+				}
 			}()
 
 		case <-head:
-			p := queue[0]
-			queue[0] = nil
-			queue = queue[1:]
-			if p.seqKey != "" && lastOfSeq[p.seqKey] == p {
-				delete(lastOfSeq, p.seqKey)
+			e := ordered[0]
+			ordered[0] = nil
+			ordered = ordered[1:]
+			retire(e)
+			for i, m := range e.msgs {
+				if m.err != nil && strict {
+					for _, rest := range e.msgs[i:] {
+						rest.resp.release()
+					}
+					return toStatus(m.err)
+				}
+				if err := stream.SendMsg(m.resp); err != nil {
+					for _, rest := range e.msgs[i+1:] {
+						rest.resp.release()
+					}
+					return err
+				}
 			}
-			if p.err != nil && strict {
-				p.in.release()
-				return toStatus(p.err)
+
+		case m := <-sendq:
+			if m.err != nil && strict {
+				m.resp.release()
+				return toStatus(m.err)
 			}
-			if err := stream.SendMsg(p.in.streamRespond(p.resp)); err != nil {
+			if err := stream.SendMsg(m.resp); err != nil {
 				return err
 			}
+
+		case e := <-finished:
+			retire(e)
 
 		case err := <-readErr:
 			// The reader hands over every request before it reports the
@@ -232,6 +340,34 @@ func (s *service) modelStreamInfer(stream grpc.ServerStream) error {
 			return status.FromContextError(ctx.Err()).Err()
 		}
 	}
+}
+
+// modelKey names a model version a stream request asks for.
+type modelKey struct{ name, version string }
+
+// isDecoupled reports whether the model a request names is decoupled,
+// asking the core once per model version and stream. A model that cannot
+// be found counts as not decoupled: its requests fail in order.
+func (s *service) isDecoupled(ctx context.Context, in *inferencepb.ModelInferRequest, known map[modelKey]bool) (d bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			// The request's own run reports the core's failure.
+			s.log.Error().Interface("panic", r).Msg("panic in the model configuration lookup of a stream request")
+			d = false
+		}
+	}()
+	k := modelKey{in.GetModelName(), in.GetModelVersion()}
+	d, ok := known[k]
+	if !ok {
+		var cfg *inferencepb.ModelConfig
+		var err error
+		cfg, err = s.core.ModelConfig(ctx, k.name, k.version)
+		d = err == nil && cfg.GetModelTransactionPolicy().GetDecoupled()
+		if err == nil {
+			known[k] = d
+		}
+	}
+	return d
 }
 
 // sequenceKey names the sequence a stream request belongs to, or "".
@@ -249,37 +385,68 @@ func sequenceKey(in *inferencepb.ModelInferRequest) string {
 	return ""
 }
 
-// streamOne runs one stream request and returns its response; on failure the
-// response is the in-band error and err the failure.
-func (s *service) streamOne(ctx context.Context, in *inferencepb.ModelInferRequest, arrival time.Time) (out *inferencepb.ModelStreamInferResponse, err error) {
+// streamOne runs one stream request and pushes its responses, or its
+// in-band error, for the writer.
+func (s *service) streamOne(ctx context.Context, in *inferRequest, arrival time.Time, push func(streamMsg) error) {
+	fail := func(err error) {
+		s.logFailure("ModelStreamInfer", in.ModelInferRequest, err)
+		msg := in.streamRespond(streamError(in.ModelInferRequest, err))
+		_ = push(streamMsg{resp: msg, err: err})
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error().Interface("panic", r).Bytes("stack", debug.Stack()).Msg("panic in stream inference")
-			err = inference.Internal("internal error in ModelStreamInfer: %v", r)
-			out = streamError(in, err)
+			fail(inference.Internal("internal error in ModelStreamInfer: %v", r))
 		}
 	}()
 
-	req, err := decodeRequest(in)
-	if err == nil {
-		req.Arrival = arrival
-		var resp *inference.Response
-		if resp, err = s.inferTraced(ctx, req, arrival); err == nil {
-			return streamResponse(encodeResponse(in, resp)), nil
-		}
+	req, err := decodeRequest(in.ModelInferRequest)
+	if err != nil {
+		fail(err)
+		return
 	}
-	s.logFailure("ModelStreamInfer", in, err)
-	return streamError(in, err), err
+	req.Arrival = arrival
+	emptyFinal := false
+	if p := in.GetParameters()[paramEnableEmptyFinal]; p != nil {
+		emptyFinal = p.GetBoolParam()
+	}
+	var last *inference.Response
+	out := func(resp *inference.Response, final bool) error {
+		var ir *inferencepb.ModelInferResponse
+		if resp == nil {
+			if !emptyFinal {
+				return nil
+			}
+			ir = &inferencepb.ModelInferResponse{Id: req.ID, ModelName: req.ModelName, ModelVersion: req.ModelVersion}
+			if last != nil {
+				ir.ModelName, ir.ModelVersion = last.ModelName, last.ModelVersion
+			}
+		} else {
+			last = resp
+			ir = encodeResponse(in.ModelInferRequest, ownedOutputs(resp))
+		}
+		var msg *streamInferResponse
+		if final {
+			msg = in.streamRespond(streamResponse(ir, true))
+		} else {
+			msg = in.streamShare(streamResponse(ir, false))
+		}
+		return push(streamMsg{resp: msg})
+	}
+	if err := s.inferStreamTraced(ctx, req, arrival, out); err != nil {
+		fail(err)
+		return
+	}
+	in.release() // nothing took the received bytes (no response was sent)
 }
 
-// streamResponse wraps a successful response; it is always the final one for
-// its request.
-func streamResponse(ir *inferencepb.ModelInferResponse) *inferencepb.ModelStreamInferResponse {
+// streamResponse wraps a response with its triton_final_response flag.
+func streamResponse(ir *inferencepb.ModelInferResponse, final bool) *inferencepb.ModelStreamInferResponse {
 	if ir.Parameters == nil {
 		ir.Parameters = make(map[string]*inferencepb.InferParameter, 1)
 	}
 	ir.Parameters[paramFinalResponse] = &inferencepb.InferParameter{
-		ParameterChoice: &inferencepb.InferParameter_BoolParam{BoolParam: true},
+		ParameterChoice: &inferencepb.InferParameter_BoolParam{BoolParam: final},
 	}
 	return &inferencepb.ModelStreamInferResponse{InferResponse: ir}
 }

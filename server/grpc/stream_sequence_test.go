@@ -5,7 +5,6 @@ import (
 	"strconv"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/proto/inferencepb"
@@ -15,11 +14,16 @@ import (
 // one after the other in stream order, while requests of other sequences
 // and without a sequence still run concurrently.
 func TestStreamRunsSequencesInOrder(t *testing.T) {
+	const n = 30
 	var (
 		mu      sync.Mutex
 		running = map[string]int{}
 		order   = map[string][]string{}
 		bad     []string
+		// lastFree is the highest index of a request without a sequence
+		// that has reached the core; moved signals each change.
+		lastFree = -1
+		moved    = sync.NewCond(&mu)
 	)
 	core := &fakeCore{infer: func(ctx context.Context, req *inference.Request) (*inference.Response, error) {
 		key := ""
@@ -35,9 +39,19 @@ func TestStreamRunsSequencesInOrder(t *testing.T) {
 			bad = append(bad, req.ID)
 		}
 		order[key] = append(order[key], req.ID)
-		mu.Unlock()
-		time.Sleep(time.Millisecond) // a later request would overtake an earlier one here
-		mu.Lock()
+		i, _ := strconv.Atoi(req.ID)
+		if key == "" {
+			lastFree = max(lastFree, i)
+			moved.Broadcast()
+		} else {
+			// Stay inside until a request sent after this one (one
+			// without a sequence, which nothing holds back) has reached
+			// the core: a later request of this sequence that did not
+			// wait for this one would be caught running alongside it.
+			for lastFree < i && nextFree(i) < n {
+				moved.Wait()
+			}
+		}
 		running[key]--
 		mu.Unlock()
 		return identity(req), nil
@@ -56,7 +70,6 @@ func TestStreamRunsSequencesInOrder(t *testing.T) {
 		}
 		return nil
 	}
-	const n = 30
 	for i := range n {
 		r := rawRequest(strconv.Itoa(i), uint32(i))
 		r.Parameters = seqParam(i)
@@ -84,3 +97,7 @@ func TestStreamRunsSequencesInOrder(t *testing.T) {
 		}
 	}
 }
+
+// nextFree is the index of the first request after i that has no
+// sequence (every third one).
+func nextFree(i int) int { return i + 2 - i%3 }

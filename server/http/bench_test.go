@@ -96,7 +96,8 @@ func BenchmarkJSONDecodeEncode(b *testing.B) {
 }
 
 // BenchmarkHandlerBinary runs the whole infer handler (routing, headers,
-// config lookup, decode, core call, encode) on a fasthttp request context.
+// decode, request context and disconnect-watch timer, core call, encode)
+// on a fasthttp request context.
 func BenchmarkHandlerBinary(b *testing.B) {
 	for _, size := range []int{16, 1 << 18} {
 		b.Run("elems="+strconv.Itoa(size), func(b *testing.B) {

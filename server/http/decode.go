@@ -37,6 +37,12 @@ type inferCall struct {
 	// more than linearNameScan of them, so that duplicate checks stay
 	// linear in the number of tensors a client sends.
 	inputNames, outputNames map[string]struct{}
+	// watch cancels the request when its client goes away; it keeps its
+	// timer from one request of the call object to the next.
+	watch disconnectWatch
+	// abandoned is set when the request was cancelled while the core had
+	// it: the backend may still hold it, so the call is not pooled.
+	abandoned bool
 }
 
 // linearNameScan is how many tensors a request may have before duplicate
@@ -168,62 +174,65 @@ var (
 
 const reservedPrefixMsg = "parameter keys starting with 'triton_' are reserved for Triton usage and should not be specified."
 
-// decodeRequestParams reads the request "parameters" object: Triton's own
-// keys are type-checked and passed on (sequence_id, sequence_start,
-// sequence_end, priority, timeout) or consumed (binary_data_output); keys
-// starting with "triton_" are refused; the rest pass through.
+// decodeRequestParams reads the request "parameters" object; see
+// decodeRequestParam.
 func (c *inferCall) decodeRequestParams(r *jsonReader) error {
 	if r.peek() != '{' {
 		return inference.InvalidArg("failed to get request params: 'parameters' must be an object")
 	}
-	return r.object(func(k []byte) error {
-		key := string(k)
-		switch key {
-		case "sequence_id":
-			// An unsigned integer or a string.
-			if r.peek() == '"' {
-				s, err := r.readString()
-				if err != nil {
-					return err
-				}
-				c.param(key, string(s))
-				return nil
-			}
-			u, err := readUint(r)
-			if err != nil {
-				return inference.InvalidArg("Unable to parse 'sequence_id': expected an unsigned integer or a string")
-			}
-			c.param(key, uintParam(u))
-		case "sequence_start", "sequence_end":
-			b, err := r.readBoolField(key)
+	return r.object(func(k []byte) error { return c.decodeRequestParam(r, string(k)) })
+}
+
+// decodeRequestParam reads the value of one request parameter: Triton's
+// own keys are type-checked and passed on (sequence_id, sequence_start,
+// sequence_end, priority, timeout) or consumed (binary_data_output); keys
+// starting with "triton_" are refused; the rest pass through.
+func (c *inferCall) decodeRequestParam(r *jsonReader, key string) error {
+	switch key {
+	case "sequence_id":
+		// An unsigned integer or a string.
+		if r.peek() == '"' {
+			s, err := r.readString()
 			if err != nil {
 				return err
 			}
-			c.param(key, b)
-		case "priority", "timeout":
-			u, err := readUint(r)
-			if err != nil {
-				return inference.InvalidArg("Unable to parse '%s': expected an unsigned integer", key)
-			}
-			c.param(key, uintParam(u))
-		case "binary_data_output":
-			b, err := r.readBoolField(key)
-			if err != nil {
-				return err
-			}
-			c.binaryOutput = b
-		default:
-			if strings.HasPrefix(key, "triton_") {
-				return inference.InvalidArg(reservedPrefixMsg)
-			}
-			v, err := readParamValue(r, key)
-			if err != nil {
-				return err
-			}
-			c.param(key, v)
+			c.param(key, string(s))
+			return nil
 		}
-		return nil
-	})
+		u, err := readUint(r)
+		if err != nil {
+			return inference.InvalidArg("Unable to parse 'sequence_id': expected an unsigned integer or a string")
+		}
+		c.param(key, uintParam(u))
+	case "sequence_start", "sequence_end":
+		b, err := r.readBoolField(key)
+		if err != nil {
+			return err
+		}
+		c.param(key, b)
+	case "priority", "timeout":
+		u, err := readUint(r)
+		if err != nil {
+			return inference.InvalidArg("Unable to parse '%s': expected an unsigned integer", key)
+		}
+		c.param(key, uintParam(u))
+	case "binary_data_output":
+		b, err := r.readBoolField(key)
+		if err != nil {
+			return err
+		}
+		c.binaryOutput = b
+	default:
+		if strings.HasPrefix(key, "triton_") {
+			return inference.InvalidArg(reservedPrefixMsg)
+		}
+		v, err := readParamValue(r, key)
+		if err != nil {
+			return err
+		}
+		c.param(key, v)
+	}
+	return nil
 }
 
 // uintParam stores an unsigned value as int64 when it fits, the form the

@@ -43,7 +43,7 @@ func TestParseRoute(t *testing.T) {
 		{"/v2/models/m/stats", route{kind: routeModelStats, model: "m"}},
 		{"/v2/models/m/versions/12/stats", route{kind: routeModelStats, model: "m", version: "12"}},
 		{"/v2/models/m/generate", route{kind: routeModelGenerate, model: "m"}},
-		{"/v2/models/m/generate_stream", route{kind: routeModelGenerate, model: "m"}},
+		{"/v2/models/m/generate_stream", route{kind: routeModelGenerateStream, model: "m"}},
 		{"/v2/models/m/trace/setting", route{kind: routeModelTrace, model: "m"}},
 		{"/v2/models/m/versions/1/trace/setting", route{}},
 		{"/v2/models/m/unknown", route{}},
@@ -296,7 +296,6 @@ func TestSharedMemoryTraceLogging(t *testing.T) {
 	h.do("POST", "/v2/models/simple/trace/setting", []byte(`{}`)).expect(t, 503, `{"error":"the server does not support tracing"}`)
 	h.do("GET", "/v2/logging", nil).expect(t, 503, `{"error":"the server does not support dynamic logging"}`)
 	h.do("DELETE", "/v2/logging", nil).expect(t, 405, `{"error":"Method Not Allowed"}`)
-	h.do("POST", "/v2/models/simple/generate", []byte(`{}`)).expectError(t, 501, "not implemented")
 }
 
 func TestErrorMapping(t *testing.T) {

@@ -98,7 +98,7 @@ func FuzzParseRoute(f *testing.F) {
 	f.Fuzz(func(t *testing.T, path string) {
 		r := parseRoute([]byte(path))
 		switch r.kind {
-		case routeModelMetadata, routeModelReady, routeModelConfig, routeModelStats, routeModelInfer, routeRepoLoad, routeRepoUnload:
+		case routeModelMetadata, routeModelReady, routeModelConfig, routeModelStats, routeModelInfer, routeModelGenerate, routeModelGenerateStream, routeRepoLoad, routeRepoUnload:
 			if r.model == "" {
 				t.Fatalf("%q routed to %d without a model", path, r.kind)
 			}
@@ -106,6 +106,59 @@ func FuzzParseRoute(f *testing.F) {
 		}
 		if r.version != "" && !isDigits([]byte(r.version)) {
 			t.Fatalf("%q: version %q", path, r.version)
+		}
+	})
+}
+
+var fuzzGenerateConfigs = []*inferencepb.ModelConfig{
+	testModels()["gen_text"],
+	testModels()["gen_batched"],
+	testModels()["gen_sequence"],
+	testModels()["simple"],
+}
+
+// FuzzDecodeGenerate feeds arbitrary bodies to the generate decoder for
+// the test models: it must never panic, its errors carry a status class,
+// every tensor it accepts is consistent with its shape and takes the
+// datatype the model declares, and echoing them back as a generate
+// response writes valid JSON.
+func FuzzDecodeGenerate(f *testing.F) {
+	f.Add([]byte(`{"id":"g","text_input":"hello","max_tokens":16,"temperature":0.5,"stream":true,"stop_ids":[1,2],"pair":[-1,1],"parameters":{"top_k":4,"seed":"x"},"extra":1.5}`), 0)
+	f.Add([]byte(`{"text_input":["a"],"tokens":[1,2,3],"grid":[1.5,2,NaN,-Infinity]}`), 1)
+	f.Add([]byte(`{"text_input":"\u00e9\ud83d\ude00","START":true}`), 2)
+	f.Add([]byte(`{"INPUT0":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16],"INPUT1":[]}`), 3)
+	f.Add([]byte(`{"parameters":{"text_input":"x","parameters":{}},"id":"i"}`), 0)
+	f.Add([]byte(`{"tokens":[[1]],"text_input":{}}`), 1)
+	f.Add([]byte(`{`), 0)
+	f.Fuzz(func(t *testing.T, body []byte, model int) {
+		if model < 0 {
+			model = -model
+		}
+		cfg := fuzzGenerateConfigs[model%len(fuzzGenerateConfigs)]
+		c := &inferCall{}
+		c.req.ModelName = cfg.GetName()
+		if err := decodeGenerate(c, body, cfg); err != nil {
+			if inference.CodeOf(err) == inference.CodeInternal {
+				t.Fatalf("decode error without a status class: %v", err)
+			}
+			return
+		}
+		for i := range c.req.Inputs {
+			in := &c.req.Inputs[i]
+			if err := in.ValidateData(); err != nil {
+				t.Fatalf("accepted an inconsistent tensor: %v", err)
+			}
+			if want := inference.DataType(configInput(cfg, []byte(in.Name)).GetDataType()); in.DataType != want {
+				t.Fatalf("input %s is %s, the model takes %s", in.Name, in.DataType, want)
+			}
+		}
+		resp := &inference.Response{ModelName: cfg.GetName(), ModelVersion: "1", Outputs: c.req.Inputs}
+		out, err := appendGenerateJSON(nil, &c.req, resp)
+		if err != nil {
+			t.Fatalf("echo: %v", err)
+		}
+		if !bytes.Contains(out, []byte("NaN")) && !bytes.Contains(out, []byte("Infinity")) && !json.Valid(out) {
+			t.Fatalf("invalid JSON response: %s", out)
 		}
 	})
 }

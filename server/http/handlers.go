@@ -68,9 +68,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		if methodIs(ctx, "POST") {
 			s.infer(ctx, r)
 		}
-	case routeModelGenerate:
+	case routeModelGenerate, routeModelGenerateStream:
 		if methodIs(ctx, "POST") {
-			writeError(ctx, fasthttp.StatusNotImplemented, "the generate extension is not implemented yet")
+			s.generate(ctx, r, r.kind == routeModelGenerateStream)
 		}
 	case routeRepoIndex:
 		if methodIs(ctx, "POST") {

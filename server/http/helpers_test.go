@@ -52,7 +52,9 @@ type fakeCore struct {
 	index   []repository.IndexEntry
 	stats   *inferencepb.ModelStatisticsResponse
 	inferFn func(context.Context, *inference.Request) (*inference.Response, error)
-	shm     *fakeShm // shared-memory calls; nil answers as with --allow-client-shm=false
+	// streamFn serves InferStream; nil sends the echo as the one response.
+	streamFn func(context.Context, *inference.Request, inference.ResponseFunc) error
+	shm      *fakeShm // shared-memory calls; nil answers as with --allow-client-shm=false
 
 	// Recorded calls; requests are deep copies, since their data aliases
 	// the HTTP body.
@@ -93,6 +95,10 @@ func testModels() map[string]*inferencepb.ModelConfig {
 	out := func(name string, dt inferencepb.DataType, dims ...int64) *inferencepb.ModelOutput {
 		return &inferencepb.ModelOutput{Name: name, DataType: dt, Dims: dims}
 	}
+	optional := func(in *inferencepb.ModelInput) *inferencepb.ModelInput {
+		in.Optional = true
+		return in
+	}
 	return map[string]*inferencepb.ModelConfig{
 		"simple": {
 			Name: "simple", Platform: "onnxruntime_onnx", Backend: "onnxruntime", MaxBatchSize: 8,
@@ -124,6 +130,45 @@ func testModels() map[string]*inferencepb.ModelConfig {
 			ModelTransactionPolicy: &inferencepb.ModelTransactionPolicy{Decoupled: true},
 		},
 		"my model": {Name: "my model", Backend: "identity"},
+		// Generate: a text model as TensorRT-LLM's ensembles declare one.
+		"gen_text": {
+			Name: "gen_text", Backend: "python",
+			Input: []*inferencepb.ModelInput{
+				tensor("text_input", inferencepb.DataType_TYPE_STRING, 1),
+				tensor("max_tokens", inferencepb.DataType_TYPE_INT32, 1),
+				optional(tensor("temperature", inferencepb.DataType_TYPE_FP32, 1)),
+				optional(tensor("stream", inferencepb.DataType_TYPE_BOOL, 1)),
+				optional(tensor("stop_ids", inferencepb.DataType_TYPE_UINT16, -1)),
+				optional(tensor("pair", inferencepb.DataType_TYPE_INT8, 2)),
+				optional(tensor("half", inferencepb.DataType_TYPE_FP16, 1)),
+			},
+			Output: []*inferencepb.ModelOutput{out("text_output", inferencepb.DataType_TYPE_STRING, -1)},
+		},
+		"gen_batched": {
+			Name: "gen_batched", Backend: "python", MaxBatchSize: 8,
+			Input: []*inferencepb.ModelInput{
+				tensor("text_input", inferencepb.DataType_TYPE_STRING, 1),
+				optional(tensor("tokens", inferencepb.DataType_TYPE_INT64, -1)),
+				optional(tensor("grid", inferencepb.DataType_TYPE_FP64, 2, -1)),
+			},
+			Output: []*inferencepb.ModelOutput{out("text_output", inferencepb.DataType_TYPE_STRING, -1)},
+		},
+		"gen_decoupled": {
+			Name: "gen_decoupled", Backend: "python",
+			Input:                  []*inferencepb.ModelInput{tensor("text_input", inferencepb.DataType_TYPE_STRING, 1)},
+			Output:                 []*inferencepb.ModelOutput{out("text_output", inferencepb.DataType_TYPE_STRING, 1)},
+			ModelTransactionPolicy: &inferencepb.ModelTransactionPolicy{Decoupled: true},
+		},
+		"gen_sequence": {
+			Name: "gen_sequence", Backend: "python",
+			Input: []*inferencepb.ModelInput{
+				tensor("text_input", inferencepb.DataType_TYPE_STRING, 1),
+				tensor("START", inferencepb.DataType_TYPE_BOOL, 1),
+			},
+			SchedulingChoice: &inferencepb.ModelConfig_SequenceBatching{SequenceBatching: &inferencepb.ModelSequenceBatching{
+				ControlInput: []*inferencepb.ModelSequenceBatching_ControlInput{{Name: "START"}},
+			}},
+		},
 	}
 }
 
@@ -245,9 +290,14 @@ func (f *fakeCore) UnloadModel(_ context.Context, name string, dependents bool) 
 	return nil
 }
 
+// Infer refuses unknown and decoupled models as the real core does.
 func (f *fakeCore) Infer(ctx context.Context, req *inference.Request) (*inference.Response, error) {
-	if err := f.forced("infer", req.ModelName); err != nil {
+	cfg, err := f.lookup("infer", req.ModelName, req.ModelVersion)
+	if err != nil {
 		return nil, err
+	}
+	if cfg.GetModelTransactionPolicy().GetDecoupled() {
+		return nil, inference.Errorf(inference.CodeUnsupported, "model '%s' is decoupled: %w", req.ModelName, inference.ErrDecoupled)
 	}
 	f.mu.Lock()
 	f.lastReq = cloneRequest(req)
@@ -257,6 +307,24 @@ func (f *fakeCore) Infer(ctx context.Context, req *inference.Request) (*inferenc
 		return fn(ctx, req)
 	}
 	return f.echo(req)
+}
+
+func (f *fakeCore) InferStream(ctx context.Context, req *inference.Request, out inference.ResponseFunc) error {
+	if _, err := f.lookup("infer", req.ModelName, req.ModelVersion); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.lastReq = cloneRequest(req)
+	fn := f.streamFn
+	f.mu.Unlock()
+	if fn != nil {
+		return fn(ctx, req, out)
+	}
+	resp, err := f.echo(req)
+	if err != nil {
+		return err
+	}
+	return out(resp, true)
 }
 
 func (f *fakeCore) echo(req *inference.Request) (*inference.Response, error) {

@@ -2,6 +2,7 @@ package httpfront
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"math"
@@ -43,6 +44,8 @@ func scanInferHeaders(ctx *fasthttp.RequestCtx) inferHeaders {
 	return h
 }
 
+// errDecoupled is Triton's answer to /infer for a decoupled model, which
+// only generate and gRPC streaming serve.
 var errDecoupled = inference.Unsupported("HTTP end point doesn't support models with decoupled transaction policy")
 
 func (s *Server) getCall() *inferCall {
@@ -53,6 +56,9 @@ func (s *Server) getCall() *inferCall {
 }
 
 func (s *Server) putCall(c *inferCall) {
+	if c.abandoned {
+		return
+	}
 	c.reset()
 	s.callPool.Put(c)
 }
@@ -65,18 +71,6 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, rt route) {
 		respondErr(ctx, err)
 		return
 	}
-	// As in Triton, an unknown model or a decoupled one is refused before
-	// the body is read.
-	cfg, err := s.core.ModelConfig(s.baseCtx, rt.model, version)
-	if err != nil {
-		respondErr(ctx, err)
-		return
-	}
-	if cfg.GetModelTransactionPolicy().GetDecoupled() {
-		respondErr(ctx, errDecoupled)
-		return
-	}
-
 	h := scanInferHeaders(ctx)
 	body := ctx.PostBody()
 	if len(body) > s.opts.MaxInputSize {
@@ -126,7 +120,13 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, rt route) {
 	c.req.ModelVersion = version
 	c.req.Arrival = arrival
 	if h.hasHdrLen && hdrLen == 0 {
-		err = decodeRaw(c, body, cfg)
+		// Only the raw form needs the configuration, for the shape and
+		// datatype of the model's one input. The core refuses unknown
+		// and decoupled models for the other forms.
+		cfg, cerr := s.core.ModelConfig(s.baseCtx, rt.model, version)
+		if err = cerr; err == nil {
+			err = decodeRaw(c, body, cfg)
+		}
 	} else {
 		err = decodeInferJSON(c, body[:hdrLen], body[hdrLen:])
 	}
@@ -145,19 +145,43 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, rt route) {
 	tr.Record("HTTP_RECV_START", arrival)
 	start := time.Now()
 	tr.Record("HTTP_RECV_END", start)
-	resp, err := s.core.Infer(s.baseCtx, &c.req)
+	resp, err := s.runInfer(ctx, c)
 	tr.Request(&c.req, resp, start, time.Now())
 	if err == nil && resp == nil {
 		err = inference.Internal("model '%s' returned no response", rt.model)
 	}
 	if err != nil {
+		resp.Done()
 		s.log.Debug().Err(err).Str("model", rt.model).Str("id", c.req.ID).Msg("infer failed")
 		respondErr(ctx, err)
 		return
 	}
 	tr.Record("HTTP_SEND_START", time.Now())
 	s.writeInferResponse(ctx, c, resp, responseEncoding(h.acceptEncoding))
+	resp.Done() // written into the response body
 	tr.Record("HTTP_SEND_END", time.Now())
+}
+
+// runInfer hands the decoded request to the core under a context that
+// the disconnect watch cancels if the client goes away while it runs.
+func (s *Server) runInfer(ctx *fasthttp.RequestCtx, c *inferCall) (*inference.Response, error) {
+	rctx, cancel := context.WithCancel(s.requestParent)
+	defer cancel()
+	c.watch.start(s.baseCtx, ctx.Conn(), cancel, s.watchHook)
+	resp, err := s.core.Infer(rctx, &c.req)
+	c.watch.stop()
+	if err != nil && rctx.Err() != nil {
+		// Cancelled: the core returned without waiting for the
+		// backend, which may still read the request and its inputs.
+		// Leave both to it: the call object is not reused, nor is the
+		// body buffer the inputs alias.
+		c.abandoned = true
+		ctx.Request.SwapBody(nil)
+	}
+	if errors.Is(err, inference.ErrDecoupled) {
+		err = errDecoupled // Triton's text for HTTP
+	}
+	return resp, err
 }
 
 // forwardHeaders adds the headers matching --http-header-forward-pattern as

@@ -20,6 +20,7 @@ const (
 	routeModelStats
 	routeModelInfer
 	routeModelGenerate
+	routeModelGenerateStream
 	routeModelTrace
 	routeRepoIndex
 	routeRepoLoad
@@ -139,8 +140,10 @@ func parseModelRoute(s [][]byte) route {
 			r.kind = routeModelConfig
 		case "stats":
 			r.kind = routeModelStats
-		case "generate", "generate_stream":
+		case "generate":
 			r.kind = routeModelGenerate
+		case "generate_stream":
+			r.kind = routeModelGenerateStream
 		}
 	case 2:
 		// Trace settings take no version in Triton.

@@ -1,17 +1,21 @@
 // Package httpfront is Nereid's HTTP/REST front end: the KServe v2 protocol
 // with Triton's extensions (binary tensor data, model repository,
-// configuration, statistics), served with fasthttp and answering with the
-// same paths, status codes, JSON shapes and error texts as Triton's
-// src/http_server.cc, so that tritonclient and perf_analyzer work unchanged.
+// configuration, statistics, generate), served with fasthttp and answering
+// with the same paths, status codes, JSON shapes and error texts as
+// Triton's src/http_server.cc, so that tritonclient and perf_analyzer work
+// unchanged.
 //
 // The package only translates between the wire and the inference types; the
 // work is done by a Core (in production *server.Server).
 //
-// Cancellation: fasthttp gives a handler no signal when its client goes
-// away, so a request's context is derived from the front end's base
-// context only. It is cancelled when Shutdown gives up waiting (its context
-// expires), not when a single client disconnects; a request whose client has
-// left runs to completion and its response is discarded.
+// Cancellation: each inference request gets a context derived from the
+// front end's base context, which Shutdown cancels once it gives up
+// waiting. fasthttp gives a handler no signal when its client goes away,
+// so a request still running after disconnectWatchDelay has its
+// connection watched (disconnect.go): when the client closes it or resets
+// it, the request's context is cancelled, as Triton cancels the request
+// of a connection that closes; the core then drops the request if it is
+// still queued, or tells the backend.
 package httpfront
 
 import (
@@ -42,7 +46,20 @@ import (
 // body, which is reused once the handler returns, so the core must not keep
 // the request, its tensors or their Data after Infer returns. The response's
 // tensors are read (and copied to the wire) before the handler returns; the
-// core may hand back Data that aliases the request's inputs.
+// core may hand back Data that aliases the request's inputs. The front end
+// calls the response's Done once it has written the data. A model with a
+// decoupled transaction policy is refused with an error wrapping
+// inference.ErrDecoupled.
+//
+// Contract for InferStream (generate): out receives the responses one at
+// a time and in order, final true on the last or alone (resp nil); it
+// copies what it needs and calls Done before returning, blocks while the
+// client reads slowly, and returns promptly once ctx is done. InferStream
+// returns once the final flag was delivered, or with the error that ended
+// the request.
+//
+// Both return promptly once ctx is cancelled (the client went away, or
+// Shutdown stopped waiting).
 type Core interface {
 	Live() bool
 	Ready() bool
@@ -56,6 +73,7 @@ type Core interface {
 	LoadModel(ctx context.Context, name string, opts repository.LoadOptions) error
 	UnloadModel(ctx context.Context, name string, unloadDependents bool) error
 	Infer(ctx context.Context, req *inference.Request) (*inference.Response, error)
+	InferStream(ctx context.Context, req *inference.Request, out inference.ResponseFunc) error
 	SharedMemoryCore
 }
 
@@ -117,11 +135,20 @@ type Server struct {
 	srv  *fasthttp.Server
 
 	// baseCtx is the parent of every request context (fasthttp has none
-	// per request); cancel ends it once Shutdown stops waiting.
-	baseCtx context.Context //nolint:containedctx // server-lifetime parent context
-	cancel  context.CancelFunc
+	// per request); cancel ends it once Shutdown stops waiting. Request
+	// contexts are made from requestParent, which carries baseCtx's
+	// values but not its cancellation: a short request then costs no lock
+	// on baseCtx, and the disconnect watch ties a longer one to baseCtx
+	// (disconnectWatch.fire).
+	baseCtx       context.Context //nolint:containedctx // server-lifetime parent context
+	cancel        context.CancelFunc
+	requestParent context.Context //nolint:containedctx // baseCtx without its cancellation
 
 	callPool sync.Pool // *inferCall
+
+	// watchHook, when set, learns when each disconnect watch of a
+	// connection begins and how it ends: a test seam.
+	watchHook func(watchEvent)
 }
 
 // New returns a front end over core. It does not listen until Serve.
@@ -134,6 +161,7 @@ func New(core Core, opts Options) *Server {
 	}
 	s := &Server{core: core, opts: opts, log: opts.Logger}
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
+	s.requestParent = context.WithoutCancel(s.baseCtx)
 	s.srv = &fasthttp.Server{
 		Handler:                       s.Handler(),
 		ErrorHandler:                  s.handleTransportError,
@@ -278,7 +306,65 @@ func (l lingerListener) Accept() (net.Conn, error) {
 type lingerConn struct {
 	net.Conn
 	linger atomic.Bool // set when the connection closes after an error
+
+	// A disconnect watch waits on the socket's read side while a request
+	// runs. It clears the read deadline for that time (fasthttp's
+	// ReadTimeout would otherwise end the watch) and interrupts itself
+	// with a deadline in the past; the deadline fasthttp set is recorded
+	// here and put back when the watch ends.
+	mu           sync.Mutex // guards the fields below
+	readDeadline time.Time  // the read deadline last asked for
+	watching     bool       // a watch holds the read deadline
 }
+
+// SetReadDeadline records t and applies it unless a watch holds the read
+// side, which applies it when it ends.
+func (c *lingerConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.readDeadline = t
+	if c.watching {
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetDeadline is SetReadDeadline and the write deadline together.
+func (c *lingerConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.readDeadline = t
+	if c.watching {
+		return c.SetWriteDeadline(t)
+	}
+	return c.Conn.SetDeadline(t)
+}
+
+// beginWatch hands the read side to a disconnect watch.
+func (c *lingerConn) beginWatch() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.watching = true
+	_ = c.Conn.SetReadDeadline(time.Time{})
+}
+
+// interruptWatch makes the watch's wait return.
+func (c *lingerConn) interruptWatch() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_ = c.Conn.SetReadDeadline(aLongTimeAgo)
+}
+
+// endWatch gives the read side back with the deadline fasthttp asked for.
+func (c *lingerConn) endWatch() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.watching = false
+	_ = c.Conn.SetReadDeadline(c.readDeadline)
+}
+
+// aLongTimeAgo is a deadline that has passed: it wakes a blocked read.
+var aLongTimeAgo = time.Unix(1, 0)
 
 func (c *lingerConn) Close() error {
 	if c.linger.Load() {

@@ -36,7 +36,7 @@ func routeCategory(k routeKind) (restricted.Category, bool) {
 		return restricted.Health, true
 	case routeServerMetadata, routeModelMetadata:
 		return restricted.Metadata, true
-	case routeModelInfer, routeModelGenerate:
+	case routeModelInfer, routeModelGenerate, routeModelGenerateStream:
 		return restricted.Inference, true
 	case routeModelConfig:
 		return restricted.ModelConfig, true
