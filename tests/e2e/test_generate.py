@@ -1,0 +1,82 @@
+"""Triton's generate extension over HTTP: /generate (one JSON response) and
+/generate_stream (Server-Sent Events), read with urllib3 as a streaming
+HTTP client would."""
+
+import json
+
+import urllib3
+
+
+def post(server, path, body, preload=True):
+    http = urllib3.PoolManager()
+    return http.request(
+        "POST", f"http://{server.http_url}{path}", body=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"}, preload_content=preload, timeout=30,
+    )
+
+
+def read_sse(resp):
+    events, buf = [], b""
+    for chunk in resp.stream(64):
+        buf += chunk
+        while b"\n\n" in buf:
+            event, buf = buf.split(b"\n\n", 1)
+            lines = [line for line in event.split(b"\n") if line.startswith(b"data:")]
+            assert lines, f"event without data: {event!r}"
+            events.append(json.loads(b"".join(line[5:].strip() for line in lines)))
+    assert buf.strip() == b"", f"trailing bytes {buf!r}"
+    return events
+
+
+def test_generate_maps_inputs_and_outputs(server):
+    r = post(server, "/v2/models/identity_bytes/generate", {"id": "g1", "INPUT0": "hello"})
+    assert r.status == 200, r.data
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert r.json() == {"id": "g1", "model_name": "identity_bytes", "model_version": "1", "OUTPUT0": "hello"}
+    # An array becomes a 1-D input (batch dimension 1 added: the model batches).
+    r = post(server, "/v2/models/identity_backend_fp32/generate", {"INPUT0": [1.5, 2, -3]})
+    assert r.status == 200, r.data
+    assert r.json()["OUTPUT0"] == [1.5, 2.0, -3.0]
+
+
+def test_generate_stream_decoupled(server):
+    r = post(server, "/v2/models/repeat_int32/generate_stream", {"IN": [4, 5, 6], "DELAY": [10, 10, 10], "WAIT": 0}, preload=False)
+    assert r.status == 200
+    assert r.headers["Content-Type"].startswith("text/event-stream")
+    events = read_sse(r)
+    assert [(e["OUT"], e["IDX"]) for e in events] == [(4, 0), (5, 1), (6, 2)]
+    assert all(e["model_name"] == "repeat_int32" for e in events)
+
+
+def test_generate_stream_zero_responses(server):
+    r = post(server, "/v2/models/square_int32/generate_stream", {"IN": 0}, preload=False)
+    assert r.status == 200
+    assert read_sse(r) == []
+
+
+def test_generate_needs_exactly_one_response(server):
+    r = post(server, "/v2/models/square_int32/generate", {"IN": 1})
+    assert r.status == 200, r.data
+    assert r.json()["OUT"] == 1
+    r = post(server, "/v2/models/square_int32/generate", {"IN": 3})
+    assert r.status == 500
+    assert "exactly 1 response" in r.json()["error"]
+
+
+def test_generate_bad_input_names_it(server):
+    r = post(server, "/v2/models/square_int32/generate", {"IN": "three"})
+    assert r.status == 400
+    assert "IN" in r.json()["error"]
+    r = post(server, "/v2/models/repeat_int32/generate_stream", {"IN": [1]})
+    assert r.status == 400, r.data
+    assert "DELAY" in r.json()["error"]
+    r = post(server, "/v2/models/no_such_model/generate", {"IN": 1})
+    assert r.status == 404
+
+
+def test_generate_stream_error_before_first_event_is_json(server):
+    # DELAY shorter than IN: the backend fails the request; before any event
+    # that is a plain JSON error.
+    r = post(server, "/v2/models/repeat_int32/generate_stream", {"IN": [1, 2], "DELAY": [1], "WAIT": 0}, preload=False)
+    assert r.status == 400
+    assert "DELAY" in json.loads(r.read())["error"]
