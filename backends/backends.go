@@ -115,21 +115,34 @@ var (
 func (x unary) Execute(ctx context.Context, batch []*inference.Request) error {
 	start := time.Now()
 	resps, ph, err := x.u.ExecuteWithPhases(ctx, batch)
-	end := time.Now()
 	if err != nil {
 		return err
 	}
-	if len(resps) != len(batch) {
-		return inference.Internal("backend returned %d responses for a batch of %d requests", len(resps), len(batch))
-	}
+	StampPhases(batch, start, time.Now(), ph)
+	return SendUnary(batch, resps)
+}
+
+// StampPhases sets the Timing of every request of a batch that ran from
+// start to end with the phases ph (clamped to the execution).
+func StampPhases(batch []*inference.Request, start, end time.Time, ph Phases) {
 	total := end.Sub(start)
 	in := min(max(ph.Input, 0), total)
 	out := min(max(ph.Output, 0), total-in)
-	for i, r := range batch {
+	for _, r := range batch {
 		r.Timing.ComputeStart = start
 		r.Timing.ComputeInputEnd = start.Add(in)
 		r.Timing.ComputeOutputStart = end.Add(-out)
 		r.Timing.ComputeEnd = end
+	}
+}
+
+// SendUnary sends each response of a unary execution as its request's
+// final response.
+func SendUnary(batch []*inference.Request, resps []*inference.Response) error {
+	if len(resps) != len(batch) {
+		return inference.Internal("backend returned %d responses for a batch of %d requests", len(resps), len(batch))
+	}
+	for i, r := range batch {
 		if resps[i] == nil {
 			r.Fail(inference.Internal("backend returned no response for request %d of its batch", i))
 			continue

@@ -13,8 +13,9 @@ import (
 // Execution carries the batch, its start and end and the compute_input /
 // compute_infer / compute_output split. Every request's Timing gets the
 // execution's start before the instance runs (so that a decoupled model's
-// responses are timed from it); a unary backend (backends.Unary) stamps its
-// phases itself, other executions count wholly as inference. Schedulers call
+// responses are timed from it); a unary backend (backends.Unary) has its
+// phases stamped before its responses go out, other executions count
+// wholly as inference. Schedulers call
 // it instead of Instance.Execute and hand the Execution to their Recorder
 // when the batch succeeded. For requests traced at the TENSORS level it also
 // reports the backend's inputs, outside the measured time; the server core
@@ -31,27 +32,34 @@ func ExecuteBatch(ctx context.Context, inst backends.Instance, batch []*inferenc
 		}
 	}
 	e.Start = time.Now()
+	if u, ok := backends.UnwrapUnary(inst); ok {
+		// What the Unary adapter does, with the execution's own clock
+		// readings: the phases are stamped before the responses go out.
+		resps, ph, err := u.ExecuteWithPhases(ctx, batch)
+		e.End = time.Now()
+		if err != nil {
+			return e, err
+		}
+		backends.StampPhases(batch, e.Start, e.End, ph)
+		if len(batch) > 0 {
+			t := batch[0].Timing
+			e.ComputeInput = t.ComputeInputEnd.Sub(t.ComputeStart)
+			e.ComputeOut = t.ComputeEnd.Sub(t.ComputeOutputStart)
+		}
+		e.ComputeInfer = e.End.Sub(e.Start) - e.ComputeInput - e.ComputeOut
+		return e, backends.SendUnary(batch, resps)
+	}
 	for _, r := range batch {
 		r.Timing.ComputeStart = e.Start
-		r.Timing.ComputeEnd = time.Time{}
 	}
 	err := inst.Execute(ctx, batch)
 	e.End = time.Now()
-	if len(batch) > 0 {
-		if t := batch[0].Timing; !t.ComputeEnd.IsZero() {
-			// Stamped by the unary adapter inside the execution.
-			e.Start, e.End = t.ComputeStart, t.ComputeEnd
-			e.ComputeInput = t.ComputeInputEnd.Sub(t.ComputeStart)
-			e.ComputeOut = t.ComputeEnd.Sub(t.ComputeOutputStart)
-		} else {
-			for _, r := range batch {
-				r.Timing.ComputeInputEnd = e.Start
-				r.Timing.ComputeOutputStart = e.End
-				r.Timing.ComputeEnd = e.End
-			}
-		}
+	for _, r := range batch {
+		r.Timing.ComputeInputEnd = e.Start
+		r.Timing.ComputeOutputStart = e.End
+		r.Timing.ComputeEnd = e.End
 	}
-	e.ComputeInfer = e.End.Sub(e.Start) - e.ComputeInput - e.ComputeOut
+	e.ComputeInfer = e.End.Sub(e.Start)
 	return e, err
 }
 

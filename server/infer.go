@@ -89,7 +89,7 @@ func (s *Server) serve(ctx context.Context, req *inference.Request, out inferenc
 		h.Release()
 	}
 	err = sink.wait()
-	lm.stats.finished(req, time.Now(), err)
+	lm.stats.finished(req, time.Now(), err, sink.unaryStats)
 	shm.release()
 	req.SetSender(nil)
 	resp := sink.resp
@@ -122,6 +122,9 @@ type sink struct {
 	cancelled bool       // the consumer gave up: later responses are dropped
 	resp      *inference.Response
 	finalized chan struct{} // made by wait when it has to wait; closed with final
+	// unaryStats: the response of a unary backend, whose response_stats
+	// entry modelStats.finished records from the phases.
+	unaryStats bool
 }
 
 var sinkPool = sync.Pool{New: func() any { return new(sink) }}
@@ -154,7 +157,6 @@ var errAfterFinal = inference.Internal("response sent after the request's final 
 
 // Send delivers one response; see inference.ResponseSender.
 func (k *sink) Send(resp *inference.Response, final bool) error {
-	now := time.Now()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.final {
@@ -177,7 +179,7 @@ func (k *sink) Send(resp *inference.Response, final bool) error {
 			k.finishLocked(inference.Internal("model '%s' sent no response", k.lm.name))
 			return nil
 		}
-		k.lm.stats.emptyResponse(k.index, now.Sub(k.prevLocked()))
+		k.lm.stats.emptyResponse(k.index, time.Since(k.prevLocked()))
 		if err := k.out(nil, true); err != nil {
 			k.cancelLocked()
 		}
@@ -197,11 +199,17 @@ func (k *sink) Send(resp *inference.Response, final bool) error {
 	t := &k.req.Timing
 	executed := !t.ComputeStart.IsZero() // false for a response cache hit
 	unaryTimes := k.lm.unaryOnly && idx == 0 && executed
-	infer := now.Sub(k.prevLocked())
+	var now time.Time
+	var infer time.Duration
 	if unaryTimes {
 		infer = t.ComputeOutputStart.Sub(t.ComputeStart)
+	} else {
+		// Clock readings are a measurable share of a small request:
+		// taken only where the phases do not already say.
+		now = time.Now()
+		infer = now.Sub(k.prevLocked())
+		k.prev = now
 	}
-	k.prev = now
 	r, err := k.lm.finish(k.req, resp)
 	if err == nil {
 		r, err = k.shm.finish(r)
@@ -228,12 +236,11 @@ func (k *sink) Send(resp *inference.Response, final bool) error {
 		}
 		return inference.Errorf(inference.CodeCancelled, "request for model '%s' was cancelled: %v", k.lm.name, err)
 	}
-	output := time.Since(now)
-	if unaryTimes {
-		output = t.ComputeEnd.Sub(t.ComputeOutputStart)
-	}
-	if executed {
-		k.lm.stats.responseSent(idx, infer, output)
+	switch {
+	case unaryTimes:
+		k.unaryStats = true // recorded with the request (modelStats.finished)
+	case executed:
+		k.lm.stats.responseSent(idx, infer, time.Since(now))
 	}
 	if final {
 		k.finishLocked(nil)

@@ -334,7 +334,7 @@ func (i *instance) runOnce(ctx context.Context, inNames []*C.char, ins []value, 
 		return false, run(i.h, i.ro, inNames, ins, outNames, outs)
 	}
 	i.cancelling.Add(1)
-	stop := context.AfterFunc(ctx, func() {
+	stop := backends.AfterFunc(ctx, func() {
 		defer i.cancelling.Done()
 		i.ro.terminate()
 	})

@@ -2,6 +2,7 @@ package httpfront
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"math"
 	"strconv"
@@ -43,6 +44,21 @@ type inferCall struct {
 	// abandoned is set when the request was cancelled while the core had
 	// it: the backend may still hold it, so the call is not pooled.
 	abandoned bool
+	// ctx is the request's context, kept with the call (see callContext);
+	// cancel is its cancel method, made once.
+	ctx    *callContext
+	cancel context.CancelFunc
+}
+
+// context returns the call's request context, ready for a new request.
+func (c *inferCall) context(parent context.Context) *callContext {
+	if c.ctx == nil {
+		c.ctx = newCallContext(parent)
+		c.cancel = c.ctx.cancel
+	} else {
+		c.ctx.reset()
+	}
+	return c.ctx
 }
 
 // linearNameScan is how many tensors a request may have before duplicate

@@ -2,7 +2,6 @@ package httpfront
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"math"
@@ -165,9 +164,8 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, rt route) {
 // runInfer hands the decoded request to the core under a context that
 // the disconnect watch cancels if the client goes away while it runs.
 func (s *Server) runInfer(ctx *fasthttp.RequestCtx, c *inferCall) (*inference.Response, error) {
-	rctx, cancel := context.WithCancel(s.requestParent)
-	defer cancel()
-	c.watch.start(s.baseCtx, ctx.Conn(), cancel, s.watchHook)
+	rctx := c.context(s.requestParent)
+	c.watch.start(s.baseCtx, ctx.Conn(), c.cancel, s.watchHook)
 	resp, err := s.core.Infer(rctx, &c.req)
 	c.watch.stop()
 	if err != nil && rctx.Err() != nil {
@@ -178,7 +176,7 @@ func (s *Server) runInfer(ctx *fasthttp.RequestCtx, c *inferCall) (*inference.Re
 		c.abandoned = true
 		ctx.Request.SwapBody(nil)
 	}
-	if errors.Is(err, inference.ErrDecoupled) {
+	if err != nil && errors.Is(err, inference.ErrDecoupled) {
 		err = errDecoupled // Triton's text for HTTP
 	}
 	return resp, err
