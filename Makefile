@@ -61,7 +61,7 @@ define protoc
 endef
 
 .PHONY: all build run test test-go test-fuzz test-e2e check fmt-check vet lint \
-	tidy-check proto proto-check venv tools clean distclean help ort models bench-ort perf \
+	tidy-check proto proto-check venv tools clean distclean help ort models bench-ort bench-stream perf \
 	bench-batching
 
 all: build
@@ -183,6 +183,16 @@ test-e2e: build venv ort
 BENCH_COUNT ?= 5
 bench-ort: ort
 	NEREID_ORT_LIBRARY=$(ORT_LIB) $(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./backends/onnxruntime
+
+# The streaming response path (perf/streaming.md): responses per second over
+# one gRPC stream on repeat_int32, the memory of a stream whose client reads
+# nothing, and the hot path against STREAM_BASE (the revision before the
+# streaming redesign), run alternately. A benchmark, not a test.
+STREAM_BASE ?= 721ba63
+bench-stream: build venv ort
+	NEREID_ORT_LIBRARY=$(ORT_LIB) $(GO) test -run '^$$' -bench GRPCStreamRepeat -benchmem -count $(BENCH_COUNT) ./perf/hotpath
+	$(VENV)/bin/python perf/stream_unread.py
+	NEREID_ORT_LIBRARY=$(ORT_LIB) $(VENV)/bin/python perf/compare_hotpath.py $(STREAM_BASE)
 
 # Throughput and p50 / p99 latency of mlp_fp32 with the dynamic batcher off
 # and on, one server, same run (perf/batching.md). A benchmark, not a test.

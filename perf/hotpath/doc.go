@@ -7,5 +7,7 @@
 //
 //	go test -run '^$' -bench . -benchmem ./perf/hotpath/
 //
-// and compare before / after with benchstat. See perf/README.md.
+// and compare before / after with benchstat, or with perf/compare_hotpath.py,
+// which runs two revisions alternately. BenchmarkGRPCStreamRepeat measures
+// the streaming response path of a decoupled model. See perf/README.md.
 package hotpath
