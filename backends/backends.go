@@ -71,8 +71,11 @@ type Model interface {
 // every request of the batch that has not had its final flag.
 //
 // Input tensor bytes belong to the caller and may alias received network
-// buffers: the instance must not write to them, nor read them once Execute
-// has returned (a decoupled instance copies what it still needs). Output
+// buffers: the instance must not write to them. Once Execute has returned
+// it must not touch the request at all — the front end may reuse it — so a
+// decoupled instance copies the inputs it still needs and keeps
+// req.Sender() to answer through (Streams owns the goroutines it does it
+// on). Output
 // tensors may alias a request's inputs only in responses sent before
 // Execute returns. Execute returns promptly once ctx is cancelled (every
 // request of the batch was cancelled); a request cancelled on its own is

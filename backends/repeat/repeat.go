@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/binary"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/nereid-project/nereid/backends"
@@ -129,18 +128,14 @@ func check(model, kind, name string, dt inferencepb.DataType, dims []int64, want
 }
 
 func (m *model) NewInstance(context.Context, backends.InstanceSpec) (backends.Instance, error) {
-	return &instance{m: m, done: make(chan struct{})}, nil
+	return &instance{m: m}, nil
 }
 
 // instance starts one goroutine per request, which sends the request's
 // responses and exits after its final flag; Close stops and waits for them.
 type instance struct {
-	m    *model
-	done chan struct{} // closed by Close
-	wg   sync.WaitGroup
-
-	mu     sync.Mutex // guards the field below, and wg.Add against Close's wg.Wait
-	closed bool
+	m       *model
+	streams backends.Streams // the requests' goroutines
 }
 
 // job is what a request's goroutine needs, copied out of the request's
@@ -157,22 +152,18 @@ type job struct {
 // requests' goroutines still send each request its final flag.
 func (i *instance) Execute(ctx context.Context, batch []*inference.Request) error {
 	var wait time.Duration
-	i.mu.Lock()
-	if i.closed {
-		i.mu.Unlock()
-		return inference.Unavailable("repeat model '%s': the instance is closed", i.m.name)
-	}
 	for _, req := range batch {
 		j, err := i.m.parse(req)
 		if err != nil {
 			req.Fail(err)
 			continue
 		}
+		out := req.Sender() // the request itself is not touched after Execute
+		if !i.streams.Go(func() { i.respond(out, j) }) {
+			return inference.Unavailable("repeat model '%s': the instance is closed", i.m.name)
+		}
 		wait = max(wait, j.wait)
-		i.wg.Add(1)
-		go i.respond(req, j)
 	}
-	i.mu.Unlock()
 	if wait <= 0 {
 		return nil
 	}
@@ -181,7 +172,7 @@ func (i *instance) Execute(ctx context.Context, batch []*inference.Request) erro
 	select {
 	case <-t.C:
 	case <-ctx.Done():
-	case <-i.done:
+	case <-i.streams.Done():
 	}
 	return nil
 }
@@ -240,31 +231,30 @@ func millis(le []byte) time.Duration {
 // respond sends req's responses in order. It stops early when the request
 // is cancelled (then sends the final flag, which nobody may receive) or
 // the instance closes (then fails the request: the stream is incomplete).
-func (i *instance) respond(req *inference.Request, j job) {
-	defer i.wg.Done()
+func (i *instance) respond(out inference.ResponseSender, j job) {
 	size := i.m.dt.Size()
 	for k, d := range j.delay {
-		if req.Cancelled() {
+		if out.Cancelled() {
 			break
 		}
 		if !i.sleep(d) {
-			req.Fail(inference.Unavailable("repeat model '%s' was unloaded after %d of %d responses", i.m.name, k, len(j.delay)))
+			out.Fail(inference.Unavailable("repeat model '%s' was unloaded after %d of %d responses", i.m.name, k, len(j.delay)))
 			return
 		}
-		if req.Cancelled() {
+		if out.Cancelled() {
 			break // during the delay
 		}
 		resp := &inference.Response{Outputs: []inference.Tensor{
 			{Name: "OUT", DataType: i.m.dt, Shape: []int64{1}, Data: j.in[k*size : (k+1)*size : (k+1)*size]},
 			{Name: "IDX", DataType: inference.Uint32, Shape: []int64{1}, Data: binary.LittleEndian.AppendUint32(nil, uint32(k))},
 		}}
-		if err := req.Send(resp, false); err != nil {
+		if err := out.Send(resp, false); err != nil {
 			break // cancelled: stop producing
 		}
 	}
 	// An error here means the request was cancelled meanwhile; the final
 	// flag still ends it.
-	_ = req.Send(nil, true)
+	_ = out.Send(nil, true)
 }
 
 // sleep waits d, or less if the instance closes; it reports whether the
@@ -272,7 +262,7 @@ func (i *instance) respond(req *inference.Request, j job) {
 func (i *instance) sleep(d time.Duration) bool {
 	if d <= 0 {
 		select {
-		case <-i.done:
+		case <-i.streams.Done():
 			return false
 		default:
 			return true
@@ -283,7 +273,7 @@ func (i *instance) sleep(d time.Duration) bool {
 	select {
 	case <-t.C:
 		return true
-	case <-i.done:
+	case <-i.streams.Done():
 		return false
 	}
 }
@@ -291,12 +281,6 @@ func (i *instance) sleep(d time.Duration) bool {
 // Close stops the instance's streams, failing their requests, and waits
 // for their goroutines. Later Executes fail with UNAVAILABLE.
 func (i *instance) Close() error {
-	i.mu.Lock()
-	if !i.closed {
-		i.closed = true
-		close(i.done)
-	}
-	i.mu.Unlock()
-	i.wg.Wait()
+	i.streams.Close()
 	return nil
 }

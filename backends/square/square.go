@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/binary"
 	"slices"
-	"sync"
 
 	"github.com/nereid-project/nereid/backends"
 	"github.com/nereid-project/nereid/inference"
@@ -70,37 +69,30 @@ func check(model, kind, want, name string, dt inferencepb.DataType, dims []int64
 }
 
 func (m *model) NewInstance(context.Context, backends.InstanceSpec) (backends.Instance, error) {
-	return &instance{m: m, done: make(chan struct{})}, nil
+	return &instance{m: m}, nil
 }
 
 // instance starts one goroutine per request, which sends the request's
 // responses and exits after its final flag; Close stops and waits for them.
 type instance struct {
-	m    *model
-	done chan struct{} // closed by Close
-	wg   sync.WaitGroup
-
-	mu     sync.Mutex // guards the field below, and wg.Add against Close's wg.Wait
-	closed bool
+	m       *model
+	streams backends.Streams // the requests' goroutines
 }
 
 // Execute starts each request's responses and returns: like Triton's
 // square backend it releases the requests at once, their goroutines
 // streaming the responses.
 func (i *instance) Execute(_ context.Context, batch []*inference.Request) error {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	if i.closed {
-		return inference.Unavailable("square model '%s': the instance is closed", i.m.name)
-	}
 	for _, req := range batch {
 		n, err := i.m.count(req)
 		if err != nil {
 			req.Fail(err)
 			continue
 		}
-		i.wg.Add(1)
-		go i.respond(req, n)
+		out := req.Sender() // the request itself is not touched after Execute
+		if !i.streams.Go(func() { i.respond(out, n) }) {
+			return inference.Unavailable("square model '%s': the instance is closed", i.m.name)
+		}
 	}
 	return nil
 }
@@ -134,40 +126,33 @@ func (m *model) shape() []int64 {
 // respond sends req's n responses. It stops early when the request is
 // cancelled (then sends the final flag, which nobody may receive) or the
 // instance closes (then fails the request: the stream is incomplete).
-func (i *instance) respond(req *inference.Request, n int32) {
-	defer i.wg.Done()
+func (i *instance) respond(out inference.ResponseSender, n int32) {
 	for k := range n {
 		select {
-		case <-i.done:
-			req.Fail(inference.Unavailable("square model '%s' was unloaded after %d of %d responses", i.m.name, k, n))
+		case <-i.streams.Done():
+			out.Fail(inference.Unavailable("square model '%s' was unloaded after %d of %d responses", i.m.name, k, n))
 			return
 		default:
 		}
-		if req.Cancelled() {
+		if out.Cancelled() {
 			break
 		}
 		resp := &inference.Response{Outputs: []inference.Tensor{{
 			Name: "OUT", DataType: inference.Int32, Shape: i.m.shape(),
 			Data: binary.LittleEndian.AppendUint32(nil, uint32(n)),
 		}}}
-		if err := req.Send(resp, false); err != nil {
+		if err := out.Send(resp, false); err != nil {
 			break // cancelled: stop producing
 		}
 	}
 	// An error here means the request was cancelled meanwhile; the final
 	// flag still ends it.
-	_ = req.Send(nil, true)
+	_ = out.Send(nil, true)
 }
 
 // Close stops the instance's streams, failing their requests, and waits
 // for their goroutines. Later Executes fail with UNAVAILABLE.
 func (i *instance) Close() error {
-	i.mu.Lock()
-	if !i.closed {
-		i.closed = true
-		close(i.done)
-	}
-	i.mu.Unlock()
-	i.wg.Wait()
+	i.streams.Close()
 	return nil
 }

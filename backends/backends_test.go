@@ -1,0 +1,87 @@
+package backends
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/nereid-project/nereid/inference"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// echo is a UnaryInstance answering each request with its inputs.
+type echo struct{ fail error }
+
+func (e echo) ExecuteWithPhases(_ context.Context, batch []*inference.Request) ([]*inference.Response, Phases, error) {
+	if e.fail != nil {
+		return nil, Phases{}, e.fail
+	}
+	out := make([]*inference.Response, len(batch))
+	for i, r := range batch {
+		out[i] = &inference.Response{Outputs: r.Inputs}
+	}
+	return out, Phases{}, nil
+}
+
+func TestUnarySendsFinalResponsesWithPhases(t *testing.T) {
+	batch := []*inference.Request{{ID: "a"}, {ID: "b"}}
+	got, err := Collect(context.Background(), Unary(echo{}), batch)
+	if err != nil || len(got) != 2 || len(got[0]) != 1 || len(got[1]) != 1 {
+		t.Fatalf("responses %v, err %v", got, err)
+	}
+	for _, r := range batch {
+		if r.Timing.ComputeStart.IsZero() || r.Timing.ComputeEnd.Before(r.Timing.ComputeStart) {
+			t.Errorf("request %s timing %+v", r.ID, r.Timing)
+		}
+	}
+	boom := errors.New("boom")
+	if _, err := Collect(context.Background(), Unary(echo{fail: boom}), []*inference.Request{{}}); !errors.Is(err, boom) {
+		t.Errorf("a failed execution: %v", err)
+	}
+	if u, ok := UnwrapUnary(Unary(echo{})); !ok || u == nil {
+		t.Error("UnwrapUnary")
+	}
+}
+
+func TestStreams(t *testing.T) {
+	var s Streams
+	started := make(chan struct{})
+	if !s.Go(func() { close(started); <-s.Done() }) {
+		t.Fatal("Go refused before Close")
+	}
+	<-started
+	s.Close() // returns once the stream saw Done and returned
+	if s.Go(func() { t.Error("ran after Close") }) {
+		t.Error("Go accepted after Close")
+	}
+	s.Close()
+}
+
+type inferFunc func(context.Context, *inference.Request, inference.ResponseFunc) error
+
+func (f inferFunc) InferStream(ctx context.Context, req *inference.Request, out inference.ResponseFunc) error {
+	return f(ctx, req, out)
+}
+
+func TestLateInferer(t *testing.T) {
+	var l LateInferer
+	err := l.InferStream(context.Background(), &inference.Request{ModelName: "m"}, nil)
+	if inference.CodeOf(err) != inference.CodeUnavailable {
+		t.Fatalf("unbound: %v", err)
+	}
+	l.Bind(inferFunc(func(_ context.Context, _ *inference.Request, out inference.ResponseFunc) error {
+		return out(nil, true)
+	}))
+	finals := 0
+	if err := l.InferStream(context.Background(), &inference.Request{}, func(_ *inference.Response, final bool) error {
+		if final {
+			finals++
+		}
+		return nil
+	}); err != nil || finals != 1 {
+		t.Fatalf("bound: %v, %d finals", err, finals)
+	}
+}
