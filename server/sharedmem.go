@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 
 	"github.com/nereid-project/nereid/inference"
@@ -97,7 +96,7 @@ func (s *Server) CloseSharedMemory() error {
 }
 
 // shmBinding is the shared memory one request uses: the region windows its
-// inputs were read from and its outputs go to. It keeps those regions
+// inputs were copied from and its outputs go to. It keeps those regions
 // mapped until release. An input from a CUDA region is a host copy of the
 // window; an output to one is copied to the device in finish.
 type shmBinding struct {
@@ -149,9 +148,16 @@ func (s *Server) bindSharedMemory(req *inference.Request) (_ *shmBinding, err er
 		if want := inference.ByteSize(t.DataType, t.Shape); want >= 0 && uint64(want) != p.byteSize {
 			return nil, inference.InvalidArg("input byte size mismatch for input '%s' for model '%s'. Expected %d, got %d", t.Name, req.ModelName, want, p.byteSize)
 		}
-		data, err := ref.Bytes()
+		// A copy, never the mapping itself: the client can shrink the
+		// object behind it at any time, and a read past its new end
+		// (by a backend's native code, or by the core's checks) would
+		// kill the server with SIGBUS. The copy itself is fault-guarded.
+		data, err := ref.Copy()
 		if err != nil {
-			return nil, inference.Internal("unable to read input '%s' from its shared memory region: %v", t.Name, err)
+			if ref.IsCuda() {
+				return nil, inference.Internal("unable to read input '%s' from its shared memory region: %v", t.Name, err)
+			}
+			return nil, inference.InvalidArg("unable to read input '%s' from its shared memory region: %v", t.Name, err)
 		}
 		t.Data = data
 		b.inputs = append(b.inputs, i)
@@ -256,7 +262,11 @@ func (b *shmBinding) finish(resp *inference.Response) (*inference.Response, erro
 			return nil, inference.Internal("shared memory size specified with the request for output '%s' (%d bytes) should be at least %d bytes to hold the results", t.Name, o.ref.Size(), len(t.Data))
 		}
 		if err := o.ref.Store(t.Data); err != nil {
-			return nil, inference.Internal("unable to write output '%s' to its shared memory region: %v", t.Name, err)
+			if o.ref.IsCuda() {
+				return nil, inference.Internal("unable to write output '%s' to its shared memory region: %v", t.Name, err)
+			}
+			// The client shrank the object under the mapping.
+			return nil, inference.InvalidArg("unable to write output '%s' to its shared memory region: %v", t.Name, err)
 		}
 		*t = inference.Tensor{Name: t.Name, DataType: t.DataType, Shape: t.Shape}
 	}
@@ -267,7 +277,11 @@ func (b *shmBinding) finish(resp *inference.Response) (*inference.Response, erro
 		}
 		for _, ref := range b.refs {
 			if ref.Overlaps(t.Data) {
-				t.Data = bytes.Clone(t.Data)
+				data, err := sharedmem.CopyOf(t.Data)
+				if err != nil {
+					return nil, inference.InvalidArg("unable to read output '%s' from a shared memory region: %v", t.Name, err)
+				}
+				t.Data = data
 				break
 			}
 		}

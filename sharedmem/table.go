@@ -576,6 +576,47 @@ func (ref *Ref) Bytes() ([]byte, error) {
 	return buf, nil
 }
 
+// Copy returns a copy of the window's bytes in server memory: for a system
+// region copied out of the mapping now, for a CUDA region copied from the
+// device. Native code must never read a system region's mapping itself: a
+// client can shrink the object behind it at any moment, and a read past its
+// new end raises SIGBUS, which kills the process inside C code. A client that
+// shrinks the object during this copy makes it fault, which fails the copy
+// instead of the server.
+func (ref *Ref) Copy() (_ []byte, err error) {
+	if ref.IsCuda() {
+		return ref.Bytes()
+	}
+	buf := make([]byte, len(ref.Data))
+	if err := guardFault(func() { copy(buf, ref.Data) }); err != nil {
+		return nil, fmt.Errorf("reading %d bytes of shared memory region '%s': %w", len(buf), ref.r.Name, err)
+	}
+	return buf, nil
+}
+
+// CopyOf returns a copy of b, which may lie in a region's mapping, made
+// under the same fault guard as Copy.
+func CopyOf(b []byte) ([]byte, error) {
+	buf := make([]byte, len(b))
+	if err := guardFault(func() { copy(buf, b) }); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// guardFault runs f, which touches mapped shared memory, turning a memory
+// fault (the object was truncated under the mapping) into an error.
+func guardFault(f func()) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the shared memory object changed size while in use: %v", r)
+		}
+	}()
+	f()
+	return nil
+}
+
 // Store copies src, which must fit, to the start of the window: into the
 // mapping of a system region, or from the host to the GPU memory of a CUDA
 // region. A client that shrinks a system region's object during the copy
@@ -590,14 +631,7 @@ func (ref *Ref) Store(src []byte) (err error) {
 		}
 		return nil
 	}
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%v", r)
-		}
-	}()
-	copy(ref.Data, src)
-	return nil
+	return guardFault(func() { copy(ref.Data, src) })
 }
 
 // Overlaps reports whether b shares memory with the region this Ref maps,

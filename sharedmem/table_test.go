@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -830,5 +831,71 @@ func TestCudaThroughDriver(t *testing.T) {
 	}
 	if c := fake.Counts(t, buf); c.Opens != 2 || c.Closes != 2 {
 		t.Fatalf("opens and closes of the buffer: %+v", c)
+	}
+}
+
+// An object shrunk after Acquire, while its window is in use, fails Copy,
+// Store and CopyOf with an error instead of killing the process (SIGBUS).
+func TestShrunkUnderAnAcquiredWindow(t *testing.T) {
+	dir := t.TempDir()
+	tab := New(Options{Dir: dir})
+	defer tab.Close()
+	size := 4 * os.Getpagesize()
+	key := newObject(t, dir, "obj", size)
+	if err := tab.Register("r", key, 0, uint64(size)); err != nil {
+		t.Fatal(err)
+	}
+	ref, err := tab.Acquire("r", 0, uint64(size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Release()
+	got, err := ref.Copy()
+	if err != nil || len(got) != size || got[size-1] != byte((size-1)%251) {
+		t.Fatalf("copy of an intact window: %v, %d bytes", err, len(got))
+	}
+	if err := os.Truncate(filepath.Join(dir, "obj"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ref.Copy(); err == nil || !strings.Contains(err.Error(), "changed size") {
+		t.Errorf("Copy after the shrink: %v", err)
+	}
+	if err := ref.Store(make([]byte, size)); err == nil {
+		t.Error("Store after the shrink succeeded")
+	}
+	if _, err := CopyOf(ref.Data); err == nil {
+		t.Error("CopyOf after the shrink succeeded")
+	}
+}
+
+// BenchmarkCopy is what a request pays per shared-memory input since inputs
+// are copied out of the mapping (the price of not crashing on a shrunk
+// object).
+func BenchmarkCopy(b *testing.B) {
+	for _, size := range []int{64, 64 << 10, 1 << 20} {
+		b.Run(strconv.Itoa(size), func(b *testing.B) {
+			dir := b.TempDir()
+			tab := New(Options{Dir: dir})
+			defer tab.Close()
+			buf := make([]byte, size)
+			if err := os.WriteFile(filepath.Join(dir, "obj"), buf, 0o600); err != nil {
+				b.Fatal(err)
+			}
+			if err := tab.Register("r", "/obj", 0, uint64(size)); err != nil {
+				b.Fatal(err)
+			}
+			ref, err := tab.Acquire("r", 0, uint64(size))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ref.Release()
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := ref.Copy(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
