@@ -32,6 +32,9 @@ type config struct {
 	httpPort         int
 	httpMaxInputSize int
 
+	// conns holds the connection caps and timeouts (Nereid's flags).
+	conns connConfig
+
 	allowGRPC   bool
 	grpcAddress string
 	grpcPort    int
@@ -136,6 +139,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 
 	c.obs.register(fs)
 	c.sched.register(fs)
+	c.conns.register(fs)
 
 	for _, name := range ignoredFlags {
 		fs.String(name, "", "accepted for compatibility with Triton's flags; not used by Nereid yet")
@@ -186,6 +190,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if c.httpMaxInputSize <= 0 {
 		return nil, fmt.Errorf("--http-max-input-size: %d must be positive", c.httpMaxInputSize)
+	}
+	if err := c.conns.finish(); err != nil {
+		return nil, err
 	}
 	if err := c.obs.finish(); err != nil {
 		return nil, err

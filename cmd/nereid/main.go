@@ -68,6 +68,9 @@ func run(args []string, stderr io.Writer) int {
 			log.Warn().Err(err).Msg("closing metrics and traces")
 		}
 	}()
+	log.Info().Uint64("soft", c.conns.descriptorSoftLimit).Uint64("hard", c.conns.descriptorHardLimit).
+		Int("http_max_connections", c.conns.httpMaxConns).Int("grpc_max_connections", c.conns.grpcMaxConns).
+		Msg("file descriptor limit")
 	if err := setupBackends(c, log); err != nil {
 		fmt.Fprintln(stderr, "error:", err)
 		return 2
@@ -176,9 +179,12 @@ func (s *servers) listen(c *config, core *server.Server) error {
 		if err != nil {
 			return err
 		}
+		ln = guardListener(ln, "http", c.conns.httpMaxConns, s.log)
 		s.http = httpfront.New(core, httpfront.Options{
 			MaxInputSize: c.httpMaxInputSize, Logger: s.log,
-			Logging: s.logs, Tracer: s.obs.tracer, Restricted: c.obs.httpRestricted,
+			ReadTimeout: c.conns.httpReadTimeout, IdleTimeout: c.conns.httpIdleTimeout,
+			MaxConnsPerIP: c.conns.httpMaxConnsPerPeer,
+			Logging:       s.logs, Tracer: s.obs.tracer, Restricted: c.obs.httpRestricted,
 		})
 		serve("http", func() error { return s.http.Serve(ln) })
 		s.log.Info().Str("address", ln.Addr().String()).Msg("started HTTP service")
@@ -188,6 +194,7 @@ func (s *servers) listen(c *config, core *server.Server) error {
 		if err != nil {
 			return err
 		}
+		ln = guardListener(ln, "grpc", c.conns.grpcMaxConns, s.log)
 		s.grpc = grpcfront.New(core, grpcfront.Options{
 			Logger:  s.log,
 			Logging: s.logs, Tracer: s.obs.tracer, Restricted: c.obs.grpcRestricted,
@@ -201,7 +208,8 @@ func (s *servers) listen(c *config, core *server.Server) error {
 		if err != nil {
 			return err
 		}
-		s.metrics = &http.Server{Handler: s.obs.handler(), ReadHeaderTimeout: 10 * time.Second}
+		ln = guardListener(ln, "metrics", c.conns.auxiliaryListenerCap, s.log)
+		s.metrics = &http.Server{Handler: s.obs.handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 		serve("metrics", func() error {
 			if err := s.metrics.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return err
@@ -215,6 +223,7 @@ func (s *servers) listen(c *config, core *server.Server) error {
 		if err != nil {
 			return err
 		}
+		ln = guardListener(ln, "pprof", c.conns.auxiliaryListenerCap, s.log)
 		s.pprof = &http.Server{Handler: pprofHandler(), ReadHeaderTimeout: 10 * time.Second}
 		serve("pprof", func() error {
 			if err := s.pprof.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -243,6 +252,19 @@ func pprofHandler() http.Handler {
 func (s *servers) shutdown(timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	if s.http != nil {
+		// First answer every request on the open keep-alive connections
+		// with Connection: close for a moment, so that their clients go
+		// away rather than send a request into a connection that
+		// Shutdown then closes under it.
+		s.http.BeginDrain()
+		t := time.NewTimer(min(httpDrainWindow, timeout/2))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
 	// The front ends drain side by side, so neither keeps accepting work
 	// while the other drains, and both get the whole timeout.
 	var wg sync.WaitGroup
@@ -271,6 +293,10 @@ func (s *servers) shutdown(timeout time.Duration) {
 	}
 	wg.Wait()
 }
+
+// httpDrainWindow is how long the HTTP front end answers with
+// Connection: close before it stops accepting and closes idle connections.
+const httpDrainWindow = 500 * time.Millisecond
 
 // grpcStreamWorkers is how many gRPC calls run on reused goroutines. A call
 // on a fresh goroutine grows its stack from the minimum on every request;

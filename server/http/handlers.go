@@ -27,6 +27,11 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			writeError(ctx, fasthttp.StatusInternalServerError, fmt.Sprintf("internal error: %v", p))
 		}
 	}()
+	if s.draining.Load() {
+		// Shutting down: answer, then close, so that the client's next
+		// request goes elsewhere instead of meeting a closed connection.
+		ctx.SetConnectionClose()
+	}
 	r := parseRoute(ctx.URI().PathOriginal())
 	if !s.allowed(ctx, r.kind) {
 		return

@@ -99,7 +99,10 @@ type Options struct {
 	// Concurrency caps the connections served at once; 0 is fasthttp's
 	// default (256 * 1024).
 	Concurrency int
-	Logger      zerolog.Logger
+	// MaxConnsPerIP caps the connections one client address holds open;
+	// 0: no cap.
+	MaxConnsPerIP int
+	Logger        zerolog.Logger
 	// Logging serves the logging extension (/v2/logging); nil answers 503
 	// as a Triton built without it.
 	Logging LogSettings
@@ -146,6 +149,8 @@ type Server struct {
 
 	callPool sync.Pool // *inferCall
 
+	draining atomic.Bool // BeginDrain: responses close their connections
+
 	// watchHook, when set, learns when each disconnect watch of a
 	// connection begins and how it ends: a test seam.
 	watchHook func(watchEvent)
@@ -174,6 +179,7 @@ func New(core Core, opts Options) *Server {
 		ReadTimeout:                   opts.ReadTimeout,
 		IdleTimeout:                   opts.IdleTimeout,
 		Concurrency:                   opts.Concurrency,
+		MaxConnsPerIP:                 opts.MaxConnsPerIP,
 		Logger:                        fasthttpLogger{opts.Logger},
 	}
 	return s
@@ -197,6 +203,12 @@ func (s *Server) ListenAndServe() error {
 	}
 	return s.Serve(ln)
 }
+
+// BeginDrain starts a graceful shutdown's first phase: requests are still
+// served, on the connections they arrive on, but every response closes
+// its connection (Connection: close), so that keep-alive clients move
+// away before Shutdown closes the connections that are idle.
+func (s *Server) BeginDrain() { s.draining.Store(true) }
 
 // Shutdown stops accepting connections and waits for in-flight requests
 // until ctx ends; then it cancels the requests still running.
