@@ -55,6 +55,9 @@ type Options struct {
 	// AllowClientShm enables the shared-memory extensions
 	// (--allow-client-shm); when false they answer UNSUPPORTED.
 	AllowClientShm bool
+	// MaxShmRegions caps the shared-memory regions registered at once
+	// (--shared-memory-max-regions); 0: no cap.
+	MaxShmRegions int
 }
 
 // Server is the protocol-independent inference server.
@@ -72,7 +75,7 @@ func New(models Models, opts Options) *Server {
 	}
 	s := &Server{opts: opts, models: models}
 	if opts.AllowClientShm {
-		s.shm = sharedmem.New(sharedmem.Options{})
+		s.shm = sharedmem.New(sharedmem.Options{MaxRegions: opts.MaxShmRegions})
 	}
 	return s
 }

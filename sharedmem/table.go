@@ -41,6 +41,9 @@ type Options struct {
 	// Cuda opens CUDA IPC handles; default the driver that package
 	// cudadriver loads at run time.
 	Cuda CudaDriver
+	// MaxRegions caps the regions registered at once, of both kinds (each
+	// holds a file descriptor or a device mapping); 0: no cap.
+	MaxRegions int
 }
 
 // CudaDriver opens the CUDA IPC memory handles of CUDA regions.
@@ -124,8 +127,9 @@ type region struct {
 // closed). Close unregisters every region the same way and refuses new
 // registrations.
 type Table struct {
-	dir  string
-	cuda CudaDriver
+	dir        string
+	cuda       CudaDriver
+	maxRegions int
 
 	mu      sync.Mutex // guards the fields below and every region's refs and unregistering
 	regions map[string]*region
@@ -140,7 +144,7 @@ func New(opts Options) *Table {
 	if opts.Cuda == nil {
 		opts.Cuda = driverCuda{}
 	}
-	return &Table{dir: opts.Dir, cuda: opts.Cuda, regions: map[string]*region{}}
+	return &Table{dir: opts.Dir, cuda: opts.Cuda, maxRegions: opts.MaxRegions, regions: map[string]*region{}}
 }
 
 // Register opens the shared-memory object key, checks that offset and
@@ -237,6 +241,9 @@ func (t *Table) checkFreeLocked(name string) error {
 	}
 	if _, ok := t.regions[name]; ok {
 		return inference.Errorf(inference.CodeAlreadyExists, "shared memory region '%s' already in manager", name)
+	}
+	if t.maxRegions > 0 && len(t.regions) >= t.maxRegions {
+		return inference.Unavailable("cannot register shared memory region '%s': the server holds its maximum of %d regions (--shared-memory-max-regions); unregister one first", name, t.maxRegions)
 	}
 	return nil
 }

@@ -899,3 +899,24 @@ func BenchmarkCopy(b *testing.B) {
 		})
 	}
 }
+
+// The table holds at most MaxRegions regions; unregistering one makes room.
+func TestMaxRegions(t *testing.T) {
+	dir := t.TempDir()
+	tab := New(Options{Dir: dir, MaxRegions: 2})
+	defer tab.Close()
+	key := newObject(t, dir, "obj", 64)
+	for _, name := range []string{"a", "b"} {
+		if err := tab.Register(name, key, 0, 64); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := tab.Register("c", key, 0, 64)
+	wantCode(t, err, inference.CodeUnavailable, "maximum of 2 regions (--shared-memory-max-regions)")
+	if err := tab.Unregister("a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tab.Register("c", key, 0, 64); err != nil {
+		t.Fatalf("after an unregister: %v", err)
+	}
+}

@@ -41,6 +41,9 @@ type config struct {
 
 	// allowClientShm enables the system and CUDA shared-memory extensions.
 	allowClientShm bool
+	// maxShmRegions caps the registered shared-memory regions (Nereid's
+	// --shared-memory-max-regions; 0: no cap).
+	maxShmRegions int
 
 	allowMetrics   bool
 	metricsAddress string
@@ -126,6 +129,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.grpcAddress, "grpc-address", "0.0.0.0", "gRPC listen address")
 	fs.IntVar(&c.grpcPort, "grpc-port", 8001, "gRPC port")
 	fs.BoolVar(&c.allowClientShm, "allow-client-shm", false, "allow clients to register and use shared-memory regions")
+	fs.IntVar(&c.maxShmRegions, "shared-memory-max-regions", 1024, "shared-memory regions registered at once, each holding a descriptor or a device mapping (0: no cap; Nereid only)")
 	fs.BoolVar(&c.allowMetrics, "allow-metrics", true, "serve Prometheus metrics")
 	fs.StringVar(&c.metricsAddress, "metrics-address", "", "metrics listen address (default: --http-address)")
 	fs.IntVar(&c.metricsPort, "metrics-port", 8002, "metrics port")
@@ -187,6 +191,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		if port.v < 0 || port.v > 65535 {
 			return nil, fmt.Errorf("--%s: %d is not a port number", port.name, port.v)
 		}
+	}
+	if c.maxShmRegions < 0 {
+		return nil, fmt.Errorf("--shared-memory-max-regions: %d must not be negative", c.maxShmRegions)
 	}
 	if c.httpMaxInputSize <= 0 {
 		return nil, fmt.Errorf("--http-max-input-size: %d must be positive", c.httpMaxInputSize)

@@ -107,6 +107,7 @@ func run(args []string, stderr io.Writer) int {
 		StrictReadiness: c.strictReadiness,
 		Logger:          log,
 		AllowClientShm:  c.allowClientShm,
+		MaxShmRegions:   c.maxShmRegions,
 	})
 	inferer.Bind(core)
 
