@@ -164,9 +164,6 @@ func (x unary) Close() error {
 	return nil
 }
 
-// Unwrap returns the adapted instance (for tests and warm-up).
-func (x unary) Unwrap() UnaryInstance { return x.u }
-
 // Inferer runs inference requests on the server that loaded a model: the
 // way ensemble steps and a model's own requests to other models (Python
 // BLS) reach the server. out receives every response of req in order, with

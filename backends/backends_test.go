@@ -1,4 +1,4 @@
-package backends
+package backends_test
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/nereid-project/nereid/backends"
+	"github.com/nereid-project/nereid/backends/backendtest"
 	"github.com/nereid-project/nereid/inference"
 )
 
@@ -15,20 +17,20 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // echo is a UnaryInstance answering each request with its inputs.
 type echo struct{ fail error }
 
-func (e echo) ExecuteWithPhases(_ context.Context, batch []*inference.Request) ([]*inference.Response, Phases, error) {
+func (e echo) ExecuteWithPhases(_ context.Context, batch []*inference.Request) ([]*inference.Response, backends.Phases, error) {
 	if e.fail != nil {
-		return nil, Phases{}, e.fail
+		return nil, backends.Phases{}, e.fail
 	}
 	out := make([]*inference.Response, len(batch))
 	for i, r := range batch {
 		out[i] = &inference.Response{Outputs: r.Inputs}
 	}
-	return out, Phases{}, nil
+	return out, backends.Phases{}, nil
 }
 
 func TestUnarySendsFinalResponsesWithPhases(t *testing.T) {
 	batch := []*inference.Request{{ID: "a"}, {ID: "b"}}
-	got, err := Collect(context.Background(), Unary(echo{}), batch)
+	got, err := backendtest.Collect(context.Background(), backends.Unary(echo{}), batch)
 	if err != nil || len(got) != 2 || len(got[0]) != 1 || len(got[1]) != 1 {
 		t.Fatalf("responses %v, err %v", got, err)
 	}
@@ -38,16 +40,16 @@ func TestUnarySendsFinalResponsesWithPhases(t *testing.T) {
 		}
 	}
 	boom := errors.New("boom")
-	if _, err := Collect(context.Background(), Unary(echo{fail: boom}), []*inference.Request{{}}); !errors.Is(err, boom) {
+	if _, err := backendtest.Collect(context.Background(), backends.Unary(echo{fail: boom}), []*inference.Request{{}}); !errors.Is(err, boom) {
 		t.Errorf("a failed execution: %v", err)
 	}
-	if u, ok := UnwrapUnary(Unary(echo{})); !ok || u == nil {
-		t.Error("UnwrapUnary")
+	if u, ok := backends.UnwrapUnary(backends.Unary(echo{})); !ok || u == nil {
+		t.Error("backends.UnwrapUnary")
 	}
 }
 
 func TestStreams(t *testing.T) {
-	var s Streams
+	var s backends.Streams
 	started := make(chan struct{})
 	if !s.Go(func() { close(started); <-s.Done() }) {
 		t.Fatal("Go refused before Close")
@@ -67,7 +69,7 @@ func (f inferFunc) InferStream(ctx context.Context, req *inference.Request, out 
 }
 
 func TestLateInferer(t *testing.T) {
-	var l LateInferer
+	var l backends.LateInferer
 	err := l.InferStream(context.Background(), &inference.Request{ModelName: "m"}, nil)
 	if inference.CodeOf(err) != inference.CodeUnavailable {
 		t.Fatalf("unbound: %v", err)

@@ -54,7 +54,7 @@ def main():
         wt = tmp / "base"
         subprocess.run(["git", "worktree", "add", "--detach", str(wt), args.base], cwd=ROOT, check=True, capture_output=True)
         try:
-            # The base tree has no ONNX models or library of its own: share ours.
+            # Both trees run with this checkout's ONNX Runtime library (NEREID_ORT_LIBRARY).
             build(wt, tmp / "base.test")
             build(ROOT, tmp / "new.test")
             results = {"base": {}, "new": {}}

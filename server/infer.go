@@ -329,10 +329,9 @@ func (k *sink) wait() error {
 		if !k.final {
 			k.cancelLocked()
 			k.err = inference.Errorf(inference.CodeCancelled, "request for model '%s' was cancelled", k.lm.name)
-			// The backend still holds the request: from here on its
-			// responses are dropped, and Send reports the cancellation.
-			k.out = nil
-			k.shm = nil
+			// The backend may still answer: Send drops its responses
+			// and reports the cancellation (it checks cancelled first,
+			// so neither out nor the shared memory is touched again).
 		}
 		err := k.err
 		k.mu.Unlock()

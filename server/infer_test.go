@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -162,14 +163,14 @@ func TestInferStreamDeliversEveryResponseInOrder(t *testing.T) {
 	if err := s.InferStream(context.Background(), streamRequest(3, ""), got.out); err != nil {
 		t.Fatal(err)
 	}
-	if want := []int32{0, 1, 2}; !equalInts(got.values, want) || got.nils != 1 || !equalBools(got.finals, []bool{false, false, false, true}) {
+	if want := []int32{0, 1, 2}; !slices.Equal(got.values, want) || got.nils != 1 || !slices.Equal(got.finals, []bool{false, false, false, true}) {
 		t.Fatalf("got %+v", got)
 	}
 	var last received
 	if err := s.InferStream(context.Background(), streamRequest(2, "with_last"), last.out); err != nil {
 		t.Fatal(err)
 	}
-	if !equalInts(last.values, []int32{0, 1}) || last.nils != 0 || !equalBools(last.finals, []bool{false, true}) {
+	if !slices.Equal(last.values, []int32{0, 1}) || last.nils != 0 || !slices.Equal(last.finals, []bool{false, true}) {
 		t.Fatalf("final on the last response: got %+v", last)
 	}
 
@@ -310,28 +311,4 @@ func TestInferUnaryThroughSink(t *testing.T) {
 			t.Fatalf("err %v, responses %v", err, got)
 		}
 	}
-}
-
-func equalInts(a, b []int32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func equalBools(a, b []bool) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

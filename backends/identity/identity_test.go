@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nereid-project/nereid/backends"
+	"github.com/nereid-project/nereid/backends/backendtest"
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 )
@@ -102,7 +103,7 @@ func TestDelayHonoursCancel(t *testing.T) {
 // execute runs a batch through the instance's response path and returns
 // each request's one response.
 func execute(ctx context.Context, inst backends.Instance, batch []*inference.Request) ([]*inference.Response, error) {
-	all, err := backends.Collect(ctx, inst, batch)
+	all, err := backendtest.Collect(ctx, inst, batch)
 	if err != nil {
 		return nil, err
 	}

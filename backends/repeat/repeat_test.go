@@ -3,18 +3,16 @@ package repeat
 import (
 	"context"
 	"encoding/binary"
-	"os"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
-	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/nereid-project/nereid/backends"
+	"github.com/nereid-project/nereid/backends/backendtest"
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 )
@@ -23,37 +21,14 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // exampleConfig is model_repo_examples/repeat_int32's configuration.
 func exampleConfig(t *testing.T) *inferencepb.ModelConfig {
-	t.Helper()
-	data, err := os.ReadFile("../../model_repo_examples/repeat_int32/config.pbtxt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &inferencepb.ModelConfig{}
-	if err := prototext.Unmarshal(data, cfg); err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+	return backendtest.Config(t, "../../model_repo_examples/repeat_int32/config.pbtxt")
 }
 
 func newInstance(t *testing.T, cfg *inferencepb.ModelConfig) backends.Instance {
-	t.Helper()
-	m, err := Backend{}.Load(context.Background(), backends.ModelSpec{Name: cfg.GetName(), Config: cfg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inst, err := m.NewInstance(context.Background(), backends.InstanceSpec{Name: "repeat_0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return inst
+	return backendtest.Instance(t, Backend{}, cfg)
 }
 
-func closeInstance(t *testing.T, inst backends.Instance) {
-	t.Helper()
-	if err := inst.(backends.Closer).Close(); err != nil {
-		t.Error(err)
-	}
-}
+func closeInstance(t *testing.T, inst backends.Instance) { backendtest.Close(t, inst) }
 
 func u32(vs ...uint32) []byte {
 	var b []byte
@@ -81,108 +56,20 @@ func request(in []int32, delay []uint32, wait uint32) *inference.Request {
 }
 
 // event is one call on a recorder.
-type event struct {
-	at    time.Duration // since the recorder's start
-	resp  *inference.Response
-	final bool
-	err   error // Fail's error
-}
-
-// recorder is a response path that records every call with its (virtual)
-// time, reports cancellation after cancelAfter responses when it is
-// positive (through Send's error only when sendErrorOnly is set), and
-// checks the ResponseSender contract.
-type recorder struct {
-	t             *testing.T
-	start         time.Time
-	cancelAfter   int
-	sendErrorOnly bool
-	finished      chan struct{} // closed at the final flag
-
-	mu        sync.Mutex // guards the fields below
-	events    []event
-	sent      int
-	cancelled bool
-	final     bool
-}
-
-func newRecorder(t *testing.T, req *inference.Request) *recorder {
-	r := &recorder{t: t, start: time.Now(), finished: make(chan struct{})}
-	req.SetSender(r)
-	return r
-}
-
-func (r *recorder) Send(resp *inference.Response, final bool) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.final {
-		r.t.Errorf("Send(%v, %v) after the final flag", resp, final)
-		return inference.Internal("response sent after the final response")
-	}
-	if resp == nil && !final {
-		r.t.Error("Send(nil, false)")
-	}
-	r.events = append(r.events, event{at: time.Since(r.start), resp: resp, final: final})
-	if resp != nil {
-		r.sent++
-		if r.cancelAfter > 0 && r.sent >= r.cancelAfter {
-			r.cancelled = true
-		}
-	}
-	if final {
-		r.final = true
-		close(r.finished)
-	}
-	if r.cancelled {
-		return inference.Errorf(inference.CodeCancelled, "request cancelled")
-	}
-	return nil
-}
-
-func (r *recorder) Fail(err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.final {
-		r.t.Errorf("Fail(%v) after the final flag", err)
-		return
-	}
-	r.events = append(r.events, event{at: time.Since(r.start), final: true, err: err})
-	r.final = true
-	close(r.finished)
-}
-
-func (r *recorder) Cancelled() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.cancelled && !r.sendErrorOnly
-}
-
-func (r *recorder) cancel() {
-	r.mu.Lock()
-	r.cancelled = true
-	r.mu.Unlock()
-}
-
-func (r *recorder) snapshot() []event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]event(nil), r.events...)
-}
-
 // checkStream checks that events are len(in) responses with OUT = in[k],
 // IDX = k, sent at the given times, then the final flag alone.
-func checkStream(t *testing.T, events []event, in []int32, at []time.Duration, finalAt time.Duration) {
+func checkStream(t *testing.T, events []backendtest.Event, in []int32, at []time.Duration, finalAt time.Duration) {
 	t.Helper()
 	if len(events) != len(in)+1 {
 		t.Fatalf("got %d calls, want %d responses and the final flag: %+v", len(events), len(in), events)
 	}
 	for k, e := range events[:len(in)] {
-		if e.final || e.resp == nil {
+		if e.Final || e.Resp == nil {
 			t.Fatalf("call %d = %+v, want a response without the final flag", k, e)
 		}
-		out, idx := e.resp.Output("OUT"), e.resp.Output("IDX")
+		out, idx := e.Resp.Output("OUT"), e.Resp.Output("IDX")
 		if out == nil || idx == nil {
-			t.Fatalf("response %d lacks OUT or IDX: %+v", k, e.resp.Outputs)
+			t.Fatalf("response %d lacks OUT or IDX: %+v", k, e.Resp.Outputs)
 		}
 		if out.DataType != inference.Int32 || len(out.Shape) != 1 || out.Shape[0] != 1 || string(out.Data) != string(i32(in[k])) {
 			t.Errorf("response %d OUT = %+v, want INT32 [1] %d", k, out, in[k])
@@ -190,16 +77,16 @@ func checkStream(t *testing.T, events []event, in []int32, at []time.Duration, f
 		if idx.DataType != inference.Uint32 || len(idx.Shape) != 1 || idx.Shape[0] != 1 || string(idx.Data) != string(u32(uint32(k))) {
 			t.Errorf("response %d IDX = %+v, want UINT32 [1] %d", k, idx, k)
 		}
-		if at != nil && e.at != at[k] {
-			t.Errorf("response %d sent at %v, want %v", k, e.at, at[k])
+		if at != nil && e.At != at[k] {
+			t.Errorf("response %d sent at %v, want %v", k, e.At, at[k])
 		}
 	}
 	last := events[len(in)]
-	if !last.final || last.resp != nil || last.err != nil {
+	if !last.Final || last.Resp != nil || last.Err != nil {
 		t.Errorf("last call = %+v, want the final flag alone", last)
 	}
-	if finalAt >= 0 && last.at != finalAt {
-		t.Errorf("final flag at %v, want %v", last.at, finalAt)
+	if finalAt >= 0 && last.At != finalAt {
+		t.Errorf("final flag at %v, want %v", last.At, finalAt)
 	}
 }
 
@@ -213,7 +100,7 @@ func TestCollectExample(t *testing.T) {
 	inst := newInstance(t, exampleConfig(t))
 	defer closeInstance(t, inst)
 	in := []int32{100, 101, 102, -7}
-	all, err := backends.Collect(context.Background(), inst, []*inference.Request{request(in, []uint32{0, 0, 0, 0}, 0)})
+	all, err := backendtest.Collect(context.Background(), inst, []*inference.Request{request(in, []uint32{0, 0, 0, 0}, 0)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,19 +126,19 @@ func TestDelaysAndWait(t *testing.T) {
 		defer closeInstance(t, inst)
 		in := []int32{4, 2, 0, 1}
 		req := request(in, []uint32{1, 2, 3, 4}, 5)
-		rec := newRecorder(t, req)
+		rec := backendtest.NewRecorder(t, req)
 		if err := inst.Execute(context.Background(), []*inference.Request{req}); err != nil {
 			t.Fatal(err)
 		}
-		if got := time.Since(rec.start); got != 5*time.Millisecond {
+		if got := rec.Since(); got != 5*time.Millisecond {
 			t.Errorf("Execute returned after %v, want WAIT = 5ms", got)
 		}
-		if n := len(rec.snapshot()); n != 2 {
+		if n := len(rec.Events()); n != 2 {
 			t.Errorf("%d calls when Execute returned, want the responses at 1ms and 3ms", n)
 		}
-		<-rec.finished
+		<-rec.Finished
 		ms := time.Millisecond
-		checkStream(t, rec.snapshot(), in, []time.Duration{1 * ms, 3 * ms, 6 * ms, 10 * ms}, 10*ms)
+		checkStream(t, rec.Events(), in, []time.Duration{1 * ms, 3 * ms, 6 * ms, 10 * ms}, 10*ms)
 	})
 }
 
@@ -262,19 +149,19 @@ func TestWaitOutlastsStream(t *testing.T) {
 		inst := newInstance(t, exampleConfig(t))
 		defer closeInstance(t, inst)
 		req := request([]int32{9, 8}, []uint32{10, 10}, 100)
-		rec := newRecorder(t, req)
+		rec := backendtest.NewRecorder(t, req)
 		if err := inst.Execute(context.Background(), []*inference.Request{req}); err != nil {
 			t.Fatal(err)
 		}
-		if got := time.Since(rec.start); got != 100*time.Millisecond {
+		if got := rec.Since(); got != 100*time.Millisecond {
 			t.Errorf("Execute returned after %v, want 100ms", got)
 		}
 		select {
-		case <-rec.finished:
+		case <-rec.Finished:
 		default:
 			t.Fatal("no final flag when Execute returned")
 		}
-		checkStream(t, rec.snapshot(), []int32{9, 8}, []time.Duration{10 * time.Millisecond, 20 * time.Millisecond}, 20*time.Millisecond)
+		checkStream(t, rec.Events(), []int32{9, 8}, []time.Duration{10 * time.Millisecond, 20 * time.Millisecond}, 20*time.Millisecond)
 	})
 }
 
@@ -285,17 +172,17 @@ func TestRequestsInterleave(t *testing.T) {
 		inst := newInstance(t, exampleConfig(t))
 		defer closeInstance(t, inst)
 		a, b := request([]int32{1, 2}, []uint32{10, 10}, 0), request([]int32{3, 4}, []uint32{5, 10}, 0)
-		ra, rb := newRecorder(t, a), newRecorder(t, b)
+		ra, rb := backendtest.NewRecorder(t, a), backendtest.NewRecorder(t, b)
 		for _, r := range []*inference.Request{a, b} {
 			if err := inst.Execute(context.Background(), []*inference.Request{r}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		<-ra.finished
-		<-rb.finished
+		<-ra.Finished
+		<-rb.Finished
 		ms := time.Millisecond
-		checkStream(t, ra.snapshot(), []int32{1, 2}, []time.Duration{10 * ms, 20 * ms}, 20*ms)
-		checkStream(t, rb.snapshot(), []int32{3, 4}, []time.Duration{5 * ms, 15 * ms}, 15*ms)
+		checkStream(t, ra.Events(), []int32{1, 2}, []time.Duration{10 * ms, 20 * ms}, 20*ms)
+		checkStream(t, rb.Events(), []int32{3, 4}, []time.Duration{5 * ms, 15 * ms}, 15*ms)
 	})
 }
 
@@ -304,12 +191,12 @@ func TestEmptyInputSendsFinalFlagOnly(t *testing.T) {
 		inst := newInstance(t, exampleConfig(t))
 		defer closeInstance(t, inst)
 		req := request(nil, nil, 0)
-		rec := newRecorder(t, req)
+		rec := backendtest.NewRecorder(t, req)
 		if err := inst.Execute(context.Background(), []*inference.Request{req}); err != nil {
 			t.Fatal(err)
 		}
-		<-rec.finished
-		checkStream(t, rec.snapshot(), nil, nil, 0)
+		<-rec.Finished
+		checkStream(t, rec.Events(), nil, nil, 0)
 	})
 }
 
@@ -320,7 +207,7 @@ func TestDelayLengthMismatchFails(t *testing.T) {
 		"shorter": request([]int32{1, 2, 3}, []uint32{0, 0}, 0),
 		"longer":  request([]int32{1}, []uint32{0, 0}, 0),
 	} {
-		all, err := backends.Collect(context.Background(), inst, []*inference.Request{req})
+		all, err := backendtest.Collect(context.Background(), inst, []*inference.Request{req})
 		if inference.CodeOf(err) != inference.CodeInvalidArg || !strings.Contains(err.Error(), "IN") || !strings.Contains(err.Error(), "DELAY") {
 			t.Errorf("%s: err = %v, want invalid argument naming IN and DELAY", name, err)
 		}
@@ -337,13 +224,13 @@ func TestCancelStopsAtSendError(t *testing.T) {
 		inst := newInstance(t, exampleConfig(t))
 		defer closeInstance(t, inst)
 		req := request([]int32{1, 2, 3, 4, 5}, []uint32{1, 1, 1, 1, 1}, 0)
-		rec := newRecorder(t, req)
-		rec.cancelAfter, rec.sendErrorOnly = 2, true
+		rec := backendtest.NewRecorder(t, req)
+		rec.CancelAfter, rec.SendErrorOnly = 2, true
 		if err := inst.Execute(context.Background(), []*inference.Request{req}); err != nil {
 			t.Fatal(err)
 		}
-		<-rec.finished
-		checkStream(t, rec.snapshot(), []int32{1, 2}, nil, 2*time.Millisecond)
+		<-rec.Finished
+		checkStream(t, rec.Events(), []int32{1, 2}, nil, 2*time.Millisecond)
 	})
 }
 
@@ -354,14 +241,14 @@ func TestCancelDuringDelay(t *testing.T) {
 		inst := newInstance(t, exampleConfig(t))
 		defer closeInstance(t, inst)
 		req := request([]int32{1, 2, 3}, []uint32{10, 10, 10}, 0)
-		rec := newRecorder(t, req)
+		rec := backendtest.NewRecorder(t, req)
 		if err := inst.Execute(context.Background(), []*inference.Request{req}); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(15 * time.Millisecond) // virtual: between responses 1 and 2
-		rec.cancel()
-		<-rec.finished
-		checkStream(t, rec.snapshot(), []int32{1}, nil, 20*time.Millisecond)
+		rec.Cancel()
+		<-rec.Finished
+		checkStream(t, rec.Events(), []int32{1}, nil, 20*time.Millisecond)
 	})
 }
 
@@ -373,17 +260,17 @@ func TestExecuteReturnsOnCancel(t *testing.T) {
 		inst := newInstance(t, exampleConfig(t))
 		defer closeInstance(t, inst)
 		req := request([]int32{1}, []uint32{1}, 60_000)
-		rec := newRecorder(t, req)
+		rec := backendtest.NewRecorder(t, req)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Millisecond)
 		defer cancel()
 		if err := inst.Execute(ctx, []*inference.Request{req}); err != nil {
 			t.Fatal(err)
 		}
-		if got := time.Since(rec.start); got != 3*time.Millisecond {
+		if got := rec.Since(); got != 3*time.Millisecond {
 			t.Errorf("Execute returned after %v, want 3ms", got)
 		}
-		<-rec.finished
-		checkStream(t, rec.snapshot(), []int32{1}, nil, time.Millisecond)
+		<-rec.Finished
+		checkStream(t, rec.Events(), []int32{1}, nil, time.Millisecond)
 	})
 }
 
@@ -395,7 +282,7 @@ func TestCloseStopsStreams(t *testing.T) {
 		hour := uint32(time.Hour / time.Millisecond)
 		a := request([]int32{1, 2}, []uint32{1, hour}, 0)
 		b := request([]int32{3}, []uint32{hour}, hour)
-		ra, rb := newRecorder(t, a), newRecorder(t, b)
+		ra, rb := backendtest.NewRecorder(t, a), backendtest.NewRecorder(t, b)
 		if err := inst.Execute(context.Background(), []*inference.Request{a}); err != nil {
 			t.Fatal(err)
 		}
@@ -407,30 +294,30 @@ func TestCloseStopsStreams(t *testing.T) {
 		if err := <-executed; err != nil {
 			t.Errorf("Execute during Close: %v", err)
 		}
-		if got := time.Since(ra.start); got != time.Second {
+		if got := ra.Since(); got != time.Second {
 			t.Errorf("Close took until %v", got)
 		}
-		for name, rec := range map[string]*recorder{"a": ra, "b": rb} {
+		for name, rec := range map[string]*backendtest.Recorder{"a": ra, "b": rb} {
 			select {
-			case <-rec.finished:
+			case <-rec.Finished:
 			default:
 				t.Fatalf("%s: no final flag after Close", name)
 			}
-			ev := rec.snapshot()
+			ev := rec.Events()
 			last := ev[len(ev)-1]
-			if inference.CodeOf(last.err) != inference.CodeUnavailable {
+			if inference.CodeOf(last.Err) != inference.CodeUnavailable {
 				t.Errorf("%s: ended with %+v, want an UNAVAILABLE failure", name, last)
 			}
 		}
-		if n := len(ra.snapshot()); n != 2 {
+		if n := len(ra.Events()); n != 2 {
 			t.Errorf("a: %d calls, want its first response and the failure", n)
 		}
 		later := request([]int32{1}, []uint32{0}, 0)
-		rl := newRecorder(t, later)
+		rl := backendtest.NewRecorder(t, later)
 		if err := inst.Execute(context.Background(), []*inference.Request{later}); inference.CodeOf(err) != inference.CodeUnavailable {
 			t.Errorf("Execute after Close = %v, want UNAVAILABLE", err)
 		}
-		if len(rl.snapshot()) != 0 {
+		if len(rl.Events()) != 0 {
 			t.Error("a request refused by a closed instance got answers from it")
 		}
 		closeInstance(t, inst) // a second Close is harmless
@@ -444,15 +331,15 @@ func TestInputsCopied(t *testing.T) {
 		inst := newInstance(t, exampleConfig(t))
 		defer closeInstance(t, inst)
 		req := request([]int32{5, 6}, []uint32{1, 1}, 0)
-		rec := newRecorder(t, req)
+		rec := backendtest.NewRecorder(t, req)
 		if err := inst.Execute(context.Background(), []*inference.Request{req}); err != nil {
 			t.Fatal(err)
 		}
 		for i := range req.Inputs {
 			clear(req.Inputs[i].Data)
 		}
-		<-rec.finished
-		checkStream(t, rec.snapshot(), []int32{5, 6}, nil, 2*time.Millisecond)
+		<-rec.Finished
+		checkStream(t, rec.Events(), []int32{5, 6}, nil, 2*time.Millisecond)
 	})
 }
 
@@ -465,7 +352,7 @@ func TestOtherFixedWidthType(t *testing.T) {
 	data := []byte("0123456789abcdef")
 	req := request(nil, []uint32{0, 0}, 0)
 	req.Inputs[0] = inference.Tensor{Name: "IN", DataType: inference.FP64, Shape: []int64{2}, Data: data}
-	all, err := backends.Collect(context.Background(), inst, []*inference.Request{req})
+	all, err := backendtest.Collect(context.Background(), inst, []*inference.Request{req})
 	if err != nil || len(all[0]) != 2 {
 		t.Fatalf("Collect: %v, %v", all, err)
 	}

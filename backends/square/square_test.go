@@ -3,17 +3,15 @@ package square
 import (
 	"context"
 	"encoding/binary"
-	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 
 	"go.uber.org/goleak"
-	"google.golang.org/protobuf/encoding/prototext"
 
 	"github.com/nereid-project/nereid/backends"
+	"github.com/nereid-project/nereid/backends/backendtest"
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 )
@@ -22,37 +20,14 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // exampleConfig is model_repo_examples/square_int32's configuration.
 func exampleConfig(t *testing.T) *inferencepb.ModelConfig {
-	t.Helper()
-	data, err := os.ReadFile("../../model_repo_examples/square_int32/config.pbtxt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &inferencepb.ModelConfig{}
-	if err := prototext.Unmarshal(data, cfg); err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+	return backendtest.Config(t, "../../model_repo_examples/square_int32/config.pbtxt")
 }
 
 func newInstance(t *testing.T, cfg *inferencepb.ModelConfig) backends.Instance {
-	t.Helper()
-	m, err := Backend{}.Load(context.Background(), backends.ModelSpec{Name: cfg.GetName(), Config: cfg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inst, err := m.NewInstance(context.Background(), backends.InstanceSpec{Name: "square_0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return inst
+	return backendtest.Instance(t, Backend{}, cfg)
 }
 
-func closeInstance(t *testing.T, inst backends.Instance) {
-	t.Helper()
-	if err := inst.(backends.Closer).Close(); err != nil {
-		t.Error(err)
-	}
-}
+func closeInstance(t *testing.T, inst backends.Instance) { backendtest.Close(t, inst) }
 
 func i32(v int32) []byte { return binary.LittleEndian.AppendUint32(nil, uint32(v)) }
 
@@ -66,106 +41,23 @@ func request(n int32, shape ...int64) *inference.Request {
 }
 
 // event is one call on a recorder.
-type event struct {
-	resp  *inference.Response
-	final bool
-	err   error // Fail's error
-}
-
-// recorder is a response path that records every call, reports the
-// request cancelled (through Send's error and Cancelled) after cancelAfter
-// responses when it is positive, makes Send wait for gate when it is not
-// nil, and checks the ResponseSender contract.
-type recorder struct {
-	t           *testing.T
-	cancelAfter int
-	gate        chan struct{}
-	finished    chan struct{} // closed at the final flag
-
-	mu        sync.Mutex // guards the fields below
-	events    []event
-	sent      int
-	cancelled bool
-	final     bool
-}
-
-func newRecorder(t *testing.T, req *inference.Request) *recorder {
-	r := &recorder{t: t, finished: make(chan struct{})}
-	req.SetSender(r)
-	return r
-}
-
-func (r *recorder) Send(resp *inference.Response, final bool) error {
-	if r.gate != nil && resp != nil {
-		<-r.gate // a client that reads slowly
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.final {
-		r.t.Errorf("Send(%v, %v) after the final flag", resp, final)
-		return inference.Internal("response sent after the final response")
-	}
-	if resp == nil && !final {
-		r.t.Error("Send(nil, false)")
-	}
-	r.events = append(r.events, event{resp: resp, final: final})
-	if resp != nil {
-		r.sent++
-		if r.cancelAfter > 0 && r.sent >= r.cancelAfter {
-			r.cancelled = true
-		}
-	}
-	if final {
-		r.final = true
-		close(r.finished)
-	}
-	if r.cancelled {
-		return inference.Errorf(inference.CodeCancelled, "request cancelled")
-	}
-	return nil
-}
-
-func (r *recorder) Fail(err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.final {
-		r.t.Errorf("Fail(%v) after the final flag", err)
-		return
-	}
-	r.events = append(r.events, event{final: true, err: err})
-	r.final = true
-	close(r.finished)
-}
-
-func (r *recorder) Cancelled() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.cancelled
-}
-
-func (r *recorder) snapshot() []event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]event(nil), r.events...)
-}
-
 // checkStream checks that events are count responses with OUT = [n] of
 // the given shape, then the final flag alone.
-func checkStream(t *testing.T, events []event, count int, n int32, shape []int64) {
+func checkStream(t *testing.T, events []backendtest.Event, count int, n int32, shape []int64) {
 	t.Helper()
 	if len(events) != count+1 {
 		t.Fatalf("got %d calls, want %d responses and the final flag: %+v", len(events), count, events)
 	}
 	for k, e := range events[:count] {
-		if e.final || e.resp == nil || len(e.resp.Outputs) != 1 {
+		if e.Final || e.Resp == nil || len(e.Resp.Outputs) != 1 {
 			t.Fatalf("call %d = %+v, want a response with one output, without the final flag", k, e)
 		}
-		out := e.resp.Outputs[0]
+		out := e.Resp.Outputs[0]
 		if out.Name != "OUT" || out.DataType != inference.Int32 || !slices.Equal(out.Shape, shape) || string(out.Data) != string(i32(n)) {
 			t.Errorf("response %d = %+v, want OUT INT32 %v = %d", k, out, shape, n)
 		}
 	}
-	if last := events[count]; !last.final || last.resp != nil || last.err != nil {
+	if last := events[count]; !last.Final || last.Resp != nil || last.Err != nil {
 		t.Errorf("last call = %+v, want the final flag alone", last)
 	}
 }
@@ -181,19 +73,19 @@ func TestSendsNResponses(t *testing.T) {
 	defer closeInstance(t, inst)
 	for _, n := range []int32{0, 1, 4, 100} {
 		req := request(n)
-		rec := newRecorder(t, req)
+		rec := backendtest.NewRecorder(t, req)
 		if err := inst.Execute(context.Background(), []*inference.Request{req}); err != nil {
 			t.Fatal(err)
 		}
-		<-rec.finished
-		checkStream(t, rec.snapshot(), int(n), n, []int64{1})
+		<-rec.Finished
+		checkStream(t, rec.Events(), int(n), n, []int64{1})
 	}
 }
 
 func TestCollectBatch(t *testing.T) {
 	inst := newInstance(t, exampleConfig(t))
 	defer closeInstance(t, inst)
-	all, err := backends.Collect(context.Background(), inst, []*inference.Request{request(2), request(0), request(3)})
+	all, err := backendtest.Collect(context.Background(), inst, []*inference.Request{request(2), request(0), request(3)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,13 +110,13 @@ func TestBadRequestsFail(t *testing.T) {
 		"no IN":     {ModelName: "square_int32"},
 		"shape":     request(2, 2),
 	} {
-		rec := newRecorder(t, req)
+		rec := backendtest.NewRecorder(t, req)
 		if err := inst.Execute(context.Background(), []*inference.Request{req}); err != nil {
 			t.Fatal(err)
 		}
-		<-rec.finished
-		ev := rec.snapshot()
-		if len(ev) != 1 || inference.CodeOf(ev[0].err) != inference.CodeInvalidArg || !strings.Contains(ev[0].err.Error(), "'IN'") {
+		<-rec.Finished
+		ev := rec.Events()
+		if len(ev) != 1 || inference.CodeOf(ev[0].Err) != inference.CodeInvalidArg || !strings.Contains(ev[0].Err.Error(), "'IN'") {
 			t.Errorf("%s: calls %+v, want one invalid-argument failure naming IN", name, ev)
 		}
 	}
@@ -236,20 +128,20 @@ func TestBatchingModel(t *testing.T) {
 	inst := newInstance(t, cfg)
 	defer closeInstance(t, inst)
 	req := request(2, 1, 1)
-	rec := newRecorder(t, req)
+	rec := backendtest.NewRecorder(t, req)
 	if err := inst.Execute(context.Background(), []*inference.Request{req}); err != nil {
 		t.Fatal(err)
 	}
-	<-rec.finished
-	checkStream(t, rec.snapshot(), 2, 2, []int64{1, 1})
+	<-rec.Finished
+	checkStream(t, rec.Events(), 2, 2, []int64{1, 1})
 
 	two := request(2, 2, 1) // two batch elements in one request
-	rec = newRecorder(t, two)
+	rec = backendtest.NewRecorder(t, two)
 	if err := inst.Execute(context.Background(), []*inference.Request{two}); err != nil {
 		t.Fatal(err)
 	}
-	<-rec.finished
-	if ev := rec.snapshot(); len(ev) != 1 || inference.CodeOf(ev[0].err) != inference.CodeInvalidArg {
+	<-rec.Finished
+	if ev := rec.Events(); len(ev) != 1 || inference.CodeOf(ev[0].Err) != inference.CodeInvalidArg {
 		t.Errorf("batch of 2 in one request: %+v, want an invalid-argument failure", ev)
 	}
 }
@@ -260,13 +152,13 @@ func TestCancelMidStream(t *testing.T) {
 	inst := newInstance(t, exampleConfig(t))
 	defer closeInstance(t, inst)
 	req := request(1000)
-	rec := newRecorder(t, req)
-	rec.cancelAfter = 3
+	rec := backendtest.NewRecorder(t, req)
+	rec.CancelAfter = 3
 	if err := inst.Execute(context.Background(), []*inference.Request{req}); err != nil {
 		t.Fatal(err)
 	}
-	<-rec.finished
-	checkStream(t, rec.snapshot(), 3, 1000, []int64{1})
+	<-rec.Finished
+	checkStream(t, rec.Events(), 3, 1000, []int64{1})
 }
 
 // TestCloseWaitsForStreams: Close stops a stream whose client reads
@@ -276,8 +168,8 @@ func TestCloseWaitsForStreams(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		inst := newInstance(t, exampleConfig(t))
 		req := request(5)
-		rec := newRecorder(t, req)
-		rec.gate = make(chan struct{})
+		rec := backendtest.NewRecorder(t, req)
+		rec.Gate = make(chan struct{})
 		if err := inst.Execute(context.Background(), []*inference.Request{req}); err != nil {
 			t.Fatal(err)
 		}
@@ -293,18 +185,18 @@ func TestCloseWaitsForStreams(t *testing.T) {
 			t.Fatal("Close returned while a stream was still in Send")
 		default:
 		}
-		close(rec.gate)
+		close(rec.Gate)
 		<-closed
-		ev := rec.snapshot()
-		if len(ev) != 2 || ev[0].resp == nil || inference.CodeOf(ev[1].err) != inference.CodeUnavailable {
+		ev := rec.Events()
+		if len(ev) != 2 || ev[0].Resp == nil || inference.CodeOf(ev[1].Err) != inference.CodeUnavailable {
 			t.Errorf("calls %+v, want the response in flight, then an UNAVAILABLE failure", ev)
 		}
 		later := request(1)
-		rl := newRecorder(t, later)
+		rl := backendtest.NewRecorder(t, later)
 		if err := inst.Execute(context.Background(), []*inference.Request{later}); inference.CodeOf(err) != inference.CodeUnavailable {
 			t.Errorf("Execute after Close = %v, want UNAVAILABLE", err)
 		}
-		if len(rl.snapshot()) != 0 {
+		if len(rl.Events()) != 0 {
 			t.Error("a request refused by a closed instance got answers from it")
 		}
 	})

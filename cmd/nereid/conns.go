@@ -14,16 +14,19 @@ import (
 // connection may take to send a request or sit idle. Triton has no such
 // flags; these are Nereid's.
 type connConfig struct {
-	httpReadTimeout      time.Duration
-	httpIdleTimeout      time.Duration
-	httpMaxConns         int // -1: derived from the descriptor limit
-	httpMaxConnsPerPeer  int // 0: no cap per client address
-	grpcMaxConns         int // -1: derived from the descriptor limit
-	readSecs, idleSecs   int
-	descriptorSoftLimit  uint64
-	descriptorHardLimit  uint64
-	auxiliaryListenerCap int // metrics and pprof
+	httpReadTimeout     time.Duration
+	httpIdleTimeout     time.Duration
+	httpMaxConns        int // -1: derived from the descriptor limit
+	httpMaxConnsPerPeer int // 0: no cap per client address
+	grpcMaxConns        int // -1: derived from the descriptor limit
+	readSecs, idleSecs  int
+	descriptorSoftLimit uint64
+	descriptorHardLimit uint64
 }
+
+// auxiliaryListenerCap caps the connections of the metrics and pprof
+// listeners, which serve scrapers and operators, not clients.
+const auxiliaryListenerCap = 64
 
 func (c *connConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.readSecs, "http-read-timeout-secs", 120, "seconds an HTTP client has to send a request's headers and body (0: no limit; Nereid only)")
@@ -58,6 +61,5 @@ func (c *connConfig) finish() error {
 	if c.grpcMaxConns == -1 {
 		c.grpcMaxConns = max(soft/4, 16)
 	}
-	c.auxiliaryListenerCap = 64
 	return nil
 }

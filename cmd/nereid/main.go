@@ -209,7 +209,7 @@ func (s *servers) listen(c *config, core *server.Server) error {
 		if err != nil {
 			return err
 		}
-		ln = guardListener(ln, "metrics", c.conns.auxiliaryListenerCap, s.log)
+		ln = guardListener(ln, "metrics", auxiliaryListenerCap, s.log)
 		s.metrics = &http.Server{Handler: s.obs.handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 		serve("metrics", func() error {
 			if err := s.metrics.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -224,7 +224,7 @@ func (s *servers) listen(c *config, core *server.Server) error {
 		if err != nil {
 			return err
 		}
-		ln = guardListener(ln, "pprof", c.conns.auxiliaryListenerCap, s.log)
+		ln = guardListener(ln, "pprof", auxiliaryListenerCap, s.log)
 		s.pprof = &http.Server{Handler: pprofHandler(), ReadHeaderTimeout: 10 * time.Second}
 		serve("pprof", func() error {
 			if err := s.pprof.Serve(ln); !errors.Is(err, http.ErrServerClosed) {

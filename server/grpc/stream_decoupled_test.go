@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -232,5 +231,4 @@ func TestStreamOrdersNonDecoupledOnly(t *testing.T) {
 	if fmt.Sprint(ids) != "[slow fast]" {
 		t.Fatalf("then %v, want [slow fast]", ids)
 	}
-	_ = strconv.Itoa
 }
