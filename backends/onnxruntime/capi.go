@@ -59,6 +59,7 @@ enum {
 	NRD_ReleaseValue = 96,
 	NRD_ReleaseRunOptions = 97,
 	NRD_ReleaseTensorTypeAndShapeInfo = 99,
+	NRD_AddRunConfigEntry = 165,
 	NRD_GetResizedStringTensorElementBuffer = 252,
 };
 
@@ -121,6 +122,11 @@ static OrtStatus *nrd_io_count(OrtSession *s, size_t *in, size_t *out) {
 static OrtStatus *nrd_run_options(OrtRunOptions **out) {
 	typedef OrtStatus *(*fn)(OrtRunOptions **);
 	return NRD_FN(fn, NRD_CreateRunOptions)(out);
+}
+
+static OrtStatus *nrd_run_config(OrtRunOptions *o, const char *key, const char *value) {
+	typedef OrtStatus *(*fn)(OrtRunOptions *, const char *, const char *);
+	return NRD_FN(fn, NRD_AddRunConfigEntry)(o, key, value);
 }
 
 static OrtStatus *nrd_terminate(OrtRunOptions *o, int on) {
@@ -310,6 +316,26 @@ func newRunOptions() (*runOptions, error) {
 		return nil, err
 	}
 	return &runOptions{ro: ro}, nil
+}
+
+// newShrinkingRunOptions returns run options under which ONNX Runtime gives
+// back, at the end of the run, the regions of its CPU memory arena that no
+// tensor uses. Without it the arena keeps every region it ever grew to, so
+// one large request would keep its intermediate and output tensors' memory
+// for the life of the session.
+func newShrinkingRunOptions() (*runOptions, error) {
+	r, err := newRunOptions()
+	if err != nil {
+		return nil, err
+	}
+	key, value := C.CString("memory.enable_memory_arena_shrinkage"), C.CString("cpu:0")
+	defer C.free(unsafe.Pointer(key))
+	defer C.free(unsafe.Pointer(value))
+	if err := statusErr("setting arena shrinkage", C.nrd_run_config(r.ro, key, value)); err != nil {
+		r.close()
+		return nil, err
+	}
+	return r, nil
 }
 
 // terminate asks the Run using these options to stop. It is safe to call

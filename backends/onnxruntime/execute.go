@@ -16,6 +16,7 @@ import (
 
 	"github.com/nereid-project/nereid/backends"
 	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/payload"
 )
 
 /*
@@ -31,7 +32,13 @@ type instance struct {
 	sess *ort.DynamicAdvancedSession
 	h    *C.OrtSession
 	ro   *runOptions
-	pin  runtime.Pinner
+	// shrink, made at the first large run, shrinks the memory arena at the
+	// end of a run (newShrinkingRunOptions). A run with LargeSize of input
+	// or more uses it, and so does the run after it, which frees the
+	// regions that held the large run's outputs until they were copied.
+	shrink     *runOptions
+	shrinkNext bool
+	pin        runtime.Pinner
 	// cancelling counts a cancellation callback that may still be
 	// setting the terminate flag; the next run waits for it first.
 	cancelling sync.WaitGroup
@@ -69,9 +76,11 @@ func newInstance(m *model, sess *ort.DynamicAdvancedSession) (*instance, error) 
 
 // Close releases the session.
 func (i *instance) Close() error {
-	if i.ro != nil {
-		i.ro.close()
-		i.ro = nil
+	for _, ro := range []**runOptions{&i.ro, &i.shrink} {
+		if *ro != nil {
+			(*ro).close()
+			*ro = nil
+		}
 	}
 	if i.sess == nil {
 		return nil
@@ -194,6 +203,7 @@ func (i *instance) runGroup(ctx context.Context, group []*inference.Request, ph 
 	ins := make([]value, 0, len(first.Inputs))
 	defer func() { freeValues(ins) }()
 	key := i.keyBuf[:0]
+	inBytes := 0
 	for k := range first.Inputs {
 		t := &first.Inputs[k]
 		idx, ok := i.m.inputIdx[t.Name]
@@ -204,6 +214,9 @@ func (i *instance) runGroup(ctx context.Context, group []*inference.Request, ph 
 		v, shape, err := i.inputValue(spec, group, t, batchSize)
 		if err != nil {
 			return nil, i.fail(err)
+		}
+		for _, req := range group {
+			inBytes += len(req.Input(t.Name).Data)
 		}
 		inNames = append(inNames, spec.cname)
 		ins = append(ins, v)
@@ -261,7 +274,7 @@ func (i *instance) runGroup(ctx context.Context, group []*inference.Request, ph 
 			ph.Input += time.Since(start)
 		}
 		var cancelled bool
-		cancelled, err = i.runOnce(ctx, inNames, ins, outNames, outs)
+		cancelled, err = i.runOnce(ctx, inNames, ins, outNames, outs, inBytes >= payload.LargeSize)
 		if cancelled && err != nil {
 			return nil, inference.Errorf(inference.CodeCancelled, "request cancelled during execution")
 		}
@@ -326,26 +339,48 @@ func (i *instance) runGroup(ctx context.Context, group []*inference.Request, ph 
 // flag of the run options, which stops the Run; if the callback started,
 // runOnce waits for it, since it must not set the flag after the next run
 // has cleared it.
-func (i *instance) runOnce(ctx context.Context, inNames []*C.char, ins []value, outNames []*C.char, outs []value) (cancelled bool, err error) {
-	if err := i.ro.reset(); err != nil {
+func (i *instance) runOnce(ctx context.Context, inNames []*C.char, ins []value, outNames []*C.char, outs []value, large bool) (cancelled bool, err error) {
+	ro, err := i.runOptions(large)
+	if err != nil {
+		return false, err
+	}
+	if err := ro.reset(); err != nil {
 		return false, err
 	}
 	if ctx.Done() == nil { // cannot be cancelled
-		return false, run(i.h, i.ro, inNames, ins, outNames, outs)
+		return false, run(i.h, ro, inNames, ins, outNames, outs)
 	}
 	i.cancelling.Add(1)
 	stop := backends.AfterFunc(ctx, func() {
 		defer i.cancelling.Done()
-		i.ro.terminate()
+		ro.terminate()
 	})
-	err = run(i.h, i.ro, inNames, ins, outNames, outs)
+	err = run(i.h, ro, inNames, ins, outNames, outs)
 	if stop() {
 		i.cancelling.Done()
 	} else {
 		i.cancelling.Wait()
-		i.ro.terminated, cancelled = true, true
+		ro.terminated, cancelled = true, true
 	}
 	return cancelled, err
+}
+
+// runOptions picks the options of the next run: the shrinking ones for a
+// large run and the one after it.
+func (i *instance) runOptions(large bool) (*runOptions, error) {
+	shrink := large || i.shrinkNext
+	i.shrinkNext = large
+	if !shrink {
+		return i.ro, nil
+	}
+	if i.shrink == nil {
+		ro, err := newShrinkingRunOptions()
+		if err != nil {
+			return nil, err
+		}
+		i.shrink = ro
+	}
+	return i.shrink, nil
 }
 
 // fullShape is the shape of a fixed-size tensor for a batch, as the

@@ -34,6 +34,7 @@ type config struct {
 
 	// conns holds the connection caps and timeouts (Nereid's flags).
 	conns connConfig
+	mem   memConfig
 
 	allowGRPC   bool
 	grpcAddress string
@@ -144,6 +145,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c.obs.register(fs)
 	c.sched.register(fs)
 	c.conns.register(fs)
+	c.mem.register(fs)
 
 	for _, name := range ignoredFlags {
 		fs.String(name, "", "accepted for compatibility with Triton's flags; not used by Nereid yet")
@@ -197,6 +199,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if c.httpMaxInputSize <= 0 {
 		return nil, fmt.Errorf("--http-max-input-size: %d must be positive", c.httpMaxInputSize)
+	}
+	if err := c.mem.finish(); err != nil {
+		return nil, err
 	}
 	if err := c.conns.finish(); err != nil {
 		return nil, err

@@ -27,6 +27,7 @@ import (
 	_ "github.com/nereid-project/nereid/backends/repeat"   // registers the repeat backend
 	_ "github.com/nereid-project/nereid/backends/square"   // registers the square backend
 	"github.com/nereid-project/nereid/logging"
+	"github.com/nereid-project/nereid/payload"
 	"github.com/nereid-project/nereid/ratelimit"
 	"github.com/nereid-project/nereid/repository"
 	"github.com/nereid-project/nereid/server"
@@ -71,6 +72,8 @@ func run(args []string, stderr io.Writer) int {
 	log.Info().Uint64("soft", c.conns.descriptorSoftLimit).Uint64("hard", c.conns.descriptorHardLimit).
 		Int("http_max_connections", c.conns.httpMaxConns).Int("grpc_max_connections", c.conns.grpcMaxConns).
 		Msg("file descriptor limit")
+	log.Info().Int64("payload_budget_bytes", c.mem.payloadBudget).Int64("memory_bytes", c.mem.memoryAvailable).
+		Int("grpc_max_message_size", c.mem.grpcMaxMessageSize).Msg("payload memory")
 	if err := setupBackends(c, log); err != nil {
 		fmt.Fprintln(stderr, "error:", err)
 		return 2
@@ -126,7 +129,15 @@ func run(args []string, stderr io.Writer) int {
 		}
 	}
 
-	srv := &servers{log: log, obs: obs, logs: logCtl}
+	// Large payloads' memory goes back to the OS once they are done.
+	releaser := payload.NewReleaser()
+	releaserDone := make(chan struct{})
+	go func() {
+		defer close(releaserDone)
+		releaser.Run(ctx)
+	}()
+	defer func() { stop(); <-releaserDone }()
+	srv := &servers{log: log, obs: obs, logs: logCtl, budget: payload.NewBudget(c.mem.payloadBudget, releaser)}
 	if err := srv.listen(c, core); err != nil {
 		log.Error().Err(err).Msg("cannot listen")
 		srv.shutdown(c.exitTimeout)
@@ -171,6 +182,7 @@ type servers struct {
 	metrics *http.Server
 	pprof   *http.Server
 	group   runGroup
+	budget  *payload.Budget
 }
 
 func (s *servers) listen(c *config, core *server.Server) error {
@@ -182,7 +194,7 @@ func (s *servers) listen(c *config, core *server.Server) error {
 		}
 		ln = guardListener(ln, "http", c.conns.httpMaxConns, s.log)
 		s.http = httpfront.New(core, httpfront.Options{
-			MaxInputSize: c.httpMaxInputSize, Logger: s.log,
+			MaxInputSize: c.httpMaxInputSize, PayloadBudget: s.budget, Logger: s.log,
 			ReadTimeout: c.conns.httpReadTimeout, IdleTimeout: c.conns.httpIdleTimeout,
 			MaxConnsPerIP: c.conns.httpMaxConnsPerPeer,
 			Logging:       s.logs, Tracer: s.obs.tracer, Restricted: c.obs.httpRestricted,
@@ -197,7 +209,7 @@ func (s *servers) listen(c *config, core *server.Server) error {
 		}
 		ln = guardListener(ln, "grpc", c.conns.grpcMaxConns, s.log)
 		s.grpc = grpcfront.New(core, grpcfront.Options{
-			Logger:  s.log,
+			Logger: s.log, MaxMessageSize: c.mem.grpcMaxMessageSize, PayloadBudget: s.budget,
 			Logging: s.logs, Tracer: s.obs.tracer, Restricted: c.obs.grpcRestricted,
 			ServerOptions: []grpc.ServerOption{grpc.NumStreamWorkers(grpcStreamWorkers)},
 		})

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/nereid-project/nereid/payload"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 )
 
@@ -57,6 +58,9 @@ import (
 type inferRequest struct {
 	*inferencepb.ModelInferRequest
 	buf mem.Buffer
+	// refused is set, and the message left empty, when the received bytes
+	// did not fit in the payload budget: the handler answers with it.
+	refused error
 }
 
 func newInferRequest() *inferRequest {
@@ -160,6 +164,10 @@ const inlineOutputMax = 256
 type codec struct {
 	std  encoding.CodecV2
 	pool mem.BufferPool // for messages received in several buffers and large response headers
+	// budget, when set, caps the bytes of the received messages the codec
+	// copies and holds (Options.PayloadBudget); a message that does not fit
+	// is not copied but refused (inferRequest.refused).
+	budget *payload.Budget
 }
 
 var _ encoding.CodecV2 = (*codec)(nil)
@@ -168,23 +176,29 @@ var _ encoding.CodecV2 = (*codec)(nil)
 var receivePool = &tieredPool{}
 
 // tieredPool is a mem.BufferPool with a tier for every power of two from
-// 1 KiB to 128 MiB, so that a buffer is less than twice its message (grpc-go's
+// 1 KiB to 4 MiB, so that a buffer is less than twice its message (grpc-go's
 // default pool jumps from 32 KiB to 1 MiB, which would keep 1 MiB alive for
 // each request of 64 KiB in flight), and that does not clear the buffers it
 // hands out, since the codec overwrites all it asks for. Larger buffers are
-// not pooled.
+// not pooled: each is mapped for its message alone (payload.Alloc) and
+// unmapped when freed, so a large message costs its size once, and only
+// while it is held.
 type tieredPool struct {
 	tiers [maxTier + 1]sync.Pool // tier k holds buffers of capacity 1<<k
 }
 
-const minTier, maxTier = 10, 27
+const minTier, maxTier = 10, 22 // 1<<maxTier is payload.LargeSize
 
 var _ mem.BufferPool = (*tieredPool)(nil)
 
 func (p *tieredPool) Get(n int) *[]byte {
 	k := max(bits.Len(uint(n-1)), minTier) // the smallest 1<<k >= n
-	if n <= 0 || k > maxTier {
+	if n <= 0 {
 		b := make([]byte, n)
+		return &b
+	}
+	if k > maxTier {
+		b := payload.Alloc(n)
 		return &b
 	}
 	if b, ok := p.tiers[k].Get().(*[]byte); ok {
@@ -198,7 +212,11 @@ func (p *tieredPool) Get(n int) *[]byte {
 func (p *tieredPool) Put(b *[]byte) {
 	c := cap(*b)
 	k := bits.Len(uint(c)) - 1
-	if k < minTier || k > maxTier || c != 1<<k {
+	if k > maxTier {
+		payload.Free(*b)
+		return
+	}
+	if k < minTier || c != 1<<k {
 		return // not one of the pool's
 	}
 	p.tiers[k].Put(b)
@@ -252,10 +270,24 @@ func (c *codec) unmarshalInferRequest(data mem.BufferSlice, r *inferRequest) err
 	// A second message into the same request (a unary RPC whose client
 	// sends two, which grpc-go then refuses) replaces the first.
 	r.release()
+	r.refused = nil
 	if r.ModelInferRequest == nil {
 		r.ModelInferRequest = new(inferencepb.ModelInferRequest)
 	}
-	buf := data.MaterializeToBuffer(c.pool)
+	var buf mem.Buffer
+	if len(data) <= 1 {
+		buf = data.MaterializeToBuffer(c.pool) // the one received buffer, referenced
+	} else {
+		n := data.Len()
+		if err := c.budget.Acquire(int64(n)); err != nil {
+			proto.Reset(r.ModelInferRequest)
+			r.refused = err
+			return nil
+		}
+		p := c.pool.Get(n)
+		data.CopyTo(*p)
+		buf = mem.NewBuffer(p, budgetedPool{pool: c.pool, budget: c.budget, n: int64(n)})
+	}
 	aliased, err := unmarshalAliasing(buf.ReadOnlyData(), r.ModelInferRequest)
 	if err != nil || !aliased {
 		buf.Free()
@@ -263,6 +295,21 @@ func (c *codec) unmarshalInferRequest(data mem.BufferSlice, r *inferRequest) err
 	}
 	r.buf = buf
 	return nil
+}
+
+// budgetedPool frees one copied message: its buffer goes back to the pool
+// and its bytes back to the budget.
+type budgetedPool struct {
+	pool   mem.BufferPool
+	budget *payload.Budget
+	n      int64
+}
+
+func (p budgetedPool) Get(n int) *[]byte { return p.pool.Get(n) }
+
+func (p budgetedPool) Put(b *[]byte) {
+	p.pool.Put(b)
+	p.budget.Release(p.n)
 }
 
 // unmarshalAliasing is proto.Unmarshal(b, m), except that the entries of

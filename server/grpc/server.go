@@ -17,8 +17,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/payload"
 	"github.com/nereid-project/nereid/proto/healthpb"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 	"github.com/nereid-project/nereid/repository"
@@ -80,6 +82,13 @@ type Options struct {
 	Keepalive       keepalive.ServerParameters
 	KeepalivePolicy keepalive.EnforcementPolicy
 
+	// PayloadBudget, when set, caps the bytes of inference messages held at
+	// once (--payload-budget-bytes): a message larger than one HTTP/2 frame
+	// that does not fit is answered UNAVAILABLE, naming the budget, without
+	// being copied, and while the budget is full new inference RPCs are
+	// refused before their messages are read.
+	PayloadBudget *payload.Budget
+
 	// ServerOptions are appended to the options the front end sets
 	// (transport credentials for --grpc-use-ssl, test hooks). Interceptors
 	// and stats handlers among them must not keep inference requests or
@@ -116,6 +125,8 @@ func New(core Core, opts Options) *Server {
 	svc := &service{core: core, log: log, maxInFlight: opts.MaxStreamInFlight,
 		logging: opts.Logging, tracer: opts.Tracer, restricted: opts.Restricted}
 
+	c := newCodec(nil)
+	c.budget = opts.PayloadBudget
 	so := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(opts.MaxMessageSize),
 		grpc.MaxSendMsgSize(opts.MaxMessageSize),
@@ -125,7 +136,10 @@ func New(core Core, opts Options) *Server {
 		grpc.ChainStreamInterceptor(svc.recoverStream, svc.restrictStream),
 		// For this server only: other servers in the process keep
 		// grpc-go's codec.
-		grpc.ForceServerCodecV2(newCodec(nil)),
+		grpc.ForceServerCodecV2(c),
+	}
+	if opts.PayloadBudget != nil {
+		so = append(so, grpc.InTapHandle(budgetTap(opts.PayloadBudget)))
 	}
 	so = append(so, opts.ServerOptions...)
 	gs := grpc.NewServer(so...)
@@ -415,4 +429,19 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// budgetTap refuses new inference RPCs while the payload budget is full,
+// before grpc-go reads their messages.
+func budgetTap(b *payload.Budget) tap.ServerInHandle {
+	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
+		switch info.FullMethodName {
+		case inferencepb.GRPCInferenceService_ModelInfer_FullMethodName,
+			inferencepb.GRPCInferenceService_ModelStreamInfer_FullMethodName:
+			if b.Full() {
+				return ctx, toStatus(b.Refusal(0))
+			}
+		}
+		return ctx, nil
+	}
 }

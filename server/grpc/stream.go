@@ -60,6 +60,9 @@ func modelInferHandler(srv any, ctx context.Context, dec func(any) error, interc
 		in.release()
 		return nil, err
 	}
+	if in.refused != nil {
+		return nil, toStatus(in.refused)
+	}
 	impl := srv.(inferencepb.GRPCInferenceServiceServer)
 	var resp any
 	var err error
@@ -400,6 +403,10 @@ func (s *service) streamOne(ctx context.Context, in *inferRequest, arrival time.
 		}
 	}()
 
+	if in.refused != nil {
+		fail(in.refused)
+		return
+	}
 	req, err := decodeRequest(in.ModelInferRequest)
 	if err != nil {
 		fail(err)

@@ -32,6 +32,15 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		// request goes elsewhere instead of meeting a closed connection.
 		ctx.SetConnectionClose()
 	}
+	// The request's body is held until the handler returns: it is what
+	// the payload budget counts (the response is built from it).
+	if n := int64(len(ctx.Request.Body())); n > 0 {
+		if err := s.opts.PayloadBudget.Acquire(n); err != nil {
+			respondErr(ctx, err)
+			return
+		}
+		defer s.opts.PayloadBudget.Release(n)
+	}
 	r := parseRoute(ctx.URI().PathOriginal())
 	if !s.allowed(ctx, r.kind) {
 		return

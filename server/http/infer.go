@@ -14,6 +14,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/payload"
 )
 
 const headerInferHeaderLength = "Inference-Header-Content-Length"
@@ -76,9 +77,6 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, rt route) {
 		writeError(ctx, fasthttp.StatusBadRequest, tooLargeMessage(len(body), s.opts.MaxInputSize))
 		return
 	}
-	// As for responses (writeInferResponse): the next request on this
-	// connection reads into the same buffer instead of a new one.
-	ctx.Request.KeepBodyBuffer = len(body) <= keptBodyLimit
 	switch enc := string(h.contentEncoding); enc {
 	case "", "identity":
 	case "gzip", "deflate":
@@ -96,6 +94,11 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, rt route) {
 			writeError(ctx, fasthttp.StatusBadRequest, "failed to decompress the "+enc+" request body: "+err.Error())
 			return
 		}
+		if err := s.opts.PayloadBudget.Acquire(int64(len(body))); err != nil {
+			respondErr(ctx, err)
+			return
+		}
+		defer s.opts.PayloadBudget.Release(int64(len(body)))
 	default:
 		ctx.Response.Header.Set("Accept-Encoding", "gzip, deflate")
 		writeError(ctx, fasthttp.StatusNotImplemented, "Unsupported compression type")
@@ -265,16 +268,15 @@ func (s *Server) writeInferResponse(ctx *fasthttp.RequestCtx, c *inferCall, resp
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.Response.SwapBody(buf)
-	// fasthttp returns a response body to a shared pool sized for the
-	// common (small) response and drops larger buffers, so that a body
-	// carrying tensors was reallocated on every request. Keep it with the
-	// connection's RequestCtx instead, up to keptBodyLimit.
-	ctx.Response.KeepBodyBuffer = cap(buf) <= keptBodyLimit
 }
 
-// keptBodyLimit is the largest response body buffer a connection keeps for
-// its next response.
-const keptBodyLimit = 64 << 20
+// keptBodyLimit is the largest request or response body buffer a
+// connection keeps for its next request, which then reads or writes into
+// it instead of a new one (set in New with fasthttp.SetBodySizePoolLimit).
+// Larger ones go back to the heap once the response is written, so that a
+// connection does not hold a large payload's memory for as long as it
+// stays open.
+const keptBodyLimit = payload.LargeSize
 
 // appendInferResponse writes the JSON header of an inference response and
 // then the data of its binary outputs. It returns the header length and

@@ -34,6 +34,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/payload"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 	"github.com/nereid-project/nereid/repository"
 	"github.com/nereid-project/nereid/server/restricted"
@@ -88,6 +89,11 @@ type Options struct {
 	// MaxInputSize caps the request body, and the decompressed body of a
 	// gzip or deflate request, in bytes (--http-max-input-size).
 	MaxInputSize int
+	// PayloadBudget, when set, caps the bytes of request bodies held at once
+	// (--payload-budget-bytes): a body that does not fit is answered 503,
+	// naming the budget, before it is read when its Content-Length says its
+	// size, after it is read otherwise.
+	PayloadBudget *payload.Budget
 	// HeaderForwardPattern, when set, forwards every request header whose
 	// name it matches into the inference request as a string parameter
 	// (--http-header-forward-pattern). Compile it with
@@ -164,6 +170,8 @@ func New(core Core, opts Options) *Server {
 	if opts.MaxInputSize <= 0 {
 		opts.MaxInputSize = DefaultMaxInputSize
 	}
+	// Process-wide in fasthttp; one HTTP front end per process sets it.
+	fasthttp.SetBodySizePoolLimit(keptBodyLimit, keptBodyLimit)
 	s := &Server{core: core, opts: opts, log: opts.Logger}
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
 	s.requestParent = context.WithoutCancel(s.baseCtx)
@@ -175,6 +183,7 @@ func New(core Core, opts Options) *Server {
 		DisablePreParseMultipartForm:  true,
 		DisableHeaderNamesNormalizing: true, // forwarded headers keep the client's spelling
 		MaxRequestBodySize:            opts.MaxInputSize,
+		HeaderReceived:                s.headerReceived,
 		ReadBufferSize:                16 << 10, // room for forwarded headers
 		ReadTimeout:                   opts.ReadTimeout,
 		IdleTimeout:                   opts.IdleTimeout,
@@ -235,6 +244,12 @@ func (s *Server) handleTransportError(ctx *fasthttp.RequestCtx, err error) {
 	var timeout interface{ Timeout() bool }
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		if n := ctx.Request.Header.ContentLength(); n > 0 && n <= s.opts.MaxInputSize {
+			// Within the size limit: headerReceived refused it for the
+			// payload budget.
+			respondErr(ctx, s.opts.PayloadBudget.Refusal(int64(n)))
+			return
+		}
 		writeError(ctx, fasthttp.StatusBadRequest, tooLargeMessage(-1, s.opts.MaxInputSize))
 	case errors.As(err, &small):
 		writeError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "request header too large")
@@ -243,6 +258,17 @@ func (s *Server) handleTransportError(ctx *fasthttp.RequestCtx, err error) {
 	default:
 		writeError(ctx, fasthttp.StatusBadRequest, "error when parsing request: "+err.Error())
 	}
+}
+
+// headerReceived refuses, before it is read, a body whose Content-Length
+// does not fit in the payload budget: fasthttp stops at its first byte and
+// handleTransportError answers 503 naming the budget. A chunked body is
+// read first (up to MaxInputSize) and refused by the handler.
+func (s *Server) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	if n := h.ContentLength(); n > 0 && n <= s.opts.MaxInputSize && !s.opts.PayloadBudget.Fits(int64(n)) {
+		return fasthttp.RequestConfig{MaxRequestBodySize: 1}
+	}
+	return fasthttp.RequestConfig{}
 }
 
 func tooLargeMessage(size, limit int) string {

@@ -1,0 +1,105 @@
+package grpcfront
+
+import (
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/payload"
+	"github.com/nereid-project/nereid/proto/inferencepb"
+)
+
+// A message received in several buffers is copied once; the copy is what
+// the payload budget counts, from the decode until the last reference is
+// freed, and a message that does not fit is refused without a copy.
+func TestCodecPayloadBudget(t *testing.T) {
+	vals := make([]uint32, 500)
+	data, err := proto.Marshal(rawRequest("big", vals...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int64(len(data))
+
+	t.Run("fits", func(t *testing.T) {
+		pool := newTrackingPool()
+		c := newCodec(pool)
+		c.budget = payload.NewBudget(n, nil)
+		in := chunks(pool, data, 100)
+		r := newInferRequest()
+		if err := c.Unmarshal(in, r); err != nil {
+			t.Fatal(err)
+		}
+		in.Free()
+		if r.refused != nil || r.GetId() != "big" {
+			t.Fatalf("refused %v, id %q", r.refused, r.GetId())
+		}
+		if got := c.budget.InUse(); got != n {
+			t.Fatalf("budget in use %d while the request holds %d bytes", got, n)
+		}
+		resp := r.respond(&inferencepb.ModelInferResponse{RawOutputContents: [][]byte{r.RawInputContents[0]}})
+		out, err := c.Marshal(resp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.budget.InUse(); got != n {
+			t.Fatalf("budget in use %d while a marshalled output still aliases the input", got)
+		}
+		out.Free() // as grpc-go does once the bytes are written
+		if got := c.budget.InUse(); got != 0 {
+			t.Fatalf("budget in use %d after the response was written", got)
+		}
+		pool.check(t, true)
+	})
+
+	t.Run("refused", func(t *testing.T) {
+		pool := newTrackingPool()
+		c := newCodec(pool)
+		c.budget = payload.NewBudget(n-1, nil)
+		in := chunks(pool, data, 100)
+		r := newInferRequest()
+		if err := c.Unmarshal(in, r); err != nil {
+			t.Fatalf("a refusal is not a decode error: %v", err)
+		}
+		in.Free()
+		if inference.CodeOf(r.refused) != inference.CodeUnavailable || !strings.Contains(r.refused.Error(), "--payload-budget-bytes") {
+			t.Fatalf("refused = %v", r.refused)
+		}
+		if r.buf != nil || r.GetId() != "" || c.budget.InUse() != 0 {
+			t.Fatalf("a refused message is held: buf %v, id %q, budget in use %d", r.buf != nil, r.GetId(), c.budget.InUse())
+		}
+		pool.check(t, true)
+	})
+
+	t.Run("one buffer is not counted", func(t *testing.T) {
+		pool := newTrackingPool()
+		c := newCodec(pool)
+		c.budget = payload.NewBudget(1, nil)
+		in := chunks(pool, data, 0)
+		r := newInferRequest()
+		if err := c.Unmarshal(in, r); err != nil || r.refused != nil {
+			t.Fatalf("err %v, refused %v", err, r.refused)
+		}
+		in.Free()
+		r.release()
+		pool.check(t, true)
+	})
+}
+
+// Buffers above the largest tier are mapped for their message alone and
+// unmapped when put back; the largest tier is pooled.
+func TestTieredPoolLargeBuffers(t *testing.T) {
+	p := &tieredPool{}
+	b := p.Get(payload.LargeSize + 1)
+	if len(*b) != payload.LargeSize+1 || cap(*b) != len(*b) {
+		t.Fatalf("len %d cap %d", len(*b), cap(*b))
+	}
+	(*b)[len(*b)-1] = 1
+	p.Put(b)
+	tier := p.Get(payload.LargeSize)
+	if cap(*tier) != 1<<maxTier || 1<<maxTier != payload.LargeSize {
+		t.Fatalf("the largest tier holds %d bytes, LargeSize is %d", cap(*tier), payload.LargeSize)
+	}
+	p.Put(tier)
+}
