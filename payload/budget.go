@@ -82,6 +82,15 @@ func (b *Budget) Release(n int64) {
 	}
 }
 
+// Discarded tells the budget that n bytes of payload memory it never
+// counted (a body refused while it was being read) are garbage now, so that
+// a large amount goes back to the OS as a released payload's would.
+func (b *Budget) Discarded(n int64) {
+	if b != nil && n >= LargeSize {
+		b.rel.Note()
+	}
+}
+
 // Refusal is the error for a request of n bytes that does not fit now; n 0
 // means a request of unknown size refused because the budget is Full.
 func (b *Budget) Refusal(n int64) error { return b.refusal(n, b.InUse()) }

@@ -153,7 +153,7 @@ func TestReleaserWaitsForQuiet(t *testing.T) {
 		_ = b.Acquire(LargeSize)
 		b.Release(LargeSize)
 		time.Sleep(3 * time.Second)
-		r.Note()
+		b.Discarded(LargeSize)
 		time.Sleep(20 * time.Second)
 		want = []time.Duration{time.Second, 4 * time.Second, 8 * time.Second, 13 * time.Second}
 		if c := calls(); !slices.Equal(c, want) {

@@ -250,6 +250,9 @@ func (s *Server) handleTransportError(ctx *fasthttp.RequestCtx, err error) {
 			respondErr(ctx, s.opts.PayloadBudget.Refusal(int64(n)))
 			return
 		}
+		// fasthttp read up to the limit (a chunked body grows its buffer
+		// by doubling) before it gave up.
+		s.opts.PayloadBudget.Discarded(int64(s.opts.MaxInputSize))
 		writeError(ctx, fasthttp.StatusBadRequest, tooLargeMessage(-1, s.opts.MaxInputSize))
 	case errors.As(err, &small):
 		writeError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "request header too large")

@@ -113,3 +113,35 @@ def test_payload_budget_refuses_and_serves_on(nereid, big_repo):
     assert infer_http(server, fits)[-1] == 1
     assert infer_grpc(server, fits)[-1] == 1
     assert server.proc.poll() is None
+
+
+def test_refused_chunked_body_memory_comes_back(nereid, big_repo):
+    """A chunked body is read until it passes --http-max-input-size (64 MiB
+    here); the memory fasthttp grew for it goes back once it is refused."""
+    server = nereid.start(big_repo)
+    pid = server.proc.pid
+    time.sleep(0.5)
+    idle = rss_mib(pid)
+    conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
+    chunk = b"x" * MIB
+    try:
+        conn.putrequest("POST", "/v2/models/big/infer")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Transfer-Encoding", "chunked")
+        conn.endheaders()
+        try:
+            for _ in range(70):
+                conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            conn.send(b"0\r\n\r\n")
+        except OSError:
+            pass  # the server answered and closed before the end
+        r = conn.getresponse()
+        body = r.read()
+    finally:
+        conn.close()
+    assert r.status == 400 and b"--http-max-input-size" in body, (r.status, body)
+    peak = rss_mib(pid, "VmHWM")
+    settled = wait_for(lambda: (v := rss_mib(pid)) < idle + 32 and v, timeout=60, interval=0.5,
+                       what=f"RSS back within 32 MiB of idle ({idle:.0f} MiB)")
+    print(f"REPORT: refused 70 MiB chunked body: idle {idle:.0f} MiB, peak {peak:.0f} MiB, back to {settled:.0f} MiB")
+    assert infer_http(server, np.ones(4, dtype=np.float32))[-1] == 1
