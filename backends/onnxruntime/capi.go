@@ -323,12 +323,17 @@ func newRunOptions() (*runOptions, error) {
 // tensor uses. Without it the arena keeps every region it ever grew to, so
 // one large request would keep its intermediate and output tensors' memory
 // for the life of the session.
-func newShrinkingRunOptions() (*runOptions, error) {
+//
+// ONNX Runtime never shrinks an arena's first region, which holds the
+// model's initializers unless session.use_device_allocator_for_initializers
+// is set; for a model without any, that first region is the first run's
+// tensors. enable_mem_arena "0" takes the arena out altogether.
+func newShrinkingRunOptions(arenas string) (*runOptions, error) {
 	r, err := newRunOptions()
 	if err != nil {
 		return nil, err
 	}
-	key, value := C.CString("memory.enable_memory_arena_shrinkage"), C.CString("cpu:0")
+	key, value := C.CString("memory.enable_memory_arena_shrinkage"), C.CString(arenas)
 	defer C.free(unsafe.Pointer(key))
 	defer C.free(unsafe.Pointer(value))
 	if err := statusErr("setting arena shrinkage", C.nrd_run_config(r.ro, key, value)); err != nil {

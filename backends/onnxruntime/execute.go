@@ -67,7 +67,12 @@ func newInstance(m *model, sess *ort.DynamicAdvancedSession) (*instance, error) 
 	if err := checkSession(h, len(m.modelInputs), len(m.modelOutputs)); err != nil {
 		return nil, err
 	}
-	ro, err := newRunOptions()
+	newRO := newRunOptions
+	if arenas := m.params.shrinkArenas; arenas != "" {
+		// Triton's memory.enable_memory_arena_shrinkage: every run.
+		newRO = func() (*runOptions, error) { return newShrinkingRunOptions(arenas) }
+	}
+	ro, err := newRO()
 	if err != nil {
 		return nil, err
 	}
@@ -370,11 +375,11 @@ func (i *instance) runOnce(ctx context.Context, inNames []*C.char, ins []value, 
 func (i *instance) runOptions(large bool) (*runOptions, error) {
 	shrink := large || i.shrinkNext
 	i.shrinkNext = large
-	if !shrink {
-		return i.ro, nil
+	if !shrink || i.m.params.shrinkArenas != "" || (i.m.params.memArena != nil && !*i.m.params.memArena) {
+		return i.ro, nil // shrinking every run already, or no arena
 	}
 	if i.shrink == nil {
-		ro, err := newShrinkingRunOptions()
+		ro, err := newShrinkingRunOptions("cpu:0")
 		if err != nil {
 			return nil, err
 		}

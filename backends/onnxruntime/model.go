@@ -50,6 +50,13 @@ type sessionParams struct {
 	intraOp, interOp int
 	parallel         bool
 	level            ort.GraphOptimizationLevel
+	// Triton's memory parameters: the CPU memory arena and memory pattern
+	// (nil: ONNX Runtime's default, on), the arenas shrunk after every run
+	// ("" none: Nereid then shrinks after large runs only), and whether
+	// initializers bypass the arena.
+	memArena, memPattern *bool
+	shrinkArenas         string
+	initializersOnDevice *bool
 }
 
 // model is one loaded version of an ONNX model.
@@ -188,6 +195,27 @@ func parseParams(cfg *inferencepb.ModelConfig) (sessionParams, error) {
 	if err := threads("inter_op_thread_count", &p.interOp); err != nil {
 		return p, err
 	}
+	flag := func(key string, dst **bool) error {
+		s, ok := get(key)
+		if !ok {
+			return nil
+		}
+		var v bool
+		switch strings.ToLower(s) {
+		case "1", "true":
+			v = true
+		case "0", "false":
+		default:
+			return fmt.Errorf("parameter %s: %q must be 0 or 1", key, s)
+		}
+		*dst = &v
+		return nil
+	}
+	if err := errors.Join(flag("enable_mem_arena", &p.memArena), flag("enable_mem_pattern", &p.memPattern),
+		flag("session.use_device_allocator_for_initializers", &p.initializersOnDevice)); err != nil {
+		return p, err
+	}
+	p.shrinkArenas, _ = get("memory.enable_memory_arena_shrinkage")
 	if s, ok := get("execution_mode"); ok {
 		switch s {
 		case "0":
@@ -222,6 +250,15 @@ func (m *model) sessionOptions(spec backends.InstanceSpec) (*ort.SessionOptions,
 	}
 	if m.params.parallel {
 		steps = append(steps, so.SetExecutionMode(ort.ExecutionModeParallel))
+	}
+	if p := m.params.memArena; p != nil {
+		steps = append(steps, so.SetCpuMemArena(*p))
+	}
+	if p := m.params.memPattern; p != nil {
+		steps = append(steps, so.SetMemPattern(*p))
+	}
+	if p := m.params.initializersOnDevice; p != nil {
+		steps = append(steps, so.AddSessionConfigEntry("session.use_device_allocator_for_initializers", map[bool]string{true: "1", false: "0"}[*p]))
 	}
 	if err := errors.Join(steps...); err != nil {
 		_ = so.Destroy()

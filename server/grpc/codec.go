@@ -275,26 +275,89 @@ func (c *codec) unmarshalInferRequest(data mem.BufferSlice, r *inferRequest) err
 		r.ModelInferRequest = new(inferencepb.ModelInferRequest)
 	}
 	var buf mem.Buffer
+	var msg []byte
 	if len(data) <= 1 {
 		buf = data.MaterializeToBuffer(c.pool) // the one received buffer, referenced
 	} else {
 		n := data.Len()
-		if err := c.budget.Acquire(int64(n)); err != nil {
+		pad := alignPad(data, n)
+		if err := c.budget.Acquire(int64(n + pad)); err != nil {
 			proto.Reset(r.ModelInferRequest)
 			r.refused = err
 			return nil
 		}
-		p := c.pool.Get(n)
-		data.CopyTo(*p)
-		buf = mem.NewBuffer(p, budgetedPool{pool: c.pool, budget: c.budget, n: int64(n)})
+		p := c.pool.Get(n + pad)
+		data.CopyTo((*p)[pad:])
+		buf = mem.NewBuffer(p, budgetedPool{pool: c.pool, budget: c.budget, n: int64(n + pad)})
+		msg = buf.ReadOnlyData()[pad:]
 	}
-	aliased, err := unmarshalAliasing(buf.ReadOnlyData(), r.ModelInferRequest)
+	if msg == nil {
+		msg = buf.ReadOnlyData()
+	}
+	aliased, err := unmarshalAliasing(msg, r.ModelInferRequest)
 	if err != nil || !aliased {
 		buf.Free()
 		return err
 	}
 	r.buf = buf
 	return nil
+}
+
+// rawAlign is the alignment alignPad gives a large message's first raw
+// input: a backend that needs its elements aligned (ONNX Runtime's kernels)
+// would otherwise copy the whole tensor once more.
+const rawAlign = 64
+
+// alignPad is how many bytes to put before a copied message of n bytes so
+// that its first raw_input_contents entry starts on a rawAlign boundary
+// (0 for messages under payload.LargeSize, where a copy costs little, and
+// when the entry is not within the first alignScan bytes).
+func alignPad(data mem.BufferSlice, n int) int {
+	if n < payload.LargeSize {
+		return 0
+	}
+	var prefix [alignScan]byte
+	k := 0
+	for _, b := range data {
+		k += copy(prefix[k:], b.ReadOnlyData())
+		if k == len(prefix) {
+			break
+		}
+	}
+	off := firstRawInput(prefix[:k])
+	if off < 0 {
+		return 0
+	}
+	return (rawAlign - off%rawAlign) % rawAlign
+}
+
+// alignScan bounds the part of a message alignPad looks at: the records
+// before the raw inputs (the inputs' names, types and shapes, parameters)
+// are small.
+const alignScan = 4 << 10
+
+// firstRawInput is the offset in b of the first raw_input_contents entry's
+// bytes, or -1 when the records of b end, or stop parsing, before one.
+func firstRawInput(b []byte) int {
+	for i := 0; i < len(b); {
+		num, typ, tn := protowire.ConsumeTag(b[i:])
+		if tn < 0 {
+			return -1
+		}
+		if num == rawInputField && typ == protowire.BytesType {
+			_, ln := protowire.ConsumeVarint(b[i+tn:])
+			if ln < 0 {
+				return -1
+			}
+			return i + tn + ln
+		}
+		vn := protowire.ConsumeFieldValue(num, typ, b[i+tn:])
+		if vn < 0 {
+			return -1
+		}
+		i += tn + vn
+	}
+	return -1
 }
 
 // budgetedPool frees one copied message: its buffer goes back to the pool
