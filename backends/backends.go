@@ -188,6 +188,23 @@ var _ Inferer = (*LateInferer)(nil)
 // Bind makes l forward to i.
 func (l *LateInferer) Bind(i Inferer) { l.target.Store(&inferBox{i}) }
 
+// ModelConfigs answers the configuration of a loaded model version
+// (version "" is the one its policy serves by default): an ensemble checks
+// its steps against those of its composing models when it loads.
+type ModelConfigs interface {
+	ModelConfig(ctx context.Context, name, version string) (*inferencepb.ModelConfig, error)
+}
+
+// ModelConfig forwards to the bound Inferer when it answers configurations.
+func (l *LateInferer) ModelConfig(ctx context.Context, name, version string) (*inferencepb.ModelConfig, error) {
+	if b := l.target.Load(); b != nil {
+		if c, ok := b.i.(ModelConfigs); ok {
+			return c.ModelConfig(ctx, name, version)
+		}
+	}
+	return nil, inference.Unavailable("the configuration of model '%s' cannot be read yet: the server is still starting", name)
+}
+
 // InferStream forwards to the bound Inferer.
 func (l *LateInferer) InferStream(ctx context.Context, req *inference.Request, out inference.ResponseFunc) error {
 	b := l.target.Load()

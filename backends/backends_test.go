@@ -10,6 +10,7 @@ import (
 	"github.com/nereid-project/nereid/backends"
 	"github.com/nereid-project/nereid/backends/backendtest"
 	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/proto/inferencepb"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -85,5 +86,26 @@ func TestLateInferer(t *testing.T) {
 		return nil
 	}); err != nil || finals != 1 {
 		t.Fatalf("bound: %v, %d finals", err, finals)
+	}
+}
+
+type configServer struct{ inferFunc }
+
+func (configServer) ModelConfig(_ context.Context, name, _ string) (*inferencepb.ModelConfig, error) {
+	return &inferencepb.ModelConfig{Name: name}, nil
+}
+
+func TestLateInfererModelConfig(t *testing.T) {
+	var l backends.LateInferer
+	if _, err := l.ModelConfig(context.Background(), "m", ""); inference.CodeOf(err) != inference.CodeUnavailable {
+		t.Fatalf("unbound: %v", err)
+	}
+	l.Bind(inferFunc(nil))
+	if _, err := l.ModelConfig(context.Background(), "m", ""); inference.CodeOf(err) != inference.CodeUnavailable {
+		t.Fatalf("bound to an Inferer without configurations: %v", err)
+	}
+	l.Bind(configServer{})
+	if cfg, err := l.ModelConfig(context.Background(), "m", ""); err != nil || cfg.GetName() != "m" {
+		t.Fatalf("bound: %v %v", cfg, err)
 	}
 }

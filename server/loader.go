@@ -10,6 +10,7 @@ import (
 
 	"github.com/nereid-project/nereid/backends"
 	"github.com/nereid-project/nereid/cache"
+	"github.com/nereid-project/nereid/ensemble"
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 	"github.com/nereid-project/nereid/ratelimit"
@@ -75,6 +76,9 @@ func (l *Loader) backendFor(cfg *inferencepb.ModelConfig) (string, backends.Back
 // Complete resolves the backend a configuration names and lets it fill in
 // or check the configuration.
 func (l *Loader) Complete(ctx context.Context, modelDir string, cfg *inferencepb.ModelConfig, autoComplete bool) error {
+	if isEnsemble(cfg) {
+		return nil // no backend: its steps are checked when it loads
+	}
 	name, b, err := l.backendFor(cfg)
 	if err != nil {
 		return err
@@ -92,6 +96,9 @@ func (l *Loader) Complete(ctx context.Context, modelDir string, cfg *inferencepb
 // instance group and puts a scheduler in front of them.
 func (l *Loader) LoadVersion(ctx context.Context, spec repository.VersionSpec) (_ repository.Servable, err error) {
 	loadStart := time.Now()
+	if isEnsemble(spec.Config) {
+		return l.loadEnsemble(ctx, spec, loadStart)
+	}
 	name, b, err := l.backendFor(spec.Config)
 	if err != nil {
 		return nil, err
@@ -153,5 +160,32 @@ func (l *Loader) LoadVersion(ctx context.Context, spec repository.VersionSpec) (
 	}
 	lm.sched = newScheduler(spec.Config, lm.instances, lm.stats, deps)
 	logger.Info().Int("instances", len(lm.instances)).Str("backend", name).Msg("model version loaded")
+	return lm, nil
+}
+
+// isEnsemble reports whether cfg is an ensemble, which has no backend:
+// its scheduler runs its steps on other models.
+func isEnsemble(cfg *inferencepb.ModelConfig) bool {
+	return cfg.GetPlatform() == ensemblePlatform
+}
+
+const ensemblePlatform = "ensemble"
+
+// loadEnsemble checks an ensemble against its composing models, which the
+// repository has loaded first, and puts an executor in front of its plan.
+func (l *Loader) loadEnsemble(ctx context.Context, spec repository.VersionSpec, loadStart time.Time) (repository.Servable, error) {
+	plan, err := ensemble.Build(ctx, spec.Config, spec.Version, l.inferer)
+	if err != nil {
+		return nil, err
+	}
+	lm := newLoadedModel(spec.Name, spec.Version, spec.Config, nil)
+	lm.decoupled = lm.decoupled || plan.Decoupled()
+	if l.opts.Metrics != nil {
+		lm.stats.metrics = l.opts.Metrics(spec.Name, spec.Version, spec.Config.GetMetricTags())
+		lm.stats.metrics.LoadDuration(time.Since(loadStart))
+	}
+	lm.sched = ensemble.NewExecutor(plan, l.inferer)
+	l.opts.Logger.Info().Str("model", spec.Name).Int64("version", spec.Version).
+		Int("steps", len(spec.Config.GetEnsembleScheduling().GetStep())).Bool("decoupled", lm.decoupled).Msg("ensemble loaded")
 	return lm, nil
 }

@@ -1,0 +1,336 @@
+package ensemble
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nereid-project/nereid/backends"
+	"github.com/nereid-project/nereid/inference"
+)
+
+// Executor is an ensemble's scheduler: it runs each request through the
+// Plan, sending the steps to their models through an Inferer (the server).
+type Executor struct {
+	plan    *Plan
+	inferer backends.Inferer
+	version string
+
+	mu      sync.Mutex
+	closed  bool
+	running sync.WaitGroup
+}
+
+// NewExecutor returns the scheduler of an ensemble version.
+func NewExecutor(p *Plan, inferer backends.Inferer) *Executor {
+	return &Executor{plan: p, inferer: inferer, version: itoa(p.version)}
+}
+
+// Infer runs req and returns once every step has ended. The ensemble's
+// responses go through req's sender: one, with the final flag, or, when a
+// step is decoupled, one per complete set of outputs and then the final
+// flag alone. A failure is returned (and the steps still running are
+// cancelled); responses already sent stay sent.
+func (e *Executor) Infer(ctx context.Context, req *inference.Request) error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return inference.Unavailable("ensemble '%s' is unloading", e.plan.name)
+	}
+	e.running.Add(1)
+	e.mu.Unlock()
+	defer e.running.Done()
+
+	r := newRun(ctx, e, req)
+	return r.execute()
+}
+
+// Close refuses new requests and waits for the running ones.
+func (e *Executor) Close() {
+	e.mu.Lock()
+	e.closed = true
+	e.mu.Unlock()
+	e.running.Wait()
+}
+
+// run is one request going through the plan.
+type run struct {
+	e      *Executor
+	req    *inference.Request
+	ctx    context.Context //nolint:containedctx // the request's, cancelled on the first failure
+	cancel context.CancelFunc
+	steps  sync.WaitGroup
+	sendMu sync.Mutex // held while a response is sent
+
+	mu   sync.Mutex // guards the fields below
+	root *frame
+	err  error // the first failure
+	// results are the ensemble responses complete so far, in order: sent
+	// as they come when the plan is decoupled, else the one sent at the end.
+	results []*inference.Response
+	// held are the step responses whose tensors the frames use; memory is
+	// their backends' until released, which happens when the run and every
+	// response sent from it are done (refs).
+	held []*inference.Response
+	refs atomic.Int32
+}
+
+// frame is one set of ensemble tensors. The request's inputs start the
+// root frame; every response of a decoupled step starts a child frame with
+// its parent's tensors and that response's, in which the steps downstream
+// of the decoupled step run.
+type frame struct {
+	creator  int // the decoupled step whose response started it; -1: root
+	tensors  map[string]inference.Tensor
+	started  []bool
+	children []*frame
+	emitted  bool
+}
+
+func newRun(ctx context.Context, e *Executor, req *inference.Request) *run {
+	r := &run{e: e, req: req}
+	r.ctx, r.cancel = context.WithCancel(ctx)
+	r.refs.Store(1)
+	return r
+}
+
+func (r *run) newFrame(creator int, from map[string]inference.Tensor) *frame {
+	f := &frame{creator: creator, tensors: make(map[string]inference.Tensor, len(from)+4), started: make([]bool, len(r.e.plan.steps))}
+	for k, v := range from {
+		f.tensors[k] = v
+	}
+	return f
+}
+
+func (r *run) execute() error {
+	defer r.cancel()
+	p := r.e.plan
+	inputs := make(map[string]inference.Tensor, len(r.req.Inputs))
+	for _, t := range r.req.Inputs {
+		inputs[t.Name] = t
+	}
+	r.mu.Lock()
+	r.root = r.newFrame(-1, inputs)
+	ready := r.readyLocked(r.root)
+	r.mu.Unlock()
+	r.startAll(ready)
+	r.steps.Wait()
+
+	r.mu.Lock()
+	err, results := r.err, r.results
+	r.mu.Unlock()
+	defer r.unref()
+	if err != nil {
+		if !p.decoupled {
+			for _, resp := range results {
+				resp.Done() // never sent
+			}
+		}
+		return err
+	}
+	if p.decoupled {
+		return r.req.Send(nil, true)
+	}
+	if len(results) != 1 {
+		return inference.Internal("ensemble '%s' produced %d responses for a request; its steps answer once each", p.name, len(results))
+	}
+	return r.req.Send(results[0], true)
+}
+
+// started is a step ready to run in a frame.
+type started struct {
+	f *frame
+	s *step
+}
+
+// readyLocked marks and returns the steps of f's scope whose inputs all
+// exist in f and that have not started there.
+func (r *run) readyLocked(f *frame) []started {
+	var out []started
+	for i, s := range r.e.plan.steps {
+		if f.started[i] || !r.e.plan.inScope(f.creator, i) {
+			continue
+		}
+		all := true
+		for _, b := range s.inputs {
+			if _, ok := f.tensors[b.ensemble]; !ok {
+				all = false
+				break
+			}
+		}
+		if all {
+			f.started[i] = true
+			out = append(out, started{f, s})
+		}
+	}
+	return out
+}
+
+func (r *run) startAll(ready []started) {
+	for _, st := range ready {
+		r.steps.Add(1)
+		go r.runStep(st.f, st.s)
+	}
+}
+
+// runStep sends one step to its model and takes in its responses.
+func (r *run) runStep(f *frame, s *step) {
+	defer r.steps.Done()
+	req := &inference.Request{
+		ID:           r.req.ID,
+		ModelName:    s.model,
+		ModelVersion: s.version,
+		Inputs:       make([]inference.Tensor, len(s.inputs)),
+		Outputs:      make([]inference.RequestedOutput, len(s.outputs)),
+		Parameters:   r.req.Parameters,
+	}
+	r.mu.Lock()
+	for k, b := range s.inputs {
+		t := f.tensors[b.ensemble]
+		t.Name = b.model
+		req.Inputs[k] = t
+	}
+	r.mu.Unlock()
+	for k, b := range s.outputs {
+		req.Outputs[k] = inference.RequestedOutput{Name: b.model}
+	}
+	err := r.e.inferer.InferStream(r.ctx, req, func(resp *inference.Response, _ bool) error {
+		if resp == nil {
+			return nil
+		}
+		return r.deliver(f, s, resp)
+	})
+	if err != nil {
+		r.fail(s, err)
+	}
+}
+
+// deliver takes in one response of step s, run in frame f: its tensors join
+// f (or, for a decoupled step, a new child frame), and the steps that now
+// have their inputs start.
+func (r *run) deliver(f *frame, s *step, resp *inference.Response) error {
+	r.mu.Lock()
+	r.held = append(r.held, resp)
+	if r.err != nil {
+		r.mu.Unlock()
+		return r.err
+	}
+	outs := make(map[string]inference.Tensor, len(s.outputs))
+	for _, b := range s.outputs {
+		var found bool
+		for _, t := range resp.Outputs {
+			if t.Name == b.model {
+				t.Name = b.ensemble
+				outs[b.ensemble], found = t, true
+				break
+			}
+		}
+		if !found {
+			r.mu.Unlock()
+			err := inference.Internal("ensemble '%s': model '%s' (step %d) answered without its output '%s'", r.e.plan.name, s.model, s.index, b.model)
+			r.fail(nil, err)
+			return err
+		}
+	}
+	target := f
+	if s.decoupled {
+		target = r.newFrame(s.index, f.tensors)
+		copy(target.started, f.started)
+		f.children = append(f.children, target)
+	}
+	ready := r.addLocked(target, outs)
+	var emit []*inference.Response
+	r.collectLocked(r.root, &emit)
+	r.mu.Unlock()
+
+	if len(emit) > 0 {
+		// One Send at a time (the ResponseSender contract), in the order
+		// the frames completed.
+		r.sendMu.Lock()
+		for k, resp := range emit {
+			if err := r.req.Send(resp, false); err != nil {
+				for _, rest := range emit[k:] {
+					rest.Done()
+				}
+				r.sendMu.Unlock()
+				r.fail(nil, err)
+				return err
+			}
+		}
+		r.sendMu.Unlock()
+	}
+	r.startAll(ready)
+	return nil
+}
+
+// addLocked puts tensors into f and the frames forked from it, and returns
+// the steps that became ready.
+func (r *run) addLocked(f *frame, tensors map[string]inference.Tensor) []started {
+	for k, v := range tensors {
+		if _, ok := f.tensors[k]; !ok {
+			f.tensors[k] = v
+		}
+	}
+	ready := r.readyLocked(f)
+	for _, c := range f.children {
+		ready = append(ready, r.addLocked(c, tensors)...)
+	}
+	return ready
+}
+
+// collectLocked makes the response of every frame that now holds all the
+// ensemble's outputs and answers for them: a decoupled plan's are returned
+// in emit to be sent at once; the one of a plan that is not is kept for the
+// end.
+func (r *run) collectLocked(f *frame, emit *[]*inference.Response) {
+	p := r.e.plan
+	if !f.emitted && p.emits(f.creator) {
+		outs := make([]inference.Tensor, 0, len(p.outputs))
+		for _, name := range p.outputs {
+			t, ok := f.tensors[name]
+			if !ok {
+				break
+			}
+			outs = append(outs, t)
+		}
+		if len(outs) == len(p.outputs) {
+			f.emitted = true
+			r.refs.Add(1)
+			resp := &inference.Response{ID: r.req.ID, ModelName: p.name, ModelVersion: r.e.version, Outputs: outs, Release: r.unref}
+			r.results = append(r.results, resp)
+			if p.decoupled {
+				*emit = append(*emit, resp)
+			}
+		}
+	}
+	for _, c := range f.children {
+		r.collectLocked(c, emit)
+	}
+}
+
+// fail records the first failure and cancels the steps still running.
+func (r *run) fail(s *step, err error) {
+	if s != nil && inference.CodeOf(err) != inference.CodeCancelled {
+		err = inference.Errorf(inference.CodeOf(err), "ensemble '%s' step %d (model '%s'): %w", r.e.plan.name, s.index, s.model, err)
+	}
+	r.mu.Lock()
+	if r.err == nil {
+		r.err = err
+	}
+	r.mu.Unlock()
+	r.cancel()
+}
+
+// unref drops one reference to the step responses; the last frees them.
+func (r *run) unref() {
+	if r.refs.Add(-1) != 0 {
+		return
+	}
+	r.mu.Lock()
+	held := r.held
+	r.held = nil
+	r.mu.Unlock()
+	for _, resp := range held {
+		resp.Done()
+	}
+}

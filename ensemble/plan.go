@@ -1,0 +1,353 @@
+package ensemble
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+
+	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/proto/inferencepb"
+)
+
+// Configs answers the configuration of a loaded model version; version ""
+// is the one the model serves by default.
+type Configs interface {
+	ModelConfig(ctx context.Context, name, version string) (*inferencepb.ModelConfig, error)
+}
+
+// Plan is a validated ensemble.
+type Plan struct {
+	name    string
+	version int64
+	steps   []*step
+	// inputs are the ensemble's inputs; outputs the tensors that make a
+	// response, in the configuration's order.
+	inputs  []string
+	outputs []string
+	// consumers lists, for each ensemble tensor, the steps that read it.
+	consumers map[string][]int
+	// decoupled: some step's model is, so the ensemble answers 0..N times.
+	decoupled bool
+	// scope is, for each step, the decoupled step whose responses start
+	// the frames it runs in (-1: the root frame); answering, the one whose
+	// frames hold the ensemble's outputs.
+	scope     []int
+	answering int
+}
+
+// step is one ensemble step, resolved against its model.
+type step struct {
+	index     int
+	model     string
+	version   string    // "" for -1, the model's default
+	inputs    []binding // model input ← ensemble tensor
+	outputs   []binding // model output → ensemble tensor
+	decoupled bool
+}
+
+// binding ties a tensor of a step's model to an ensemble tensor.
+type binding struct {
+	model    string // the tensor's name in the step's model
+	ensemble string // the ensemble tensor
+}
+
+// Decoupled reports whether the ensemble may answer other than once.
+func (p *Plan) Decoupled() bool { return p.decoupled }
+
+// tensorSpec is what validation knows about a tensor: its type, and its
+// full shape (the batch dimension first, -1, when the model batches).
+type tensorSpec struct {
+	dt    inferencepb.DataType
+	shape []int64
+	where string // for messages: "ensemble input X", "output Y of model M (step 2)"
+}
+
+func fullShape(dims []int64, maxBatch int32) []int64 {
+	if maxBatch > 0 {
+		return append([]int64{-1}, dims...)
+	}
+	return slices.Clone(dims)
+}
+
+// compatible reports whether two full shapes can describe the same tensor:
+// the same rank, and equal dimensions where neither is variable.
+func compatible(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] && a[i] != -1 && b[i] != -1 {
+			return false
+		}
+	}
+	return true
+}
+
+// Build validates the ensemble cfg (whose ensemble_scheduling the
+// repository has checked for form) against its composing models, which
+// must be loaded, and returns its Plan. Errors name the ensemble, the step
+// and the tensor.
+func Build(ctx context.Context, cfg *inferencepb.ModelConfig, version int64, models Configs) (*Plan, error) {
+	name := cfg.GetName()
+	p := &Plan{name: name, version: version, consumers: map[string][]int{}}
+	fail := func(format string, args ...any) error {
+		return inference.InvalidArg("ensemble '%s': "+format, append([]any{name}, args...)...)
+	}
+
+	// What each ensemble tensor is, as its producer says.
+	produced := map[string]tensorSpec{}
+	producer := map[string]int{} // tensor -> step, -1 for an ensemble input
+	for _, in := range cfg.GetInput() {
+		produced[in.GetName()] = tensorSpec{in.GetDataType(), fullShape(in.GetDims(), cfg.GetMaxBatchSize()), "ensemble input '" + in.GetName() + "'"}
+		producer[in.GetName()] = -1
+		p.inputs = append(p.inputs, in.GetName())
+	}
+
+	type stepModel struct {
+		cfg     *inferencepb.ModelConfig
+		inputs  map[string]*inferencepb.ModelInput
+		outputs map[string]*inferencepb.ModelOutput
+	}
+	stepModels := make([]stepModel, len(cfg.GetEnsembleScheduling().GetStep()))
+	for i, s := range cfg.GetEnsembleScheduling().GetStep() {
+		st := &step{index: i, model: s.GetModelName()}
+		if v := s.GetModelVersion(); v >= 0 {
+			st.version = strconv.FormatInt(v, 10)
+		}
+		mc, err := models.ModelConfig(ctx, st.model, st.version)
+		if err != nil {
+			return nil, fail("step %d: composing model '%s' is not available: %v", i, st.model, err)
+		}
+		if mc.GetMaxBatchSize() < cfg.GetMaxBatchSize() {
+			return nil, fail("allows maximum batch size %d, but it contains model '%s' (step %d) which only allows maximum batch size %d",
+				cfg.GetMaxBatchSize(), st.model, i, mc.GetMaxBatchSize())
+		}
+		st.decoupled = mc.GetModelTransactionPolicy().GetDecoupled()
+		p.decoupled = p.decoupled || st.decoupled
+		sm := stepModel{cfg: mc, inputs: map[string]*inferencepb.ModelInput{}, outputs: map[string]*inferencepb.ModelOutput{}}
+		for _, in := range mc.GetInput() {
+			sm.inputs[in.GetName()] = in
+		}
+		for _, out := range mc.GetOutput() {
+			sm.outputs[out.GetName()] = out
+		}
+		stepModels[i] = sm
+		for _, k := range sortedKeys(s.GetInputMap()) {
+			if sm.inputs[k] == nil {
+				return nil, fail("step %d: model '%s' has no input '%s' (input_map maps it from ensemble tensor '%s')", i, st.model, k, s.GetInputMap()[k])
+			}
+			st.inputs = append(st.inputs, binding{model: k, ensemble: s.GetInputMap()[k]})
+		}
+		for _, in := range mc.GetInput() {
+			if _, ok := s.GetInputMap()[in.GetName()]; !ok && !in.GetOptional() && !isControl(mc, in.GetName()) {
+				return nil, fail("step %d: input '%s' of model '%s' is not mapped from any ensemble tensor in input_map", i, in.GetName(), st.model)
+			}
+		}
+		for _, k := range sortedKeys(s.GetOutputMap()) {
+			out := sm.outputs[k]
+			if out == nil {
+				return nil, fail("step %d: model '%s' has no output '%s' (output_map maps it to ensemble tensor '%s')", i, st.model, k, s.GetOutputMap()[k])
+			}
+			t := s.GetOutputMap()[k]
+			if prev, ok := producer[t]; ok {
+				if prev < 0 {
+					return nil, fail("step %d: ensemble tensor '%s' is an input of the ensemble and cannot also be the output '%s' of model '%s'", i, t, k, st.model)
+				}
+				return nil, fail("ensemble tensor '%s' is produced by step %d and step %d: a tensor has one producer", t, prev, i)
+			}
+			producer[t] = i
+			produced[t] = tensorSpec{out.GetDataType(), fullShape(out.GetDims(), mc.GetMaxBatchSize()),
+				fmt.Sprintf("output '%s' of model '%s' (step %d)", k, st.model, i)}
+			st.outputs = append(st.outputs, binding{model: k, ensemble: t})
+		}
+		p.steps = append(p.steps, st)
+	}
+
+	// Every read tensor exists and agrees with its producer.
+	for i, st := range p.steps {
+		for _, b := range st.inputs {
+			src, ok := produced[b.ensemble]
+			if !ok {
+				return nil, fail("step %d: ensemble tensor '%s' (input '%s' of model '%s') is neither an ensemble input nor any step's output", i, b.ensemble, b.model, st.model)
+			}
+			in := stepModels[i].inputs[b.model]
+			want := tensorSpec{in.GetDataType(), fullShape(in.GetDims(), stepModels[i].cfg.GetMaxBatchSize()), ""}
+			if src.dt != want.dt {
+				return nil, fail("step %d: input '%s' of model '%s' is %s, but its ensemble tensor '%s' is %s (%s)",
+					i, b.model, st.model, typeName(want.dt), b.ensemble, typeName(src.dt), src.where)
+			}
+			if len(in.GetReshape().GetShape()) == 0 && !compatible(src.shape, want.shape) {
+				return nil, fail("step %d: input '%s' of model '%s' has shape %v, but its ensemble tensor '%s' has shape %v (%s)",
+					i, b.model, st.model, want.shape, b.ensemble, src.shape, src.where)
+			}
+			p.consumers[b.ensemble] = append(p.consumers[b.ensemble], i)
+		}
+	}
+	for _, out := range cfg.GetOutput() {
+		src, ok := produced[out.GetName()]
+		if !ok || producer[out.GetName()] < 0 {
+			return nil, fail("ensemble output '%s' is not produced by any step (no output_map maps to it)", out.GetName())
+		}
+		if src.dt != out.GetDataType() {
+			return nil, fail("ensemble output '%s' is %s, but it is %s, which is %s", out.GetName(), typeName(out.GetDataType()), src.where, typeName(src.dt))
+		}
+		if want := fullShape(out.GetDims(), cfg.GetMaxBatchSize()); !compatible(src.shape, want) {
+			return nil, fail("ensemble output '%s' has shape %v, but it is %s, with shape %v", out.GetName(), want, src.where, src.shape)
+		}
+		p.outputs = append(p.outputs, out.GetName())
+	}
+	for _, in := range p.inputs {
+		if len(p.consumers[in]) == 0 {
+			return nil, fail("ensemble input '%s' is not read by any step", in)
+		}
+	}
+	if err := p.checkAcyclic(producer); err != nil {
+		return nil, fail("%v", err)
+	}
+	if err := p.resolveScopes(producer); err != nil {
+		return nil, fail("%v", err)
+	}
+	return p, nil
+}
+
+// resolveScopes works out, for a plan with decoupled steps, which frame
+// each step runs in and which frames answer (see frame): a step runs in the
+// frames its nearest decoupled ancestor starts (the root when it has none),
+// and the ensemble answers from the frames of the nearest decoupled step
+// above its outputs. The decoupled steps above any one step, and above the
+// outputs, must therefore lie on one chain.
+func (p *Plan) resolveScopes(producer map[string]int) error {
+	n := len(p.steps)
+	anc := make([]map[int]bool, n) // the steps each step depends on
+	var ancestors func(i int) map[int]bool
+	ancestors = func(i int) map[int]bool {
+		if anc[i] != nil {
+			return anc[i]
+		}
+		a := map[int]bool{}
+		for _, b := range p.steps[i].inputs {
+			if j := producer[b.ensemble]; j >= 0 {
+				a[j] = true
+				for k := range ancestors(j) {
+					a[k] = true
+				}
+			}
+		}
+		anc[i] = a
+		return a
+	}
+	// nearest returns the decoupled step of set below all others in it
+	// (-1 for none), or an error when two of them are independent.
+	nearest := func(set map[int]bool, what string) (int, error) {
+		best := -1
+		for d := range set {
+			if !p.steps[d].decoupled {
+				continue
+			}
+			switch {
+			case best < 0 || ancestors(d)[best]:
+				best = d
+			case ancestors(best)[d]:
+			default:
+				return 0, fmt.Errorf("%s depends on the decoupled steps %d and %d, neither of which feeds the other: their responses cannot be paired", what, min(best, d), max(best, d))
+			}
+		}
+		return best, nil
+	}
+	p.scope = make([]int, n)
+	for i := range p.steps {
+		d, err := nearest(ancestors(i), fmt.Sprintf("step %d (model '%s')", i, p.steps[i].model))
+		if err != nil {
+			return err
+		}
+		p.scope[i] = d
+	}
+	above := map[int]bool{}
+	for _, o := range p.outputs {
+		j := producer[o]
+		above[j] = true
+		for k := range ancestors(j) {
+			above[k] = true
+		}
+	}
+	d, err := nearest(above, "the ensemble's outputs")
+	if err != nil {
+		return err
+	}
+	p.answering = d
+	return nil
+}
+
+// inScope reports whether step i runs in the frames that step creator's
+// responses start (-1: the root frame).
+func (p *Plan) inScope(creator, i int) bool { return p.scope[i] == creator }
+
+// emits reports whether the frames started by creator answer the request.
+func (p *Plan) emits(creator int) bool { return p.answering == creator }
+
+// checkAcyclic fails when a step needs, through other steps, its own
+// output.
+func (p *Plan) checkAcyclic(producer map[string]int) error {
+	const (
+		unseen = iota
+		active
+		done
+	)
+	state := make([]int, len(p.steps))
+	var visit func(i int, path []int) error
+	visit = func(i int, path []int) error {
+		switch state[i] {
+		case done:
+			return nil
+		case active:
+			return fmt.Errorf("steps %v form a cycle", append(path, i))
+		}
+		state[i] = active
+		for _, b := range p.steps[i].inputs {
+			if j := producer[b.ensemble]; j >= 0 {
+				if err := visit(j, append(path, i)); err != nil {
+					return err
+				}
+			}
+		}
+		state[i] = done
+		return nil
+	}
+	for i := range p.steps {
+		if err := visit(i, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// isControl reports whether name is a sequence batcher's control or state
+// input of mc, which the model's scheduler supplies.
+func isControl(mc *inferencepb.ModelConfig, name string) bool {
+	sb := mc.GetSequenceBatching()
+	for _, c := range sb.GetControlInput() {
+		if c.GetName() == name {
+			return true
+		}
+	}
+	for _, s := range sb.GetState() {
+		if s.GetInputName() == name {
+			return true
+		}
+	}
+	return false
+}
+
+func typeName(dt inferencepb.DataType) string { return inference.DataType(dt).String() }
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func itoa(v int64) string { return strconv.FormatInt(v, 10) }
