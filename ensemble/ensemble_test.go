@@ -383,6 +383,8 @@ output [{ name: "Z" data_type: TYPE_INT32 dims: [ -1 ] }] ensemble_scheduling { 
 		{"cycle", head + step("first", "IN", "X", "OUT", "Y") + `{ model_name: "join" input_map [{ key: "A" value: "Y" }, { key: "B" value: "W" }] output_map { key: "OUT" value: "Z" } },` +
 			step("second", "IN", "Z", "OUT", "W") + "] }",
 			"ensemble 'ens': steps [1 2 1] form a cycle"},
+		{"tensor written twice", head + step("first", "IN", "X", "OUT", "Z") + step("second", "IN", "X", "OUT", "Z") + "] }",
+			"ensemble tensor 'Z' can appear in an output map only once for ensemble 'ens' step 1"},
 		{"independent decoupled steps joined", head + step("dec1", "IN", "X", "OUT", "L") + step("dec2", "IN", "X", "OUT", "R") +
 			`{ model_name: "join" input_map [{ key: "A" value: "L" }, { key: "B" value: "R" }] output_map { key: "OUT" value: "Z" } }] }`,
 			"ensemble 'ens': step 2 (model 'join') depends on the decoupled steps 0 and 1, neither of which feeds the other"},
@@ -398,5 +400,99 @@ output [{ name: "Z" data_type: TYPE_INT32 dims: [ -1 ] }] ensemble_scheduling { 
 				t.Errorf("error class %v", err)
 			}
 		})
+	}
+}
+
+// router is a fake route model: SEL 0 sends X out as A, anything else as B.
+func router(t *testing.T) *inferencepb.ModelConfig {
+	return parse(t, `name: "router" backend: "route"
+input [{ name: "SEL" data_type: TYPE_INT32 dims: [ 1 ] }, { name: "X" data_type: TYPE_INT32 dims: [ -1 ] }]
+output [{ name: "A" data_type: TYPE_INT32 dims: [ -1 ] }, { name: "B" data_type: TYPE_INT32 dims: [ -1 ] }]`)
+}
+
+func routeRun(_ context.Context, req *inference.Request, out inference.ResponseFunc) error {
+	if len(req.Outputs) != 0 {
+		return inference.Internal("a route step asked for outputs %v", req.Outputs)
+	}
+	var sel, x inference.Tensor
+	for _, in := range req.Inputs {
+		if in.Name == "SEL" {
+			sel = in
+		} else {
+			x = in
+		}
+	}
+	x.Name = "B"
+	if vals(sel)[0] == 0 {
+		x.Name = "A"
+	}
+	return out(&inference.Response{Outputs: []inference.Tensor{x}}, true)
+}
+
+const routed = `name: "ens" platform: "ensemble"
+input [{ name: "SEL" data_type: TYPE_INT32 dims: [ 1 ] }, { name: "X" data_type: TYPE_INT32 dims: [ -1 ] }]
+output [{ name: "Z" data_type: TYPE_INT32 dims: [ -1 ] }]
+ensemble_scheduling { step [
+  { model_name: "router" input_map [{ key: "SEL" value: "SEL" }, { key: "X" value: "X" }] output_map [{ key: "A" value: "TO_A" }, { key: "B" value: "TO_B" }] },
+  { model_name: "first" input_map { key: "IN" value: "TO_A" } output_map { key: "OUT" value: "Z" } },
+  { model_name: "second" input_map { key: "IN" value: "TO_B" } output_map { key: "OUT" value: "Z" } }
+] }`
+
+// After a route step only the chosen branch runs, and the branches may
+// write the same ensemble tensor.
+func TestRouteRunsOneBranch(t *testing.T) {
+	var mu sync.Mutex
+	ran := map[string]int{}
+	counted := func(name string, f func(context.Context, *inference.Request, inference.ResponseFunc) error) func(context.Context, *inference.Request, inference.ResponseFunc) error {
+		return func(ctx context.Context, req *inference.Request, out inference.ResponseFunc) error {
+			mu.Lock()
+			ran[name]++
+			mu.Unlock()
+			return f(ctx, req, out)
+		}
+	}
+	m := &models{
+		cfgs: map[string]*inferencepb.ModelConfig{"router": router(t), "first": unit(t, "first", false), "second": unit(t, "second", false)},
+		run: map[string]func(context.Context, *inference.Request, inference.ResponseFunc) error{
+			"router": routeRun, "first": counted("first", add(10)), "second": counted("second", add(20)),
+		},
+	}
+	m.cfgs["router"].Backend = "route"
+	e := build(t, routed, m)
+	defer e.Close()
+	for _, tc := range []struct {
+		sel  int32
+		want int32
+		ran  string
+	}{{0, 11, "first"}, {1, 21, "second"}} {
+		s := i32(tc.sel)
+		s.Name = "SEL"
+		x := i32(1)
+		x.Name = "X"
+		req := &inference.Request{ModelName: "ens", Inputs: []inference.Tensor{s, x}}
+		rec := backendtest.NewRecorder(t, req)
+		clear(ran)
+		if err := e.Infer(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+		ev := rec.Events()
+		if got := vals(ev[0].Resp.Outputs[0]); got[0] != tc.want || len(ran) != 1 || ran[tc.ran] != 1 {
+			t.Fatalf("SEL %d: Z = %v, steps run %v", tc.sel, got, ran)
+		}
+	}
+}
+
+// Two steps may write one tensor only on different branches of one route.
+func TestSharedOutputNeedsExclusiveBranches(t *testing.T) {
+	cfgs := map[string]*inferencepb.ModelConfig{"router": router(t), "first": unit(t, "first", false), "second": unit(t, "second", false)}
+	cfgs["router"].Backend = "route"
+	sameBranch := strings.Replace(routed, `{ key: "IN" value: "TO_B" }`, `{ key: "IN" value: "TO_A" }`, 1)
+	_, err := Build(context.Background(), parse(t, sameBranch), 1, &models{cfgs: cfgs})
+	if err == nil || !strings.Contains(err.Error(), "ensemble tensor 'Z' can appear in an output map only once for ensemble 'ens' step 2") {
+		t.Fatalf("both on branch A: %v", err)
+	}
+	cfgs["router"].Backend = "fake" // not a route model: its outputs are not branches
+	if _, err := Build(context.Background(), parse(t, routed), 1, &models{cfgs: cfgs}); err == nil {
+		t.Fatal("a shared output after a plain model was accepted")
 	}
 }

@@ -2,6 +2,7 @@ package ensemble
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -131,6 +132,17 @@ func (r *run) execute() error {
 	if p.decoupled {
 		return r.req.Send(nil, true)
 	}
+	if len(results) == 0 {
+		r.mu.Lock()
+		var missing []string
+		for _, o := range p.outputs {
+			if _, ok := r.root.tensors[o]; !ok {
+				missing = append(missing, "'"+o+"'")
+			}
+		}
+		r.mu.Unlock()
+		return inference.InvalidArg("ensemble '%s' produced no output %s for the request: no branch of its route steps that leads there was taken", p.name, strings.Join(missing, ", "))
+	}
 	if len(results) != 1 {
 		return inference.Internal("ensemble '%s' produced %d responses for a request; its steps answer once each", p.name, len(results))
 	}
@@ -181,8 +193,13 @@ func (r *run) runStep(f *frame, s *step) {
 		ModelName:    s.model,
 		ModelVersion: s.version,
 		Inputs:       make([]inference.Tensor, len(s.inputs)),
-		Outputs:      make([]inference.RequestedOutput, len(s.outputs)),
 		Parameters:   r.req.Parameters,
+	}
+	if !s.router { // a route model answers with the one output it picks
+		req.Outputs = make([]inference.RequestedOutput, len(s.outputs))
+		for k, b := range s.outputs {
+			req.Outputs[k] = inference.RequestedOutput{Name: b.model}
+		}
 	}
 	r.mu.Lock()
 	for k, b := range s.inputs {
@@ -191,9 +208,6 @@ func (r *run) runStep(f *frame, s *step) {
 		req.Inputs[k] = t
 	}
 	r.mu.Unlock()
-	for k, b := range s.outputs {
-		req.Outputs[k] = inference.RequestedOutput{Name: b.model}
-	}
 	err := r.e.inferer.InferStream(r.ctx, req, func(resp *inference.Response, _ bool) error {
 		if resp == nil {
 			return nil
@@ -224,6 +238,9 @@ func (r *run) deliver(f *frame, s *step, resp *inference.Response) error {
 				outs[b.ensemble], found = t, true
 				break
 			}
+		}
+		if !found && s.router {
+			continue // a branch not taken: the steps that read it do not run
 		}
 		if !found {
 			r.mu.Unlock()

@@ -44,7 +44,13 @@ type step struct {
 	inputs    []binding // model input ← ensemble tensor
 	outputs   []binding // model output → ensemble tensor
 	decoupled bool
+	// router: the step's model is a route model, which answers with one of
+	// its outputs; the steps that read the others do not run.
+	router bool
 }
+
+// routeBackend is the built-in backend whose models pick a branch.
+const routeBackend = "route"
 
 // binding ties a tensor of a step's model to an ensemble tensor.
 type binding struct {
@@ -97,10 +103,12 @@ func Build(ctx context.Context, cfg *inferencepb.ModelConfig, version int64, mod
 
 	// What each ensemble tensor is, as its producer says.
 	produced := map[string]tensorSpec{}
-	producer := map[string]int{} // tensor -> step, -1 for an ensemble input
+	// The steps that produce each tensor: one, or several on exclusive
+	// branches of a route step; nil for an ensemble input.
+	producer := map[string][]int{}
 	for _, in := range cfg.GetInput() {
 		produced[in.GetName()] = tensorSpec{in.GetDataType(), fullShape(in.GetDims(), cfg.GetMaxBatchSize()), "ensemble input '" + in.GetName() + "'"}
-		producer[in.GetName()] = -1
+		producer[in.GetName()] = nil
 		p.inputs = append(p.inputs, in.GetName())
 	}
 
@@ -124,6 +132,7 @@ func Build(ctx context.Context, cfg *inferencepb.ModelConfig, version int64, mod
 				cfg.GetMaxBatchSize(), st.model, i, mc.GetMaxBatchSize())
 		}
 		st.decoupled = mc.GetModelTransactionPolicy().GetDecoupled()
+		st.router = mc.GetBackend() == routeBackend
 		p.decoupled = p.decoupled || st.decoupled
 		sm := stepModel{cfg: mc, inputs: map[string]*inferencepb.ModelInput{}, outputs: map[string]*inferencepb.ModelOutput{}}
 		for _, in := range mc.GetInput() {
@@ -150,15 +159,21 @@ func Build(ctx context.Context, cfg *inferencepb.ModelConfig, version int64, mod
 				return nil, fail("step %d: model '%s' has no output '%s' (output_map maps it to ensemble tensor '%s')", i, st.model, k, s.GetOutputMap()[k])
 			}
 			t := s.GetOutputMap()[k]
+			spec := tensorSpec{out.GetDataType(), fullShape(out.GetDims(), mc.GetMaxBatchSize()),
+				fmt.Sprintf("output '%s' of model '%s' (step %d)", k, st.model, i)}
 			if prev, ok := producer[t]; ok {
-				if prev < 0 {
+				if prev == nil {
 					return nil, fail("step %d: ensemble tensor '%s' is an input of the ensemble and cannot also be the output '%s' of model '%s'", i, t, k, st.model)
 				}
-				return nil, fail("ensemble tensor '%s' is produced by step %d and step %d: a tensor has one producer", t, prev, i)
+				// Allowed on exclusive branches (checked below, once every
+				// step is known), with the same type and shape.
+				if first := produced[t]; first.dt != spec.dt || !compatible(first.shape, spec.shape) {
+					return nil, fail("ensemble tensor '%s' is %s %v as %s but %s %v as %s", t, typeName(first.dt), first.shape, first.where, typeName(spec.dt), spec.shape, spec.where)
+				}
+			} else {
+				produced[t] = spec
 			}
-			producer[t] = i
-			produced[t] = tensorSpec{out.GetDataType(), fullShape(out.GetDims(), mc.GetMaxBatchSize()),
-				fmt.Sprintf("output '%s' of model '%s' (step %d)", k, st.model, i)}
+			producer[t] = append(producer[t], i)
 			st.outputs = append(st.outputs, binding{model: k, ensemble: t})
 		}
 		p.steps = append(p.steps, st)
@@ -186,7 +201,7 @@ func Build(ctx context.Context, cfg *inferencepb.ModelConfig, version int64, mod
 	}
 	for _, out := range cfg.GetOutput() {
 		src, ok := produced[out.GetName()]
-		if !ok || producer[out.GetName()] < 0 {
+		if !ok || producer[out.GetName()] == nil {
 			return nil, fail("ensemble output '%s' is not produced by any step (no output_map maps to it)", out.GetName())
 		}
 		if src.dt != out.GetDataType() {
@@ -205,6 +220,9 @@ func Build(ctx context.Context, cfg *inferencepb.ModelConfig, version int64, mod
 	if err := p.checkAcyclic(producer); err != nil {
 		return nil, fail("%v", err)
 	}
+	if err := p.checkExclusive(producer); err != nil {
+		return nil, err
+	}
 	if err := p.resolveScopes(producer); err != nil {
 		return nil, fail("%v", err)
 	}
@@ -217,7 +235,7 @@ func Build(ctx context.Context, cfg *inferencepb.ModelConfig, version int64, mod
 // and the ensemble answers from the frames of the nearest decoupled step
 // above its outputs. The decoupled steps above any one step, and above the
 // outputs, must therefore lie on one chain.
-func (p *Plan) resolveScopes(producer map[string]int) error {
+func (p *Plan) resolveScopes(producer map[string][]int) error {
 	n := len(p.steps)
 	anc := make([]map[int]bool, n) // the steps each step depends on
 	var ancestors func(i int) map[int]bool
@@ -227,7 +245,7 @@ func (p *Plan) resolveScopes(producer map[string]int) error {
 		}
 		a := map[int]bool{}
 		for _, b := range p.steps[i].inputs {
-			if j := producer[b.ensemble]; j >= 0 {
+			for _, j := range producer[b.ensemble] {
 				a[j] = true
 				for k := range ancestors(j) {
 					a[k] = true
@@ -265,10 +283,11 @@ func (p *Plan) resolveScopes(producer map[string]int) error {
 	}
 	above := map[int]bool{}
 	for _, o := range p.outputs {
-		j := producer[o]
-		above[j] = true
-		for k := range ancestors(j) {
-			above[k] = true
+		for _, j := range producer[o] {
+			above[j] = true
+			for k := range ancestors(j) {
+				above[k] = true
+			}
 		}
 	}
 	d, err := nearest(above, "the ensemble's outputs")
@@ -288,7 +307,7 @@ func (p *Plan) emits(creator int) bool { return p.answering == creator }
 
 // checkAcyclic fails when a step needs, through other steps, its own
 // output.
-func (p *Plan) checkAcyclic(producer map[string]int) error {
+func (p *Plan) checkAcyclic(producer map[string][]int) error {
 	const (
 		unseen = iota
 		active
@@ -305,7 +324,7 @@ func (p *Plan) checkAcyclic(producer map[string]int) error {
 		}
 		state[i] = active
 		for _, b := range p.steps[i].inputs {
-			if j := producer[b.ensemble]; j >= 0 {
+			for _, j := range producer[b.ensemble] {
 				if err := visit(j, append(path, i)); err != nil {
 					return err
 				}
@@ -341,7 +360,71 @@ func isControl(mc *inferencepb.ModelConfig, name string) bool {
 
 func typeName(dt inferencepb.DataType) string { return inference.DataType(dt).String() }
 
-func sortedKeys(m map[string]string) []string {
+func sortedKeys(m map[string]string) []string { return sortedKeysOf(m) }
+
+func itoa(v int64) string { return strconv.FormatInt(v, 10) }
+
+// branch is one output of a route step.
+type branch struct {
+	step   int
+	output string
+}
+
+// checkExclusive allows a tensor several producers only when, for each
+// pair, one lies downstream of one output of a route step and the other
+// downstream of another output of the same route step: one request then
+// runs at most one of them.
+func (p *Plan) checkExclusive(producer map[string][]int) error {
+	deps := make([]map[branch]bool, len(p.steps)) // the branches each step lies on
+	var on func(i int) map[branch]bool
+	on = func(i int) map[branch]bool {
+		if deps[i] != nil {
+			return deps[i]
+		}
+		d := map[branch]bool{}
+		deps[i] = d
+		for _, b := range p.steps[i].inputs {
+			for _, j := range producer[b.ensemble] {
+				if p.steps[j].router {
+					for _, o := range p.steps[j].outputs {
+						if o.ensemble == b.ensemble {
+							d[branch{j, o.model}] = true
+						}
+					}
+				}
+				for k := range on(j) {
+					d[k] = true
+				}
+			}
+		}
+		return d
+	}
+	exclusive := func(a, b int) bool {
+		for x := range on(a) {
+			for y := range on(b) {
+				if x.step == y.step && x.output != y.output {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for _, t := range sortedKeysOf(producer) {
+		ps := producer[t]
+		for x := range ps {
+			for y := x + 1; y < len(ps); y++ {
+				if !exclusive(ps[x], ps[y]) {
+					// Triton's text; Nereid's exception is explained after it.
+					return inference.InvalidArg("ensemble tensor '%s' can appear in an output map only once for ensemble '%s' step %d "+
+						"(step %d writes it too; only steps on different branches of one '%s' step may write the same tensor)", t, p.name, ps[y], ps[x], routeBackend)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func sortedKeysOf[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -349,5 +432,3 @@ func sortedKeys(m map[string]string) []string {
 	slices.Sort(keys)
 	return keys
 }
-
-func itoa(v int64) string { return strconv.FormatInt(v, 10) }

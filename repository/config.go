@@ -536,7 +536,6 @@ func validateEnsembleScheduling(cfg *inferencepb.ModelConfig) error {
 	if len(steps) == 0 {
 		return fmt.Errorf("must specify 'step' for ensemble '%s'", name)
 	}
-	written := map[string]bool{}
 	for i, s := range steps {
 		switch {
 		case s.GetModelName() == "":
@@ -546,15 +545,9 @@ func validateEnsembleScheduling(cfg *inferencepb.ModelConfig) error {
 		case len(s.OutputMap) == 0:
 			return fmt.Errorf("must specify 'output_map' in step %d of ensemble '%s'", i, name)
 		}
-		// Map iteration order is random: report the smallest offender.
-		for _, out := range sortedKeys(s.OutputMap) {
-			t := s.OutputMap[out]
-			if written[t] {
-				return fmt.Errorf("ensemble tensor '%s' can appear in an output map only once for ensemble '%s' step %d", t, name, i)
-			}
-			written[t] = true
-		}
 	}
+	// A tensor in two steps' output maps is the ensemble package's to
+	// judge: it allows that on exclusive branches of a route step.
 	return nil
 }
 

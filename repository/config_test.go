@@ -98,10 +98,6 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 4 ] } ]`
 			"instance group m_0 of model m and platform specifies profile field which is only supported for TensorRT models"},
 		{"sequence slot utilization", `backend: "fake" sequence_batching { direct { minimum_slot_utilization: 2 } }` + io,
 			"sequence batching minimum slot utilization must be in range (0.0, 1.0] for m"},
-		{"ensemble output written twice", `platform: "ensemble" ensemble_scheduling { step [
-  { model_name: "a" input_map { key: "x" value: "IN" } output_map { key: "y" value: "OUT" } },
-  { model_name: "b" input_map { key: "x" value: "IN" } output_map { key: "y" value: "OUT" } } ] }` + io,
-			"ensemble tensor 'OUT' can appear in an output map only once for ensemble 'm' step 1"},
 		{"ensemble with instance group", `platform: "ensemble" instance_group [ { count: 1 } ] ensemble_scheduling { step [
   { model_name: "a" input_map { key: "x" value: "IN" } output_map { key: "y" value: "OUT" } } ] }` + io,
 			"instance group should not be specified for ensemble 'm'"},
