@@ -114,7 +114,8 @@ func (r *run) execute() error {
 	r.root = r.newFrame(-1, inputs)
 	ready := r.readyLocked(r.root)
 	r.mu.Unlock()
-	r.startAll(ready)
+	r.steps.Add(1)
+	r.runChain(ready) // on this goroutine, which would only wait
 	r.steps.Wait()
 
 	r.mu.Lock()
@@ -178,16 +179,31 @@ func (r *run) readyLocked(f *frame) []started {
 	return out
 }
 
-func (r *run) startAll(ready []started) {
-	for _, st := range ready {
-		r.steps.Add(1)
-		go r.runStep(st.f, st.s)
+// runChain runs ready steps: all but the first on goroutines of their own,
+// the first on this one, followed by the first of the steps it makes ready,
+// and so on, so that a chain of steps runs on one goroutine (whose stack
+// has grown already) without a hand-off per step. The caller has counted
+// this goroutine in r.steps.
+func (r *run) runChain(ready []started) {
+	defer r.steps.Done()
+	for len(ready) > 0 {
+		r.spawn(ready[1:])
+		ready = r.runStep(ready[0].f, ready[0].s)
 	}
 }
 
-// runStep sends one step to its model and takes in its responses.
-func (r *run) runStep(f *frame, s *step) {
-	defer r.steps.Done()
+// spawn runs each of ready on a goroutine of its own.
+func (r *run) spawn(ready []started) {
+	for _, st := range ready {
+		r.steps.Add(1)
+		go r.runChain([]started{st})
+	}
+}
+
+// runStep sends one step to its model, takes in its responses, and returns
+// the steps they made ready that have not been started (those after a
+// decoupled step's responses start at once, while it is still answering).
+func (r *run) runStep(f *frame, s *step) (next []started) {
 	req := &inference.Request{
 		ID:           r.req.ID,
 		ModelName:    s.model,
@@ -212,22 +228,30 @@ func (r *run) runStep(f *frame, s *step) {
 		if resp == nil {
 			return nil
 		}
-		return r.deliver(f, s, resp)
+		ready, err := r.deliver(f, s, resp)
+		if s.decoupled {
+			r.spawn(ready)
+		} else {
+			next = append(next, ready...)
+		}
+		return err
 	})
 	if err != nil {
 		r.fail(s, err)
+		return nil
 	}
+	return next
 }
 
 // deliver takes in one response of step s, run in frame f: its tensors join
 // f (or, for a decoupled step, a new child frame), and the steps that now
-// have their inputs start.
-func (r *run) deliver(f *frame, s *step, resp *inference.Response) error {
+// have their inputs are returned, to be started.
+func (r *run) deliver(f *frame, s *step, resp *inference.Response) ([]started, error) {
 	r.mu.Lock()
 	r.held = append(r.held, resp)
 	if r.err != nil {
 		r.mu.Unlock()
-		return r.err
+		return nil, r.err
 	}
 	outs := make(map[string]inference.Tensor, len(s.outputs))
 	for _, b := range s.outputs {
@@ -246,7 +270,7 @@ func (r *run) deliver(f *frame, s *step, resp *inference.Response) error {
 			r.mu.Unlock()
 			err := inference.Internal("ensemble '%s': model '%s' (step %d) answered without its output '%s'", r.e.plan.name, s.model, s.index, b.model)
 			r.fail(nil, err)
-			return err
+			return nil, err
 		}
 	}
 	target := f
@@ -271,13 +295,12 @@ func (r *run) deliver(f *frame, s *step, resp *inference.Response) error {
 				}
 				r.sendMu.Unlock()
 				r.fail(nil, err)
-				return err
+				return nil, err
 			}
 		}
 		r.sendMu.Unlock()
 	}
-	r.startAll(ready)
-	return nil
+	return ready, nil
 }
 
 // addLocked puts tensors into f and the frames forked from it, and returns

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 	"github.com/nereid-project/nereid/repository"
 	"github.com/nereid-project/nereid/server"
@@ -140,5 +141,27 @@ func BenchmarkEnsembleSteps(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkEnsembleInProcess is BenchmarkEnsembleSteps without gRPC: the
+// server core's Infer, one request at a time, so the difference between
+// the chains is the executor's own cost per step plus one identity step's.
+func BenchmarkEnsembleInProcess(b *testing.B) {
+	core := ensembleCore(b)
+	data := fp32s(16)
+	for _, model := range []string{"identity_fp32", "chain1", "chain3", "chain5"} {
+		b.Run(model, func(b *testing.B) {
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				req := &inference.Request{ModelName: model, Inputs: []inference.Tensor{{Name: "INPUT0", DataType: inference.FP32, Shape: []int64{1, 16}, Data: data}}}
+				resp, err := core.Infer(ctx, req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				resp.Done()
+			}
+		})
 	}
 }
