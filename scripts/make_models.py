@@ -180,6 +180,69 @@ def mlp_model(name: str) -> onnx.ModelProto:
     return make_model(name, nodes, ins, outs, inits)
 
 
+# ---- fruit: the ensemble examples ------------------------------------------
+#
+# Each fruit is four features, FP32: weight (per 100 g), diameter (per
+# 10 cm), hue (0 red .. 1 orange) and skin roughness (0 smooth .. 1 rough).
+# Oranges weigh about 1.5 with diameter 0.8, hue 0.9, roughness 0.8;
+# apples about 1.6, 0.75, 0.2 and 0.1. Three classifiers (class 0 orange,
+# 1 apple) look at different features, the size one weakly, so that they
+# can disagree and a vote matters; three regressors price a fruit.
+
+FRUIT_FEATURES = 4
+
+# Per classifier: the orange logit's weights and bias; the apple logit is
+# its negation, so PROBS is a two-class softmax.
+FRUIT_CLASSIFIERS = {
+    "fruit_hue": ([0.0, 0.0, 8.0, 0.0], -4.4),
+    "fruit_skin": ([0.0, 0.0, 0.0, 8.0], -3.6),
+    "fruit_size": ([-2.0, 6.0, 0.0, 0.0], -1.65),
+}
+
+# Per regressor: PRICE = weights . features + bias.
+FRUIT_REGRESSORS = {
+    "price_a": ([0.50, 0.20, 0.00, 0.00], 0.10),
+    "price_b": ([0.60, 0.00, 0.00, 0.00], 0.05),
+    "price_c": ([0.40, 0.30, 0.10, 0.00], 0.00),
+}
+
+
+def linear_model(name: str, weights, bias, classes: bool) -> onnx.ModelProto:
+    """[batch, 4] -> MatMul + Add (+ Softmax over two classes), FP32."""
+    w = np.array(weights, dtype=np.float32).reshape(FRUIT_FEATURES, 1)
+    b = np.array([bias], dtype=np.float32)
+    out = "PROBS" if classes else "PRICE"
+    if classes:
+        w = np.concatenate([w, -w], axis=1)
+        b = np.array([bias, -bias], dtype=np.float32)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+    nodes = [helper.make_node("MatMul", ["FEATURES", "w"], ["xw"]),
+             helper.make_node("Add", ["xw", "b"], ["logits" if classes else out])]
+    if classes:
+        nodes.append(helper.make_node("Softmax", ["logits"], [out], axis=-1))
+    width = 2 if classes else 1
+    return make_model(name, nodes, [value_info("FEATURES", "FP32", ["batch", FRUIT_FEATURES])],
+                      [value_info(out, "FP32", ["batch", width])], inits)
+
+
+def write_fruit(repo: pathlib.Path) -> None:
+    for name, (weights, bias) in FRUIT_CLASSIFIERS.items():
+        write(repo, name, linear_model(name, weights, bias, classes=True), config_text(
+            name, 8, [("FEATURES", "FP32", [FRUIT_FEATURES])], [("PROBS", "FP32", [2])],
+            "A fruit classifier for the ensemble examples: PROBS are the\n"
+            "probabilities of orange (0) and apple (1) from FEATURES (weight,\n"
+            "diameter, hue, roughness). See scripts/make_models.py.",
+            extra="dynamic_batching { }\n",
+        ))
+    for name, (weights, bias) in FRUIT_REGRESSORS.items():
+        write(repo, name, linear_model(name, weights, bias, classes=False), config_text(
+            name, 8, [("FEATURES", "FP32", [FRUIT_FEATURES])], [("PRICE", "FP32", [1])],
+            "A fruit price regressor for the ensemble examples: PRICE from\n"
+            "FEATURES (weight, diameter, hue, roughness). See scripts/make_models.py.",
+            extra="dynamic_batching { }\n",
+        ))
+
+
 # ---- sequence models ---------------------------------------------------------
 #
 # The sequence batcher supplies the control inputs (shape [batch, 1]) and
@@ -490,6 +553,7 @@ def main(argv: list[str]) -> int:
             ),
         ) + "instance_group [ { count: 1 kind: KIND_CPU } ]\n",
     ))
+    write_fruit(repo)
     return 0
 
 
