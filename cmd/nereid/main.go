@@ -23,10 +23,11 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/nereid-project/nereid/backends"
-	_ "github.com/nereid-project/nereid/backends/identity" // registers the identity backend
-	_ "github.com/nereid-project/nereid/backends/repeat"   // registers the repeat backend
-	_ "github.com/nereid-project/nereid/backends/route"    // registers the route backend
-	_ "github.com/nereid-project/nereid/backends/square"   // registers the square backend
+	_ "github.com/nereid-project/nereid/backends/aggregate" // registers the aggregate backend
+	_ "github.com/nereid-project/nereid/backends/identity"  // registers the identity backend
+	_ "github.com/nereid-project/nereid/backends/repeat"    // registers the repeat backend
+	_ "github.com/nereid-project/nereid/backends/route"     // registers the route backend
+	_ "github.com/nereid-project/nereid/backends/square"    // registers the square backend
 	"github.com/nereid-project/nereid/logging"
 	"github.com/nereid-project/nereid/payload"
 	"github.com/nereid-project/nereid/ratelimit"

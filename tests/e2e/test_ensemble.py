@@ -139,3 +139,67 @@ ensemble_scheduling { step [
     assert c.is_model_ready("id_fp32") and not c.is_model_ready("badtype")
     index = {m["name"]: m for m in c.get_model_repository_index()}
     assert "input 'INPUT0' of model 'id_fp32' is FP32, but its ensemble tensor 'X' is INT32" in index["badtype"]["reason"], index["badtype"]
+
+
+# The seed's composition patterns, on the fruit examples (scripts/make_models.py):
+# weight, diameter, hue, roughness.
+ORANGE = [1.5, 0.8, 0.9, 0.8]
+APPLE = [1.6, 0.75, 0.2, 0.1]
+SMALL_ORANGE = [1.5, 0.72, 0.9, 0.8]  # the size classifier calls it an apple
+
+
+def features(*rows):
+    x = np.array(rows, dtype=np.float32)
+    return x
+
+
+def fruit_infer(client, mod, model, x, outputs):
+    inp = mod.InferInput("FEATURES", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    r = client.infer(model, [inp])
+    return [r.as_numpy(o) for o in outputs]
+
+
+def price(weights, bias, x):
+    return np.array([[float(np.dot(weights, row) + bias)] for row in x], dtype=np.float32)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_scatter_gather_vote(server, protocol):
+    client = server.http() if protocol == "http" else server.grpc()
+    mod = httpclient if protocol == "http" else grpcclient
+    x = features(ORANGE, APPLE, SMALL_ORANGE)
+    (size,) = fruit_infer(client, mod, "fruit_size", x, ["PROBS"])
+    assert np.argmax(size[2]) == 1, "the size classifier alone gets the small orange wrong"
+    (cls,) = fruit_infer(client, mod, "fruit_vote", x, ["CLASS"])
+    np.testing.assert_array_equal(cls, [[0], [1], [0]])
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_aggregation_mean(server, protocol):
+    client = server.http() if protocol == "http" else server.grpc()
+    mod = httpclient if protocol == "http" else grpcclient
+    x = features(ORANGE, APPLE)
+    (got,) = fruit_infer(client, mod, "price_mean", x, ["PRICE"])
+    want = (price([0.5, 0.2, 0, 0], 0.1, x) + price([0.6, 0, 0, 0], 0.05, x) + price([0.4, 0.3, 0.1, 0], 0, x)) / 3
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_dynamic_selection_route(nereid, good_repo, protocol):
+    s = nereid.start(good_repo)
+    client = s.http() if protocol == "http" else s.grpc()
+    mod = httpclient if protocol == "http" else grpcclient
+    for row, cls, weights, bias in ((ORANGE, 0, [0.5, 0.2, 0, 0], 0.1), (APPLE, 1, [0.6, 0, 0, 0], 0.05)):
+        x = features(row)
+        got_cls, got_price = fruit_infer(client, mod, "fruit_route", x, ["CLASS", "PRICE"])
+        assert got_cls[0][0] == cls
+        np.testing.assert_allclose(got_price, price(weights, bias, x), rtol=1e-5)
+    stats = {m["name"]: m for m in s.http().get_inference_statistics()["model_stats"]}
+    # One orange, one apple: each price model ran once, the other branch not at all.
+    assert stats["price_a"]["inference_stats"]["success"]["count"] == 1
+    assert stats["price_b"]["inference_stats"]["success"]["count"] == 1
+    # A batch mixing an orange and an apple cannot take one branch.
+    with pytest.raises(InferenceServerException) as e:
+        fruit_infer(client, mod, "fruit_route", features(ORANGE, APPLE), ["CLASS", "PRICE"])
+    assert "select different outputs" in str(e.value)
