@@ -496,3 +496,16 @@ func TestSharedOutputNeedsExclusiveBranches(t *testing.T) {
 		t.Fatal("a shared output after a plain model was accepted")
 	}
 }
+
+func TestReadyFollowsComposingModels(t *testing.T) {
+	m := &models{cfgs: map[string]*inferencepb.ModelConfig{"first": unit(t, "first", false), "second": unit(t, "second", false)}}
+	e := build(t, pipeline, m)
+	defer e.Close()
+	if !e.Ready(context.Background()) {
+		t.Fatal("not ready with every composing model served")
+	}
+	delete(m.cfgs, "second")
+	if e.Ready(context.Background()) {
+		t.Fatal("ready although 'second' is gone")
+	}
+}

@@ -46,6 +46,22 @@ func (e *Executor) Infer(ctx context.Context, req *inference.Request) error {
 	return r.execute()
 }
 
+// Ready reports whether every composing model is served, so that the
+// ensemble can run (its version is loaded, but a composing model may have
+// been unloaded since).
+func (e *Executor) Ready(ctx context.Context) bool {
+	configs, ok := e.inferer.(Configs)
+	if !ok {
+		return true
+	}
+	for _, s := range e.plan.steps {
+		if _, err := configs.ModelConfig(ctx, s.model, s.version); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
 // Close refuses new requests and waits for the running ones.
 func (e *Executor) Close() {
 	e.mu.Lock()

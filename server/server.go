@@ -124,12 +124,21 @@ func (s *Server) acquire(ctx context.Context, name, version string) (*repository
 // ModelReady reports whether a model version is ready. Unknown models are a
 // NotFound error, versions not READY an Unavailable error.
 func (s *Server) ModelReady(ctx context.Context, name, version string) (bool, error) {
-	h, _, err := s.acquire(ctx, name, version)
+	h, lm, err := s.acquire(ctx, name, version)
 	if err != nil {
 		return false, err
 	}
-	h.Release()
+	defer h.Release()
+	if r, ok := lm.sched.(readiness); ok {
+		return r.Ready(ctx), nil
+	}
 	return true, nil
+}
+
+// readiness is implemented by schedulers whose version is ready only while
+// other models are: an ensemble's, while its composing models are served.
+type readiness interface {
+	Ready(ctx context.Context) bool
 }
 
 // ModelMetadata describes a model version's tensors (shapes carry a leading

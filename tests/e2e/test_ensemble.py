@@ -119,9 +119,17 @@ def test_explicit_load_brings_composing_models(nereid, fresh_repo):
     c = s.http()
     c.load_model("fanout")
     assert c.is_model_ready("fanout") and c.is_model_ready("repeat_int32") and c.is_model_ready("id_int32")
+    # Ready only while its composing models are.
+    c.unload_model("id_int32")
+    wait_for(lambda: not c.is_model_ready("id_int32"), what="id_int32 unloaded")
+    assert not c.is_model_ready("fanout") and not s.grpc().is_model_ready("fanout")
+    c.load_model("id_int32")
+    assert c.is_model_ready("fanout")
+    # repeat_int32 came with the ensemble and goes with it; id_int32 was
+    # loaded on its own since, and stays.
     c.unload_model("fanout", unload_dependents=True)
-    wait_for(lambda: not c.is_model_ready("id_int32") and not c.is_model_ready("repeat_int32"),
-             what="composing models unloaded with the ensemble")
+    wait_for(lambda: not c.is_model_ready("repeat_int32"), what="repeat_int32 unloaded with the ensemble")
+    assert c.is_model_ready("id_int32") and not c.is_model_ready("fanout")
 
 
 def test_invalid_ensemble_is_refused_with_its_reason(nereid, fresh_repo):
