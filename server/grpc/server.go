@@ -11,6 +11,8 @@ import (
 	"runtime/debug"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
@@ -108,9 +110,15 @@ const defaultMaxStreamInFlight = 64
 
 // Server is the gRPC listener side of Nereid.
 type Server struct {
-	grpc *grpc.Server
-	log  zerolog.Logger
+	grpc  *grpc.Server
+	log   zerolog.Logger
+	conns connSet // every accepted connection, for Shutdown's deadline
 }
+
+// handshakeTimeout bounds how long an accepted connection may take to
+// complete its HTTP/2 handshake (grpc-go's default is 120 s): a client that
+// connects and sends nothing holds a descriptor no longer than this.
+const handshakeTimeout = 10 * time.Second
 
 // New builds a gRPC server with GRPCInferenceService and Health registered
 // over core. It does not listen until Serve.
@@ -130,6 +138,7 @@ func New(core Core, opts Options) *Server {
 	so := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(opts.MaxMessageSize),
 		grpc.MaxSendMsgSize(opts.MaxMessageSize),
+		grpc.ConnectionTimeout(handshakeTimeout),
 		grpc.KeepaliveParams(opts.Keepalive),
 		grpc.KeepaliveEnforcementPolicy(opts.KeepalivePolicy),
 		grpc.ChainUnaryInterceptor(svc.recoverUnary, svc.restrictUnary),
@@ -151,7 +160,7 @@ func New(core Core, opts Options) *Server {
 // Serve accepts connections on ln until Shutdown. It returns nil after a
 // Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.grpc.Serve(ln)
+	err := s.grpc.Serve(trackingListener{Listener: ln, set: &s.conns})
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil
 	}
@@ -171,10 +180,75 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+		// Stop closes the connections grpc-go serves, but waits for those
+		// still in their handshake (a client that connected and sent
+		// nothing) until it times out: close them all first.
+		s.conns.closeAll()
 		s.grpc.Stop()
 		<-done
 		return ctx.Err()
 	}
+}
+
+// connSet is the set of open accepted connections.
+type connSet struct {
+	mu sync.Mutex
+	m  map[*trackedConn]struct{}
+}
+
+func (cs *connSet) add(c *trackedConn) {
+	cs.mu.Lock()
+	if cs.m == nil {
+		cs.m = map[*trackedConn]struct{}{}
+	}
+	cs.m[c] = struct{}{}
+	cs.mu.Unlock()
+}
+
+func (cs *connSet) remove(c *trackedConn) {
+	cs.mu.Lock()
+	delete(cs.m, c)
+	cs.mu.Unlock()
+}
+
+func (cs *connSet) closeAll() {
+	cs.mu.Lock()
+	open := make([]*trackedConn, 0, len(cs.m))
+	for c := range cs.m {
+		open = append(open, c)
+	}
+	cs.mu.Unlock()
+	for _, c := range open {
+		_ = c.Close()
+	}
+}
+
+// trackingListener records every connection it accepts in set until the
+// connection closes.
+type trackingListener struct {
+	net.Listener
+	set *connSet
+}
+
+func (l trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, set: l.set}
+	l.set.add(tc)
+	return tc, nil
+}
+
+type trackedConn struct {
+	net.Conn
+	set  *connSet
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() { c.set.remove(c) })
+	return c.Conn.Close()
 }
 
 // toStatus maps an error of the core (or of request decoding) to its gRPC

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -475,5 +478,54 @@ func TestShutdownStopsStreamsAfterDeadline(t *testing.T) {
 	}
 	if _, err := stream.Recv(); err == nil {
 		t.Error("stream still open after Shutdown")
+	}
+}
+
+// A connection that never sends the HTTP/2 preface (a stalled client, a port
+// scanner) does not hold Shutdown past its deadline: grpc-go's Stop would
+// wait for its handshake to time out.
+func TestShutdownClosesHandshakingConnections(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := New(&fakeCore{}, Options{})
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	// Wait until the server has accepted it.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		srv.conns.mu.Lock()
+		n := len(srv.conns.m)
+		srv.conns.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the connection was not accepted")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown = %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Shutdown took %v with a connection in its handshake", d)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve = %v", err)
+	}
+	// The server's own SETTINGS frame may be there to read; then the end.
+	_ = raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var ne net.Error
+	if _, err := io.ReadAll(raw); errors.As(err, &ne) && ne.Timeout() {
+		t.Error("the handshaking connection is still open")
 	}
 }
