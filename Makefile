@@ -62,7 +62,7 @@ endef
 
 .PHONY: all build run test test-go test-fuzz test-e2e check fmt-check vet lint \
 	tidy-check proto proto-check venv tools clean distclean help ort models bench-ort bench-stream perf \
-	bench-batching
+	bench-batching reliability reliability-short
 
 all: build
 
@@ -70,6 +70,9 @@ help:
 	@echo 'make build   build bin/nereid'
 	@echo 'make run     build and serve model_repo_examples on :8000 (HTTP), :8001 (gRPC), :8002 (metrics)'
 	@echo 'make test    go test -race, short fuzzing of every fuzz target, end-to-end tests with tritonclient'
+	@echo 'make reliability  attack tests, a 600 s soak, every fuzz target for 10m; tests/reliability/report.md'
+	@echo '                  (SOAK_SECONDS, RELIABILITY_FUZZTIME, RELIABILITY_FUZZ_JOBS, RELIABILITY_PARTS, RELIABILITY_ARGS)'
+	@echo 'make reliability-short  a 20 s soak into a temporary folder (part of make test)'
 	@echo 'make check   gofmt, go vet, golangci-lint, go mod tidy diff, generated-code freshness, go test -race'
 	@echo 'make proto   regenerate proto/inferencepb and proto/healthpb'
 	@echo 'make venv    Python virtualenv for the end-to-end tests (.venv)'
@@ -156,7 +159,7 @@ $(GOLANGCI_STAMP):
 
 ## ---- tests ------------------------------------------------------------------
 
-test: test-go test-fuzz test-e2e
+test: test-go test-fuzz test-e2e reliability-short
 
 # NEREID_ORT_LIBRARY makes the ONNX Runtime tests fail, not skip, when the
 # library is missing.
@@ -209,6 +212,36 @@ bench-batching: build venv ort
 PERF_ARGS ?=
 perf: models ort
 	perf/run $(PERF_ARGS)
+
+## ---- reliability ------------------------------------------------------------
+
+# The reliability suite (tests/reliability; README.md, "Reliability suite"):
+# the attack end-to-end tests, a soak under mixed load that asserts no
+# unexpected error and no goroutine or descriptor leak, and every native fuzz
+# target for minutes. Writes tests/reliability/results/<part>.json and
+# tests/reliability/report.md; about 1 h 50 min with the defaults. More
+# runner options through RELIABILITY_ARGS, e.g. --fuzz-isolated (fuzz a
+# worktree of HEAD) or --soak-threads-per-kind=2.
+SOAK_SECONDS          ?= 600
+RELIABILITY_FUZZTIME  ?= 10m
+RELIABILITY_FUZZ_JOBS ?= 1
+RELIABILITY_PARTS     ?= attacks,soak,fuzz
+RELIABILITY_ARGS      ?=
+
+reliability: build venv ort
+	$(VENV)/bin/python tests/reliability/run.py --nereid bin/nereid --parts $(RELIABILITY_PARTS) \
+		--soak-seconds $(SOAK_SECONDS) --fuzz-time $(RELIABILITY_FUZZTIME) --fuzz-jobs $(RELIABILITY_FUZZ_JOBS) \
+		$(RELIABILITY_ARGS)
+
+# The short form that make test runs: a 20 s soak whose results go to a
+# temporary folder, so the committed report stays as it is; the folder is
+# kept, and named, when the soak fails.
+reliability-short: build venv ort
+	@tmp=$$(mktemp -d -t nereid-reliability-short.XXXXXX); \
+	$(VENV)/bin/python tests/reliability/run.py --nereid bin/nereid --parts soak --soak-seconds 20 \
+		--results-dir "$$tmp" --work-dir "$$tmp/logs" \
+		|| { echo "reliability-short failed: $$tmp/report.md, logs in $$tmp/logs"; exit 1; }; \
+	rm -rf "$$tmp"
 
 ## ---- checks -----------------------------------------------------------------
 
