@@ -10,6 +10,7 @@ import (
 
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/payload"
+	"github.com/nereid-project/nereid/proto/inferencepb"
 )
 
 func TestMemoryParameters(t *testing.T) {
@@ -66,6 +67,52 @@ func TestMemorySettingsRun(t *testing.T) {
 			if got := resps[0].Outputs[0].Data; string(got) != string(in) {
 				t.Fatalf("%s: output differs from input (%d bytes)", params, len(in))
 			}
+		}
+	}
+}
+
+// BenchmarkArena compares ONNX Runtime's CPU memory arena on (its default)
+// and off (enable_mem_arena "0") on the example models, one request at a
+// time: what taking the arena out costs a model that does not see large
+// payloads.
+func BenchmarkArena(b *testing.B) {
+	be := testBackend(b)
+	mlpIn := make([]float32, 64*8)
+	for i := range mlpIn {
+		mlpIn[i] = float32(i%13) / 13
+	}
+	cases := []struct {
+		model string
+		req   func() *inference.Request
+	}{
+		{"simple", func() *inference.Request {
+			v := int32Bytes(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+			return request(inference.Tensor{Name: "INPUT0", DataType: inference.Int32, Shape: []int64{1, 16}, Data: v},
+				inference.Tensor{Name: "INPUT1", DataType: inference.Int32, Shape: []int64{1, 16}, Data: v})
+		}},
+		{"identity_fp32", func() *inference.Request {
+			return request(inference.Tensor{Name: "INPUT0", DataType: inference.FP32, Shape: []int64{1, 256}, Data: fp32Bytes(make([]float32, 256)...)})
+		}},
+		{"mlp_fp32", func() *inference.Request {
+			return request(inference.Tensor{Name: "INPUT0", DataType: inference.FP32, Shape: []int64{8, 64}, Data: fp32Bytes(mlpIn...)})
+		}},
+	}
+	for _, c := range cases {
+		for _, arena := range []string{"on", "off"} {
+			b.Run(c.model+"/arena="+arena, func(b *testing.B) {
+				cfg := exampleConfig(b, c.model)
+				if arena == "off" {
+					cfg.Parameters = map[string]*inferencepb.ModelParameter{"enable_mem_arena": {StringValue: "0"}}
+				}
+				_, inst := loadModel(b, be, filepath.Join(examples, c.model), cfg)
+				req := c.req()
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := inst.Execute(context.Background(), []*inference.Request{req}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
 		}
 	}
 }
