@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/nereid-project/nereid/backends"
 	"github.com/nereid-project/nereid/cache"
@@ -178,8 +179,14 @@ func (l *Loader) loadEnsemble(ctx context.Context, spec repository.VersionSpec, 
 	if err != nil {
 		return nil, err
 	}
-	lm := newLoadedModel(spec.Name, spec.Version, spec.Config, nil)
-	lm.decoupled = lm.decoupled || plan.Decoupled()
+	cfg := spec.Config
+	if plan.Decoupled() && !cfg.GetModelTransactionPolicy().GetDecoupled() {
+		// A decoupled step makes the ensemble answer 0..N times: its
+		// configuration says so, to clients and to ensembles that use it.
+		cfg = proto.CloneOf(cfg)
+		cfg.ModelTransactionPolicy = &inferencepb.ModelTransactionPolicy{Decoupled: true}
+	}
+	lm := newLoadedModel(spec.Name, spec.Version, cfg, nil)
 	if l.opts.Metrics != nil {
 		lm.stats.metrics = l.opts.Metrics(spec.Name, spec.Version, spec.Config.GetMetricTags())
 		lm.stats.metrics.LoadDuration(time.Since(loadStart))

@@ -82,10 +82,25 @@ ensemble_scheduling { step [
     input_map { key: "INPUT0" value: "R" } output_map { key: "OUTPUT0" value: "OUT" } }
 ] }
 """)
+    write_model(repo, "outer", """name: "outer"
+platform: "ensemble"
+input [
+  { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] },
+  { name: "DELAY" data_type: TYPE_UINT32 dims: [ -1 ] },
+  { name: "WAIT" data_type: TYPE_UINT32 dims: [ 1 ] }
+]
+output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+ensemble_scheduling { step [
+  { model_name: "fanout" model_version: -1
+    input_map [ { key: "IN" value: "IN" }, { key: "DELAY" value: "DELAY" }, { key: "WAIT" value: "WAIT" } ]
+    output_map { key: "OUT" value: "OUT" } }
+] }
+""")
     return repo
 
 
-def test_decoupled_step_streams_one_response_each(nereid, fresh_repo):
+@pytest.mark.parametrize("model", ["fanout", "outer"])
+def test_decoupled_step_streams_one_response_each(nereid, fresh_repo, model):
     s = nereid.start(ensemble_repo(fresh_repo))
     c = s.grpc()
     got = queue.Queue()
@@ -97,7 +112,7 @@ def test_decoupled_step_streams_one_response_each(nereid, fresh_repo):
         inputs[0].set_data_from_numpy(np.array(values, dtype=np.int32))
         inputs[1].set_data_from_numpy(np.zeros(4, dtype=np.uint32))
         inputs[2].set_data_from_numpy(np.zeros(1, dtype=np.uint32))
-        c.async_stream_infer("fanout", inputs, request_id="f1")
+        c.async_stream_infer(model, inputs, request_id="f1")
         outs = []
         for _ in values:
             result, error = got.get(timeout=10)
@@ -110,8 +125,11 @@ def test_decoupled_step_streams_one_response_each(nereid, fresh_repo):
     inp = httpclient.InferInput("IN", [1], "INT32")
     inp.set_data_from_numpy(np.array([1], dtype=np.int32))
     with pytest.raises(InferenceServerException) as e:
-        s.http().infer("fanout", [inp])
+        s.http().infer(model, [inp])
     assert "decoupled" in str(e.value)
+    # The configuration says so, which is how an ensemble of it (outer) knows.
+    cfg = s.http().get_model_config(model)
+    assert cfg["model_transaction_policy"]["decoupled"] is True
 
 
 def test_explicit_load_brings_composing_models(nereid, fresh_repo):
@@ -211,3 +229,37 @@ def test_dynamic_selection_route(nereid, good_repo, protocol):
     with pytest.raises(InferenceServerException) as e:
         fruit_infer(client, mod, "fruit_route", features(ORANGE, APPLE), ["CLASS", "PRICE"])
     assert "select different outputs" in str(e.value)
+
+
+def test_composing_model_batches_steps_of_concurrent_requests(nereid, fresh_repo):
+    """Each step goes through its model's scheduler: a dynamic batcher
+    batches the steps of concurrent ensemble requests."""
+    write_identity_model(fresh_repo, "slow", [("INT32", [-1])], max_batch_size=8,
+                         parameters={"execute_delay_ms": "200"})
+    cfg = fresh_repo / "slow" / "config.pbtxt"
+    cfg.write_text(cfg.read_text() + "dynamic_batching { max_queue_delay_microseconds: 100000 }\n")
+    write_model(fresh_repo, "via_slow", """name: "via_slow"
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "X" data_type: TYPE_INT32 dims: [ -1 ] } ]
+output [ { name: "Y" data_type: TYPE_INT32 dims: [ -1 ] } ]
+ensemble_scheduling { step [
+  { model_name: "slow" model_version: -1 input_map { key: "INPUT0" value: "X" } output_map { key: "OUTPUT0" value: "Y" } }
+] }
+""")
+    s = nereid.start(fresh_repo)
+    import concurrent.futures
+
+    def one(i):
+        c = s.http()
+        inp = httpclient.InferInput("X", [1, 2], "INT32")
+        inp.set_data_from_numpy(np.array([[i, i]], dtype=np.int32))
+        return c.infer("via_slow", [inp]).as_numpy("Y")
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        outs = list(pool.map(one, range(8)))
+    for i, y in enumerate(outs):
+        np.testing.assert_array_equal(y, [[i, i]])
+    st = s.http().get_inference_statistics("slow")["model_stats"][0]
+    assert st["inference_count"] == 8
+    assert st["execution_count"] < 8, st  # batched
