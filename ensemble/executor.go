@@ -112,7 +112,7 @@ func newRun(ctx context.Context, e *Executor, req *inference.Request) *run {
 }
 
 func (r *run) newFrame(creator int, from map[string]inference.Tensor) *frame {
-	f := &frame{creator: creator, tensors: make(map[string]inference.Tensor, len(from)+4), started: make([]bool, len(r.e.plan.steps))}
+	f := &frame{creator: creator, tensors: make(map[string]inference.Tensor, r.e.plan.tensors), started: make([]bool, len(r.e.plan.steps))}
 	for k, v := range from {
 		f.tensors[k] = v
 	}

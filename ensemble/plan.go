@@ -34,6 +34,8 @@ type Plan struct {
 	// frames hold the ensemble's outputs.
 	scope     []int
 	answering int
+	// tensors counts the ensemble tensors, to size a frame.
+	tensors int
 }
 
 // step is one ensemble step, resolved against its model.
@@ -217,6 +219,7 @@ func Build(ctx context.Context, cfg *inferencepb.ModelConfig, version int64, mod
 			return nil, fail("ensemble input '%s' is not read by any step", in)
 		}
 	}
+	p.tensors = len(produced)
 	if err := p.checkAcyclic(producer); err != nil {
 		return nil, fail("%v", err)
 	}

@@ -187,6 +187,9 @@ func (l *Loader) loadEnsemble(ctx context.Context, spec repository.VersionSpec, 
 		cfg.ModelTransactionPolicy = &inferencepb.ModelTransactionPolicy{Decoupled: true}
 	}
 	lm := newLoadedModel(spec.Name, spec.Version, cfg, nil)
+	// Not decoupled: the executor sends the one response before Infer
+	// returns, which lets the core reuse the request's sink.
+	lm.unaryOnly = !plan.Decoupled()
 	if l.opts.Metrics != nil {
 		lm.stats.metrics = l.opts.Metrics(spec.Name, spec.Version, spec.Config.GetMetricTags())
 		lm.stats.metrics.LoadDuration(time.Since(loadStart))
