@@ -2,6 +2,7 @@ package inference
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"math"
 	"testing"
@@ -143,4 +144,19 @@ func FuzzBytesCodec(f *testing.F) {
 			t.Fatalf("count %d, %v; split gave %d", n, err, len(elems))
 		}
 	})
+}
+
+func TestElementsAt(t *testing.T) {
+	b := []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	if Int64At(Int8, b, 1) != -1 || Int64At(Int16, b, 0) != -1 || Int64At(Int32, b, 1) != -1 || Int64At(Int64, b, 0) != -1 {
+		t.Error("signed reads")
+	}
+	if Uint64At(Uint8, b, 0) != 255 || Uint64At(Uint16, b, 1) != 65535 || Uint64At(Uint32, b, 0) != math.MaxUint32 || Uint64At(Uint64, b, 0) != math.MaxUint64 {
+		t.Error("unsigned reads")
+	}
+	f := binary.LittleEndian.AppendUint32(nil, math.Float32bits(1.5))
+	f = binary.LittleEndian.AppendUint64(f, math.Float64bits(-2.25))
+	if Float64At(FP32, f, 0) != 1.5 || Float64At(FP64, f[4:], 0) != -2.25 || Float64At(Int8, b, 0) != -1 || Float64At(Bool, []byte{1}, 0) != 1 {
+		t.Error("float reads")
+	}
 }

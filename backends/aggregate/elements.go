@@ -58,48 +58,6 @@ func holds(out, in inference.DataType) bool {
 	return loOut <= loIn && hiOut >= hiIn
 }
 
-// getI reads an element of a signed type.
-func getI(dt inference.DataType, b []byte, i int) int64 {
-	switch dt {
-	case inference.Int8:
-		return int64(int8(b[i]))
-	case inference.Int16:
-		return int64(int16(binary.LittleEndian.Uint16(b[2*i:])))
-	case inference.Int32:
-		return int64(int32(binary.LittleEndian.Uint32(b[4*i:])))
-	default:
-		return int64(binary.LittleEndian.Uint64(b[8*i:]))
-	}
-}
-
-// getU reads an element of an unsigned type.
-func getU(dt inference.DataType, b []byte, i int) uint64 {
-	switch dt {
-	case inference.Uint8:
-		return uint64(b[i])
-	case inference.Uint16:
-		return uint64(binary.LittleEndian.Uint16(b[2*i:]))
-	case inference.Uint32:
-		return uint64(binary.LittleEndian.Uint32(b[4*i:]))
-	default:
-		return binary.LittleEndian.Uint64(b[8*i:])
-	}
-}
-
-// getF reads an element of any supported type as a float64.
-func getF(dt inference.DataType, b []byte, i int) float64 {
-	switch {
-	case dt == inference.FP32:
-		return float64(math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:])))
-	case dt == inference.FP64:
-		return math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:]))
-	case isSigned(dt):
-		return float64(getI(dt, b, i))
-	default:
-		return float64(getU(dt, b, i))
-	}
-}
-
 // putBits writes the low bytes of v as element i of an integer type.
 func putBits(dt inference.DataType, b []byte, i int, v uint64) {
 	switch dt.Size() {

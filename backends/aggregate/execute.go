@@ -150,7 +150,7 @@ func (m *model) elementwise(data [][]byte, n int) []byte {
 	for e := range n {
 		var sum float64
 		for k, d := range data {
-			sum += m.weight(k) * getF(m.inType, d, e)
+			sum += m.weight(k) * inference.Float64At(m.inType, d, e)
 		}
 		putF(m.outType, dst, e, sum/total)
 	}
@@ -161,7 +161,7 @@ func (m *model) elementwise(data [][]byte, n int) []byte {
 // (min): the first among equals, or the first NaN where there is one.
 func (m *model) pick(data [][]byte, e int) int {
 	float := !isInteger(m.inType)
-	if float && math.IsNaN(getF(m.inType, data[0], e)) {
+	if float && math.IsNaN(inference.Float64At(m.inType, data[0], e)) {
 		return 0
 	}
 	best := 0
@@ -169,15 +169,15 @@ func (m *model) pick(data [][]byte, e int) int {
 		var c int
 		switch {
 		case isSigned(m.inType):
-			c = cmp.Compare(getI(m.inType, data[k], e), getI(m.inType, data[best], e))
+			c = cmp.Compare(inference.Int64At(m.inType, data[k], e), inference.Int64At(m.inType, data[best], e))
 		case isUnsigned(m.inType):
-			c = cmp.Compare(getU(m.inType, data[k], e), getU(m.inType, data[best], e))
+			c = cmp.Compare(inference.Uint64At(m.inType, data[k], e), inference.Uint64At(m.inType, data[best], e))
 		default:
-			x := getF(m.inType, data[k], e)
+			x := inference.Float64At(m.inType, data[k], e)
 			if math.IsNaN(x) {
 				return k
 			}
-			c = cmp.Compare(x, getF(m.inType, data[best], e))
+			c = cmp.Compare(x, inference.Float64At(m.inType, data[best], e))
 		}
 		if (m.method == maximum && c > 0) || (m.method == minimum && c < 0) {
 			best = k
@@ -193,11 +193,11 @@ func (m *model) putPicked(dst []byte, e int, src []byte) {
 	case m.outType == m.inType:
 		copy(dst[e*sz:(e+1)*sz], src[e*sz:])
 	case isSigned(m.inType):
-		putI(m.outType, dst, e, getI(m.inType, src, e))
+		putI(m.outType, dst, e, inference.Int64At(m.inType, src, e))
 	case isUnsigned(m.inType):
-		putU(m.outType, dst, e, getU(m.inType, src, e))
+		putU(m.outType, dst, e, inference.Uint64At(m.inType, src, e))
 	default:
-		putF(m.outType, dst, e, getF(m.inType, src, e))
+		putF(m.outType, dst, e, inference.Float64At(m.inType, src, e))
 	}
 }
 
@@ -228,7 +228,7 @@ func (m *model) softVote(data [][]byte, outer, classes int) []byte {
 		for c := range classes {
 			var sum float64
 			for k, d := range data {
-				sum += m.weight(k) * getF(m.inType, d, o*classes+c)
+				sum += m.weight(k) * inference.Float64At(m.inType, d, o*classes+c)
 			}
 			if s := sum / total; !math.IsNaN(s) && (best < 0 || s > bestScore) {
 				best, bestScore = c, s
@@ -258,7 +258,7 @@ func (m *model) voteScores(data [][]byte, outer, classes int) []byte {
 func rowArgmax(dt inference.DataType, d []byte, start, n int) int {
 	best, bestScore := 0, math.NaN()
 	for c := range n {
-		s := getF(dt, d, start+c)
+		s := inference.Float64At(dt, d, start+c)
 		if !math.IsNaN(s) && (math.IsNaN(bestScore) || s > bestScore) {
 			best, bestScore = c, s
 		}
@@ -277,9 +277,9 @@ func (m *model) voteIndices(data [][]byte, n int) []byte {
 	for e := range n {
 		for k, d := range data {
 			if signed {
-				votes[k] = uint64(getI(m.inType, d, e)) ^ signBit
+				votes[k] = uint64(inference.Int64At(m.inType, d, e)) ^ signBit
 			} else {
-				votes[k] = getU(m.inType, d, e)
+				votes[k] = inference.Uint64At(m.inType, d, e)
 			}
 		}
 		if class := m.majority(votes); signed {

@@ -29,7 +29,6 @@ package route
 import (
 	"context"
 	"encoding/binary"
-	"fmt"
 	"math"
 	"slices"
 	"strconv"
@@ -285,37 +284,9 @@ func (m *model) values(t *inference.Tensor) ([]value, error) {
 	if size <= 0 || len(t.Data)%size != 0 {
 		return nil, inference.InvalidArg("route model '%s': selector '%s' has %d bytes, not a whole number of %s", m.name, m.selector, len(t.Data), t.DataType)
 	}
-	out := make([]value, 0, len(t.Data)/size)
-	for b := t.Data; len(b) > 0; b = b[size:] {
-		out = append(out, value{num: number(t.DataType, b)})
+	out := make([]value, len(t.Data)/size)
+	for i := range out {
+		out[i].num = inference.Float64At(t.DataType, t.Data, i)
 	}
 	return out, nil
-}
-
-func number(dt inference.DataType, b []byte) float64 {
-	le := binary.LittleEndian
-	switch dt {
-	case inference.Bool, inference.Uint8:
-		return float64(b[0])
-	case inference.Int8:
-		return float64(int8(b[0]))
-	case inference.Int16:
-		return float64(int16(le.Uint16(b)))
-	case inference.Uint16:
-		return float64(le.Uint16(b))
-	case inference.Int32:
-		return float64(int32(le.Uint32(b)))
-	case inference.Uint32:
-		return float64(le.Uint32(b))
-	case inference.Int64:
-		return float64(int64(le.Uint64(b)))
-	case inference.Uint64:
-		return float64(le.Uint64(b))
-	case inference.FP32:
-		return float64(math.Float32frombits(le.Uint32(b)))
-	case inference.FP64:
-		return math.Float64frombits(le.Uint64(b))
-	case inference.Invalid, inference.FP16, inference.BF16, inference.Bytes: // refused at load
-	}
-	panic(fmt.Sprintf("route: selector type %s", dt))
 }
