@@ -166,15 +166,17 @@ test: test-go test-fuzz test-e2e reliability-short
 test-go: ort
 	NEREID_ORT_LIBRARY=$(ORT_LIB) $(GO) test -race ./...
 
-# Runs every native fuzz target for $(FUZZTIME). `go test -list` prints a
-# package's matching test names followed by its "ok <package>" line.
+# Runs every native fuzz target for $(FUZZTIME) (scripts/fuzz-one.sh, which
+# reruns once a run that fails only by Go 1.26's fuzztime deadline race).
+# `go test -list` prints a package's matching test names followed by its
+# "ok <package>" line.
 test-fuzz:
 	@targets=$$($(GO) test -list '^Fuzz' ./... | awk '/^Fuzz/ { names = names " " $$1; next } /^ok / { if (names != "") print $$2 names; names = "" }'); \
 	if [ -z "$$targets" ]; then echo "no fuzz targets"; exit 0; fi; \
 	while read -r pkg names; do \
 		for name in $$names; do \
 			echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
-			$(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) "$$pkg"; \
+			scripts/fuzz-one.sh "$(GO)" "$$pkg" "$$name" "$(FUZZTIME)"; \
 		done; \
 	done <<< "$$targets"
 
