@@ -188,17 +188,15 @@ var _ Inferer = (*LateInferer)(nil)
 // Bind makes l forward to i.
 func (l *LateInferer) Bind(i Inferer) { l.target.Store(&inferBox{i}) }
 
-// ModelConfigs answers the configuration of a loaded model version
-// (version "" is the one its policy serves by default): an ensemble checks
-// its steps against those of its composing models when it loads.
-type ModelConfigs interface {
-	ModelConfig(ctx context.Context, name, version string) (*inferencepb.ModelConfig, error)
-}
-
-// ModelConfig forwards to the bound Inferer when it answers configurations.
+// ModelConfig forwards to the bound Inferer when it also answers the
+// configuration of a loaded model version (version "" is the one its policy
+// serves by default), as the server does: an ensemble checks its steps
+// against its composing models' configurations when it loads.
 func (l *LateInferer) ModelConfig(ctx context.Context, name, version string) (*inferencepb.ModelConfig, error) {
 	if b := l.target.Load(); b != nil {
-		if c, ok := b.i.(ModelConfigs); ok {
+		if c, ok := b.i.(interface {
+			ModelConfig(ctx context.Context, name, version string) (*inferencepb.ModelConfig, error)
+		}); ok {
 			return c.ModelConfig(ctx, name, version)
 		}
 	}

@@ -82,8 +82,9 @@ type run struct {
 	mu   sync.Mutex // guards the fields below
 	root *frame
 	err  error // the first failure
-	// results are the ensemble responses complete so far, in order: sent
-	// as they come when the plan is decoupled, else the one sent at the end.
+	// results holds the complete response of a plan that is not decoupled
+	// (its root frame answers once), sent at the end; a decoupled plan's
+	// responses are sent as they come.
 	results []*inference.Response
 	// held are the step responses whose tensors the frames use; memory is
 	// their backends' until released, which happens when the run and every
@@ -139,10 +140,8 @@ func (r *run) execute() error {
 	r.mu.Unlock()
 	defer r.unref()
 	if err != nil {
-		if !p.decoupled {
-			for _, resp := range results {
-				resp.Done() // never sent
-			}
+		for _, resp := range results {
+			resp.Done() // never sent
 		}
 		return err
 	}
@@ -160,9 +159,7 @@ func (r *run) execute() error {
 		r.mu.Unlock()
 		return inference.InvalidArg("ensemble '%s' produced no output %s for the request: no branch of its route steps that leads there was taken", p.name, strings.Join(missing, ", "))
 	}
-	if len(results) != 1 {
-		return inference.Internal("ensemble '%s' produced %d responses for a request; its steps answer once each", p.name, len(results))
-	}
+	// One frame, the root, answers a plan that is not decoupled, once.
 	return r.req.Send(results[0], true)
 }
 
@@ -353,9 +350,10 @@ func (r *run) collectLocked(f *frame, emit *[]*inference.Response) {
 			f.emitted = true
 			r.refs.Add(1)
 			resp := &inference.Response{ID: r.req.ID, ModelName: p.name, ModelVersion: r.e.version, Outputs: outs, Release: r.unref}
-			r.results = append(r.results, resp)
 			if p.decoupled {
 				*emit = append(*emit, resp)
+			} else {
+				r.results = append(r.results, resp)
 			}
 		}
 	}

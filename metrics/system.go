@@ -197,6 +197,13 @@ func cpuUtilization(now, before cpuTimes) float64 {
 	return float64(busy) / float64(busy+idle)
 }
 
+// MemTotal is the machine's memory in bytes, from procRoot/meminfo
+// (procRoot is normally /proc).
+func MemTotal(procRoot string) (uint64, error) {
+	total, _, err := readMemInfo(procRoot)
+	return total, err
+}
+
 // readMemInfo returns MemTotal and MemTotal - MemAvailable in bytes.
 func readMemInfo(procRoot string) (total, used uint64, err error) {
 	f, err := os.Open(filepath.Join(procRoot, "meminfo"))

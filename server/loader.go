@@ -155,13 +155,19 @@ func (l *Loader) LoadVersion(ctx context.Context, spec repository.VersionSpec) (
 	if err != nil {
 		return nil, err
 	}
+	l.attachMetrics(lm, spec, loadStart)
+	lm.sched = newScheduler(spec.Config, lm.instances, lm.stats, deps)
+	logger.Info().Int("instances", len(lm.instances)).Str("backend", name).Msg("model version loaded")
+	return lm, nil
+}
+
+// attachMetrics gives a loaded version its Prometheus reporter, when
+// metrics are on, and reports how long it took to load.
+func (l *Loader) attachMetrics(lm *loadedModel, spec repository.VersionSpec, loadStart time.Time) {
 	if l.opts.Metrics != nil {
 		lm.stats.metrics = l.opts.Metrics(spec.Name, spec.Version, spec.Config.GetMetricTags())
 		lm.stats.metrics.LoadDuration(time.Since(loadStart))
 	}
-	lm.sched = newScheduler(spec.Config, lm.instances, lm.stats, deps)
-	logger.Info().Int("instances", len(lm.instances)).Str("backend", name).Msg("model version loaded")
-	return lm, nil
 }
 
 // isEnsemble reports whether cfg is an ensemble, which has no backend:
@@ -190,10 +196,7 @@ func (l *Loader) loadEnsemble(ctx context.Context, spec repository.VersionSpec, 
 	// Not decoupled: the executor sends the one response before Infer
 	// returns, which lets the core reuse the request's sink.
 	lm.unaryOnly = !plan.Decoupled()
-	if l.opts.Metrics != nil {
-		lm.stats.metrics = l.opts.Metrics(spec.Name, spec.Version, spec.Config.GetMetricTags())
-		lm.stats.metrics.LoadDuration(time.Since(loadStart))
-	}
+	l.attachMetrics(lm, spec, loadStart)
 	lm.sched = ensemble.NewExecutor(plan, l.inferer)
 	l.opts.Logger.Info().Str("model", spec.Name).Int64("version", spec.Version).
 		Int("steps", len(spec.Config.GetEnsembleScheduling().GetStep())).Bool("decoupled", lm.decoupled).Msg("ensemble loaded")

@@ -258,7 +258,11 @@ func (m *model) sessionOptions(spec backends.InstanceSpec) (*ort.SessionOptions,
 		steps = append(steps, so.SetMemPattern(*p))
 	}
 	if p := m.params.initializersOnDevice; p != nil {
-		steps = append(steps, so.AddSessionConfigEntry("session.use_device_allocator_for_initializers", map[bool]string{true: "1", false: "0"}[*p]))
+		v := "0"
+		if *p {
+			v = "1"
+		}
+		steps = append(steps, so.AddSessionConfigEntry("session.use_device_allocator_for_initializers", v))
 	}
 	if err := errors.Join(steps...); err != nil {
 		_ = so.Destroy()

@@ -1,14 +1,14 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"flag"
 	"fmt"
 	"math"
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/nereid-project/nereid/metrics"
 )
 
 // memConfig bounds the memory request payloads take: the largest gRPC
@@ -64,21 +64,9 @@ func memoryAvailable() int64 {
 }
 
 func memTotal() int64 {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
+	total, err := metrics.MemTotal("/proc")
+	if err != nil || total > math.MaxInt64 {
 		return 0
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := bytes.CutPrefix(sc.Bytes(), []byte("MemTotal:")); ok {
-			f := strings.Fields(string(rest))
-			if len(f) == 2 && f[1] == "kB" {
-				if kb, err := strconv.ParseInt(f[0], 10, 64); err == nil {
-					return kb << 10
-				}
-			}
-		}
-	}
-	return 0
+	return int64(total)
 }

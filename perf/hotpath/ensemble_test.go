@@ -10,11 +10,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/rs/zerolog"
-
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/proto/inferencepb"
-	"github.com/nereid-project/nereid/repository"
 	"github.com/nereid-project/nereid/server"
 )
 
@@ -45,10 +42,8 @@ ensemble_scheduling { step [`, steps)
 	return b.String()
 }
 
-// ensembleCore serves identity_fp32 and the chains of 1, 3 and 5 steps, with
-// the loader's Inferer bound to the server as cmd/nereid binds it.
-func ensembleCore(b *testing.B) *server.Server {
-	dir := b.TempDir()
+// ensembleRepo writes identity_fp32 and the chains of 1, 3 and 5 steps.
+func ensembleRepo(b *testing.B, dir string) {
 	identityRepo(b, dir)
 	for _, n := range []int{1, 3, 5} {
 		name := "chain" + strconv.Itoa(n)
@@ -59,21 +54,9 @@ func ensembleCore(b *testing.B) *server.Server {
 			b.Fatal(err)
 		}
 	}
-	log := zerolog.Nop()
-	loader := server.NewLoader(server.LoaderOptions{Logger: log})
-	models, err := repository.New(repository.Options{Paths: []string{dir}, Mode: repository.ModeNone, AutoComplete: true, Loader: loader, Logger: log})
-	if err != nil {
-		b.Fatal(err)
-	}
-	core := server.New(models, server.Options{Logger: log})
-	loader.Inferer().Bind(core)
-	ctx := context.Background()
-	if err := models.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = models.Close(ctx) })
-	return core
 }
+
+func ensembleCore(b *testing.B) *server.Server { return newCore(b, benchCase{repo: ensembleRepo}) }
 
 // BenchmarkEnsembleSteps measures what an ensemble step costs over gRPC:
 // one request to identity_fp32 (direct), an ensemble of 1, 3 and 5

@@ -90,19 +90,22 @@ func newCore(b *testing.B, c benchCase) *server.Server {
 	dir := b.TempDir()
 	c.repo(b, dir)
 	log := zerolog.Nop()
+	loader := server.NewLoader(server.LoaderOptions{Logger: log})
 	models, err := repository.New(repository.Options{
 		Paths: []string{dir}, Mode: repository.ModeNone, AutoComplete: true,
-		Loader: server.NewLoader(server.LoaderOptions{Logger: log}), Logger: log,
+		Loader: loader, Logger: log,
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
+	core := server.New(models, server.Options{Logger: log})
+	loader.Inferer().Bind(core) // for ensembles, as cmd/nereid binds it
 	ctx := context.Background()
 	if err := models.Start(ctx); err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = models.Close(ctx) })
-	return server.New(models, server.Options{Logger: log})
+	return core
 }
 
 // httpRequest is the body perf_analyzer sends: a JSON header naming the
