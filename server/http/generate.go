@@ -11,6 +11,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/jsonw"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 	"github.com/nereid-project/nereid/trace"
 )
@@ -301,7 +302,7 @@ func appendGenerateEvent(dst []byte, req *inference.Request, resp *inference.Res
 // appendErrorEvent writes err as an {"error": ...} event.
 func appendErrorEvent(dst []byte, err error) []byte {
 	dst = append(dst, `data: {"error":`...)
-	dst = appendJSONString(dst, err.Error())
+	dst = jsonw.AppendString(dst, err.Error())
 	return append(dst, "}\n\n"...)
 }
 
@@ -338,7 +339,7 @@ func appendGenerateJSON(dst []byte, req *inference.Request, resp *inference.Resp
 	}
 	add(generateField{key: "model_name", value: name})
 	add(generateField{key: "model_version", value: resp.ModelVersion})
-	for _, k := range sortedKeys(resp.Parameters) {
+	for _, k := range jsonw.SortedKeys(resp.Parameters) {
 		v := resp.Parameters[k]
 		if _, ok := v.([]byte); ok {
 			return dst, inference.Unsupported("Response parameter '%s' has type 'TRITONSERVER_PARAMETER_BYTES' which is not currently supported", k)
@@ -355,10 +356,10 @@ func appendGenerateJSON(dst []byte, req *inference.Request, resp *inference.Resp
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendJSONString(dst, f.key)
+		dst = jsonw.AppendString(dst, f.key)
 		dst = append(dst, ':')
 		if f.tensor == nil {
-			dst = appendParamValue(dst, f.value)
+			dst = jsonw.AppendParamValue(dst, f.value)
 			continue
 		}
 		var err error

@@ -9,6 +9,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/jsonw"
 	"github.com/nereid-project/nereid/repository"
 )
 
@@ -205,7 +206,7 @@ func (s *Server) modelConfig(ctx *fasthttp.RequestCtx, r route) {
 		respondErr(ctx, err)
 		return
 	}
-	finishJSON(ctx, appendModelConfigJSON(startJSON(ctx), cfg))
+	finishJSON(ctx, jsonw.AppendModelConfig(startJSON(ctx), cfg))
 }
 
 func (s *Server) modelStats(ctx *fasthttp.RequestCtx, r route) {

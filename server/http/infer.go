@@ -14,6 +14,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/jsonw"
 	"github.com/nereid-project/nereid/payload"
 )
 
@@ -290,7 +291,7 @@ func appendInferResponse(dst []byte, c *inferCall, resp *inference.Response) ([]
 	}
 	if id != "" {
 		dst = append(dst, `"id":`...)
-		dst = appendJSONString(dst, id)
+		dst = jsonw.AppendString(dst, id)
 		dst = append(dst, ',')
 	}
 	name := resp.ModelName
@@ -298,12 +299,12 @@ func appendInferResponse(dst []byte, c *inferCall, resp *inference.Response) ([]
 		name = c.req.ModelName
 	}
 	dst = append(dst, `"model_name":`...)
-	dst = appendJSONString(dst, name)
+	dst = jsonw.AppendString(dst, name)
 	dst = append(dst, `,"model_version":`...)
-	dst = appendJSONString(dst, resp.ModelVersion)
+	dst = jsonw.AppendString(dst, resp.ModelVersion)
 	if len(resp.Parameters) > 0 {
 		dst = append(dst, `,"parameters":`...)
-		dst = appendParameters(dst, resp.Parameters)
+		dst = jsonw.AppendParameters(dst, resp.Parameters)
 	}
 	dst = append(dst, `,"outputs":[`...)
 	c.binOuts = c.binOuts[:0]
@@ -313,9 +314,9 @@ func appendInferResponse(dst []byte, c *inferCall, resp *inference.Response) ([]
 			dst = append(dst, ',')
 		}
 		dst = append(dst, `{"name":`...)
-		dst = appendJSONString(dst, t.Name)
+		dst = jsonw.AppendString(dst, t.Name)
 		dst = append(dst, `,"datatype":`...)
-		dst = appendJSONString(dst, t.DataType.String())
+		dst = jsonw.AppendString(dst, t.DataType.String())
 		dst = append(dst, `,"shape":`...)
 		dst = appendInt64Array(dst, t.Shape)
 		switch c.kindFor(t.Name) {
@@ -324,7 +325,7 @@ func appendInferResponse(dst []byte, c *inferCall, resp *inference.Response) ([]
 			// Triton, the output carries no data.
 			if len(t.Parameters) > 0 {
 				dst = append(dst, `,"parameters":`...)
-				dst = appendParameters(dst, t.Parameters)
+				dst = jsonw.AppendParameters(dst, t.Parameters)
 			}
 		case kindBinary:
 			dst = append(dst, `,"parameters":{"binary_data_size":`...)
@@ -337,7 +338,7 @@ func appendInferResponse(dst []byte, c *inferCall, resp *inference.Response) ([]
 		default:
 			if len(t.Parameters) > 0 {
 				dst = append(dst, `,"parameters":`...)
-				dst = appendParameters(dst, t.Parameters)
+				dst = jsonw.AppendParameters(dst, t.Parameters)
 			}
 			dst = append(dst, `,"data":[`...)
 			var err error
@@ -369,14 +370,14 @@ func appendMoreParameters(dst []byte, p inference.Parameters) []byte {
 	if len(p) == 0 {
 		return dst
 	}
-	for _, k := range sortedKeys(p) {
+	for _, k := range jsonw.SortedKeys(p) {
 		if k == "binary_data_size" {
 			continue
 		}
 		dst = append(dst, ',')
-		dst = appendJSONString(dst, k)
+		dst = jsonw.AppendString(dst, k)
 		dst = append(dst, ':')
-		dst = appendParamValue(dst, p[k])
+		dst = jsonw.AppendParamValue(dst, p[k])
 	}
 	return dst
 }
@@ -429,9 +430,9 @@ func appendTensorData(dst []byte, t *inference.Tensor) ([]byte, error) {
 		case inference.Int64:
 			dst = strconv.AppendInt(dst, int64(binary.LittleEndian.Uint64(d[i:])), 10)
 		case inference.FP32:
-			dst = appendFloat(dst, float64(math.Float32frombits(binary.LittleEndian.Uint32(d[i:]))))
+			dst = jsonw.AppendFloat(dst, float64(math.Float32frombits(binary.LittleEndian.Uint32(d[i:]))))
 		case inference.FP64:
-			dst = appendFloat(dst, math.Float64frombits(binary.LittleEndian.Uint64(d[i:])))
+			dst = jsonw.AppendFloat(dst, math.Float64frombits(binary.LittleEndian.Uint64(d[i:])))
 		default: // FP16, BF16, BYTES and invalid types are handled above
 		}
 	}
@@ -453,7 +454,7 @@ func appendBytesData(dst []byte, t *inference.Tensor, count int64) ([]byte, erro
 		if e > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendJSONString(dst, d[off:off+int(l)])
+		dst = jsonw.AppendString(dst, d[off:off+int(l)])
 		off += int(l)
 	}
 	return dst, nil

@@ -34,6 +34,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/jsonw"
 	"github.com/nereid-project/nereid/payload"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 	"github.com/nereid-project/nereid/repository"
@@ -311,7 +312,7 @@ func writeError(ctx *fasthttp.RequestCtx, status int, msg string) {
 	ctx.SetContentType(contentTypeJSON)
 	buf := ctx.Response.SwapBody(nil)
 	buf = append(buf[:0], `{"error":`...)
-	buf = appendJSONString(buf, msg)
+	buf = jsonw.AppendString(buf, msg)
 	buf = append(buf, '}')
 	ctx.Response.SwapBody(buf)
 }

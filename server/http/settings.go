@@ -8,6 +8,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/jsonw"
 	"github.com/nereid-project/nereid/logging"
 	"github.com/nereid-project/nereid/server/restricted"
 	"github.com/nereid-project/nereid/trace"
@@ -104,7 +105,7 @@ func (s *Server) logging(ctx *fasthttp.RequestCtx) {
 		settings = s.opts.Logging.Apply(u)
 	}
 	b := []byte(`{"log_file":`)
-	b = appendJSONString(b, settings.File)
+	b = jsonw.AppendString(b, settings.File)
 	b = append(b, `,"log_info":`...)
 	b = strconv.AppendBool(b, settings.Info)
 	b = append(b, `,"log_warning":`...)
@@ -114,7 +115,7 @@ func (s *Server) logging(ctx *fasthttp.RequestCtx) {
 	b = append(b, `,"log_verbose_level":`...)
 	b = strconv.AppendUint(b, uint64(settings.VerboseLevel), 10)
 	b = append(b, `,"log_format":`...)
-	b = appendJSONString(b, settings.Format.String())
+	b = jsonw.AppendString(b, settings.Format.String())
 	b = append(b, '}')
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.SetContentType(contentTypeJSON)
@@ -230,7 +231,7 @@ func (s *Server) traceSetting(ctx *fasthttp.RequestCtx, model string) {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, p.Key)
+		b = jsonw.AppendString(b, p.Key)
 		b = append(b, ':')
 		if p.Array {
 			b = append(b, '[')
@@ -238,11 +239,11 @@ func (s *Server) traceSetting(ctx *fasthttp.RequestCtx, model string) {
 				if j > 0 {
 					b = append(b, ',')
 				}
-				b = appendJSONString(b, v)
+				b = jsonw.AppendString(b, v)
 			}
 			b = append(b, ']')
 		} else {
-			b = appendJSONString(b, p.Values[0])
+			b = jsonw.AppendString(b, p.Values[0])
 		}
 	}
 	b = append(b, '}')

@@ -7,6 +7,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/jsonw"
 	"github.com/nereid-project/nereid/sharedmem"
 )
 
@@ -196,9 +197,9 @@ func appendSystemShmStatus(dst []byte, st []sharedmem.Status) []byte {
 			dst = append(dst, ',')
 		}
 		dst = append(dst, `{"name":`...)
-		dst = appendJSONString(dst, r.Name)
+		dst = jsonw.AppendString(dst, r.Name)
 		dst = append(dst, `,"key":`...)
-		dst = appendJSONString(dst, r.Key)
+		dst = jsonw.AppendString(dst, r.Key)
 		dst = append(dst, `,"offset":`...)
 		dst = strconv.AppendUint(dst, r.Offset, 10)
 		dst = append(dst, `,"byte_size":`...)
@@ -216,7 +217,7 @@ func appendCudaShmStatus(dst []byte, st []sharedmem.CudaStatus) []byte {
 			dst = append(dst, ',')
 		}
 		dst = append(dst, `{"name":`...)
-		dst = appendJSONString(dst, r.Name)
+		dst = jsonw.AppendString(dst, r.Name)
 		dst = append(dst, `,"device_id":`...)
 		dst = strconv.AppendInt(dst, r.DeviceID, 10)
 		dst = append(dst, `,"byte_size":`...)

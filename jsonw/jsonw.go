@@ -1,4 +1,10 @@
-package httpfront
+// Package jsonw writes the JSON forms of Triton's protocol by hand, byte
+// for byte as Triton's own writers do: strings escaped as rapidjson
+// escapes them, doubles as rapidjson prints them, parameters with sorted
+// keys, and model configurations as Triton's config endpoint shows them.
+// The HTTP front end and the Python backend (which hands a model its
+// configuration) share it.
+package jsonw
 
 import (
 	"math"
@@ -10,10 +16,10 @@ import (
 
 const hexDigits = "0123456789ABCDEF"
 
-// appendJSONString appends s as a JSON string escaped the way Triton's
+// AppendString appends s as a JSON string escaped the way Triton's
 // JSON writer (rapidjson) escapes: quote, backslash and control characters;
 // every other byte, including bytes that are not UTF-8, is copied as is.
-func appendJSONString[T string | []byte](dst []byte, s T) []byte {
+func AppendString[T string | []byte](dst []byte, s T) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); i++ {
@@ -46,12 +52,12 @@ func appendJSONString[T string | []byte](dst []byte, s T) []byte {
 	return append(dst, '"')
 }
 
-// appendFloat appends f the way Triton's JSON writer prints a double:
+// AppendFloat appends f the way Triton's JSON writer prints a double:
 // the shortest digits that round-trip, "1.0" rather than "1", exponent
 // notation only outside [1e-6, 1e21). JSON has no NaN or infinity; where
 // rapidjson would fail, this writes NaN, Infinity and -Infinity, which
 // tritonclient's JSON parser (python-rapidjson) accepts.
-func appendFloat(dst []byte, f float64) []byte {
+func AppendFloat(dst []byte, f float64) []byte {
 	switch {
 	case math.IsNaN(f):
 		return append(dst, "NaN"...)
@@ -135,21 +141,22 @@ func appendExponent(dst []byte, k int) []byte {
 	return strconv.AppendInt(dst, int64(k), 10)
 }
 
-// appendParameters writes a parameters object with its keys sorted.
-func appendParameters(dst []byte, p inference.Parameters) []byte {
+// AppendParameters writes a parameters object with its keys sorted.
+func AppendParameters(dst []byte, p inference.Parameters) []byte {
 	dst = append(dst, '{')
-	for i, k := range sortedKeys(p) {
+	for i, k := range SortedKeys(p) {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendJSONString(dst, k)
+		dst = AppendString(dst, k)
 		dst = append(dst, ':')
-		dst = appendParamValue(dst, p[k])
+		dst = AppendParamValue(dst, p[k])
 	}
 	return append(dst, '}')
 }
 
-func sortedKeys(p inference.Parameters) []string {
+// SortedKeys returns the keys of p in order.
+func SortedKeys(p inference.Parameters) []string {
 	keys := make([]string, 0, len(p))
 	for k := range p {
 		keys = append(keys, k)
@@ -158,7 +165,8 @@ func sortedKeys(p inference.Parameters) []string {
 	return keys
 }
 
-func appendParamValue(dst []byte, v any) []byte {
+// AppendParamValue writes one parameter value.
+func AppendParamValue(dst []byte, v any) []byte {
 	switch v := v.(type) {
 	case bool:
 		return strconv.AppendBool(dst, v)
@@ -173,13 +181,13 @@ func appendParamValue(dst []byte, v any) []byte {
 	case uint32:
 		return strconv.AppendUint(dst, uint64(v), 10)
 	case float64:
-		return appendFloat(dst, v)
+		return AppendFloat(dst, v)
 	case float32:
-		return appendFloat(dst, float64(v))
+		return AppendFloat(dst, float64(v))
 	case string:
-		return appendJSONString(dst, v)
+		return AppendString(dst, v)
 	case []byte:
-		return appendJSONString(dst, v)
+		return AppendString(dst, v)
 	case nil:
 		return append(dst, "null"...)
 	default:
