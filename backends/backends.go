@@ -203,6 +203,16 @@ func (l *LateInferer) ModelConfig(ctx context.Context, name, version string) (*i
 	return nil, inference.Unavailable("the configuration of model '%s' cannot be read yet: the server is still starting", name)
 }
 
+// Target returns the bound Inferer, nil before Bind: a model that needs
+// more of the server than inference (Python's model control) asks it for
+// what it implements.
+func (l *LateInferer) Target() Inferer {
+	if b := l.target.Load(); b != nil {
+		return b.i
+	}
+	return nil
+}
+
 // InferStream forwards to the bound Inferer.
 func (l *LateInferer) InferStream(ctx context.Context, req *inference.Request, out inference.ResponseFunc) error {
 	b := l.target.Load()

@@ -132,11 +132,16 @@ func (s *Server) ModelReady(ctx context.Context, name, version string) (bool, er
 	if r, ok := lm.sched.(readiness); ok {
 		return r.Ready(ctx), nil
 	}
+	if r, ok := lm.model.(readiness); ok {
+		return r.Ready(ctx), nil
+	}
 	return true, nil
 }
 
 // readiness is implemented by schedulers whose version is ready only while
-// other models are: an ensemble's, while its composing models are served.
+// other models are (an ensemble's, while its composing models are served),
+// and by backend models that ask the model itself (a Python model's
+// is_ready).
 type readiness interface {
 	Ready(ctx context.Context) bool
 }
