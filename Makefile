@@ -88,8 +88,9 @@ help:
 build: models
 	$(GO) build -o bin/nereid ./cmd/nereid
 
-run: build ort
-	bin/nereid --model-repository=model_repo_examples
+# The Python examples' stubs run in the project's virtualenv (numpy).
+run: build ort venv
+	bin/nereid --model-repository=model_repo_examples --backend-config=python,python-executable=$(VENV)/bin/python
 
 # The committed .onnx files are what the script makes. The venv is made
 # in the recipe, not as a prerequisite, so that a build with the models
@@ -163,8 +164,10 @@ test: test-go test-fuzz test-e2e reliability-short
 
 # NEREID_ORT_LIBRARY makes the ONNX Runtime tests fail, not skip, when the
 # library is missing.
-test-go: ort
-	NEREID_ORT_LIBRARY=$(ORT_LIB) $(GO) test -race ./...
+# NEREID_TEST_PYTHON is the interpreter the Python backend's tests run
+# their stubs with (they fail, not skip, when it is set and broken).
+test-go: ort venv
+	NEREID_ORT_LIBRARY=$(ORT_LIB) NEREID_TEST_PYTHON=$(CURDIR)/$(VENV)/bin/python $(GO) test -race ./...
 
 # Runs every native fuzz target for $(FUZZTIME) (scripts/fuzz-one.sh, which
 # reruns once a run that fails only by Go 1.26's fuzztime deadline race).

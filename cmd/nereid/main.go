@@ -80,6 +80,10 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "error:", err)
 		return 2
 	}
+	if err := setupPython(c, log, obs.registerer()); err != nil {
+		fmt.Fprintln(stderr, "error:", err)
+		return 2
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

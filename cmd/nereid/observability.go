@@ -167,6 +167,15 @@ func (o *observability) metricsFactory() server.MetricsFactory {
 	}
 }
 
+// registerer is where models register metric families of their own; nil
+// without --allow-metrics.
+func (o *observability) registerer() prometheus.Registerer {
+	if o.models == nil {
+		return nil
+	}
+	return o.registry
+}
+
 // handler serves the registry on /metrics.
 func (o *observability) handler() http.Handler { return metrics.Handler(o.registry) }
 

@@ -31,6 +31,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NEREID_BIN = pathlib.Path(os.environ.get("NEREID_BIN", ROOT / "bin" / "nereid"))
 EXAMPLES = ROOT / "model_repo_examples"
+# The interpreter that runs the Python backend's stubs (models with
+# backend "python"): the venv the tests run in, which has numpy.
+PYTHON_STUB_EXE = pathlib.Path(os.environ.get("NEREID_PYTHON_STUB", ROOT / ".venv" / "bin" / "python"))
 
 START_TIMEOUT_S = 30
 STOP_TIMEOUT_S = 30
@@ -233,6 +236,7 @@ class Nereid:
             "--grpc-address=127.0.0.1",
             f"--grpc-port={self.grpc_port}",
             "--allow-metrics=false",
+            f"--backend-config=python,python-executable={PYTHON_STUB_EXE}",
         ]
         return argv + list(self.flags)
 
@@ -248,7 +252,7 @@ class Nereid:
             self.wait_live()
         return self
 
-    def log_tail(self, n: int = 60) -> str:
+    def log_tail(self, n: int = 200) -> str:
         try:
             lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:

@@ -1,0 +1,213 @@
+package python
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/nereid-project/nereid/backends"
+	"github.com/nereid-project/nereid/inference"
+)
+
+// instance is one model instance: one stub process at a time, replaced by
+// a fresh one (initialize and all) when it dies or stops answering.
+type instance struct {
+	model *model
+	spec  backends.InstanceSpec
+	log   zerolog.Logger
+
+	mu      sync.Mutex // guards cur, lastErr and changed
+	cur     *stub      // nil while a replacement starts
+	lastErr error      // why the last replacement failed
+	changed chan struct{}
+
+	closing       chan struct{}
+	closeOnce     sync.Once
+	superviseDone chan struct{}
+}
+
+var (
+	_ backends.Instance = (*instance)(nil)
+	_ backends.Closer   = (*instance)(nil)
+)
+
+// start starts a stub and initializes the model in it.
+func (i *instance) start(ctx context.Context) (*stub, error) {
+	cfg := *i.model.stubCfg
+	cfg.logger = i.log
+	s, err := startStub(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, max(cfg.timeout, 5*time.Second)*4)
+	defer cancel()
+	if _, err := s.initialize(ctx, "serve", i.model.path, i.model.initArgs(i.spec), i.model.config, i.model.decoupled); err != nil {
+		s.stop(2 * time.Second)
+		return nil, modelError(i.model.spec.Name, err)
+	}
+	i.log.Debug().Int("stub_pid", s.pid()).Msg("Python stub started")
+	return s, nil
+}
+
+// modelError names the model in a failure of its stub.
+func modelError(name string, err error) error {
+	return inference.Errorf(inference.CodeOf(err), "python model '%s': %w", name, err)
+}
+
+// current returns the running stub, nil while one is being replaced.
+func (i *instance) current() *stub {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.cur
+}
+
+// waitStub returns the running stub, waiting for a replacement to start
+// until ctx ends; a replacement that failed to start is reported.
+func (i *instance) waitStub(ctx context.Context) (*stub, error) {
+	for {
+		i.mu.Lock()
+		s, lastErr := i.cur, i.lastErr
+		if i.changed == nil {
+			i.changed = make(chan struct{})
+		}
+		changed := i.changed
+		i.mu.Unlock()
+		if s != nil {
+			select {
+			case <-s.done:
+				// Dead, and the supervisor has not noticed yet: wait for
+				// the replacement rather than fail on the corpse.
+			default:
+				return s, nil
+			}
+		} else if lastErr != nil {
+			return nil, lastErr
+		}
+		select {
+		case <-changed:
+		case <-i.closing:
+			return nil, inference.Unavailable("model '%s' is unloading", i.model.spec.Name)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (i *instance) setCurrent(s *stub, err error) {
+	i.mu.Lock()
+	i.cur, i.lastErr = s, err
+	if i.changed != nil {
+		close(i.changed)
+		i.changed = nil
+	}
+	i.mu.Unlock()
+}
+
+// supervise owns the instance's stubs: it checks the running one's health
+// and replaces it when it dies, until the instance closes.
+func (i *instance) supervise(s *stub) {
+	defer close(i.superviseDone)
+	timeout := i.model.opts.StubTimeout
+	for {
+		if !i.watch(s, timeout) {
+			return
+		}
+		i.setCurrent(nil, nil)
+		s.stop(time.Second)
+		backoff := 100 * time.Millisecond
+		for {
+			next, err := i.start(context.Background())
+			if err == nil {
+				s = next
+				i.setCurrent(s, nil)
+				i.log.Warn().Int("stub_pid", s.pid()).Msg("Python stub restarted")
+				break
+			}
+			i.log.Error().Err(err).Msg("Python stub failed to restart")
+			i.setCurrent(nil, err)
+			select {
+			case <-i.closing:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 10*time.Second)
+		}
+	}
+}
+
+// watch returns false when the instance closes, true when s died or was
+// killed for not answering a health check in time.
+func (i *instance) watch(s *stub, timeout time.Duration) bool {
+	period := min(max(timeout/3, 100*time.Millisecond), 5*time.Second)
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-i.closing:
+			return false
+		case <-s.done:
+			i.log.Error().Err(s.goneError(nil)).Msg("Python stub is gone; starting a new one")
+			return true
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			err := s.ping(ctx)
+			cancel()
+			if err != nil && !errors.Is(err, errStubGone) {
+				if s.delivering.Load() > 0 {
+					continue // the reader waits on a slow client, not on the stub
+				}
+				select {
+				case <-i.closing:
+					return false
+				default:
+				}
+				i.log.Error().Err(err).Dur("stub_timeout", timeout).Msg("Python stub did not answer its health check: killing it")
+				s.kill()
+				<-s.done
+				return true
+			}
+		}
+	}
+}
+
+// Execute runs a batch in the stub.
+func (i *instance) Execute(ctx context.Context, batch []*inference.Request) error {
+	s, err := i.waitStub(ctx)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	m, err := s.exec(ctx, batch, i.model.rules, i.model.decoupled)
+	if err != nil {
+		return modelError(i.model.spec.Name, err)
+	}
+	if i.model.decoupled {
+		if m.Error != nil {
+			return m.Error.err()
+		}
+		return nil
+	}
+	backends.StampPhases(batch, start, time.Now(), backends.Phases{})
+	return s.finishUnary(batch, m, i.model.rules)
+}
+
+// Close calls finalize in the stub and reaps it.
+func (i *instance) Close() error {
+	i.closeOnce.Do(func() { close(i.closing) })
+	<-i.superviseDone
+	s := i.current()
+	if s == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), i.model.opts.StubTimeout)
+	err := s.finalize(ctx)
+	cancel()
+	s.stop(5 * time.Second)
+	if err != nil {
+		return modelError(i.model.spec.Name, err)
+	}
+	return nil
+}
