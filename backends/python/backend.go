@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -124,7 +125,22 @@ type Backend struct {
 	mu      sync.Mutex // guards the fields below
 	opts    Options
 	scripts string // where the stub's Python files were written
+	// parked holds, by model.py path, the stub that ran a model's
+	// auto_complete_config: its first instance takes it over (one
+	// interpreter start and one import fewer per model). A stub nobody
+	// claims within parkFor is stopped.
+	parked map[string]*parkedStub
 }
+
+type parkedStub struct {
+	s     *stub
+	cfg   *stubConfig
+	timer *time.Timer
+}
+
+// parkFor is how long a stub that completed a configuration waits for its
+// model's first instance.
+const parkFor = time.Minute
 
 var (
 	_ backends.Backend   = (*Backend)(nil)
@@ -268,23 +284,81 @@ func (b *Backend) Complete(ctx context.Context, modelDir string, cfg *inferencep
 	if err != nil {
 		return err
 	}
-	defer s.stop(2 * time.Second)
 	ctx, cancel := context.WithTimeout(ctx, opts.StubTimeout)
 	defer cancel()
 	m, err := s.initialize(ctx, "autocomplete", path, nil, jsonw.AppendModelConfig(nil, cfg), false)
 	if err != nil {
+		s.stop(2 * time.Second)
 		return fmt.Errorf("auto_complete_config of model '%s': %w", cfg.GetName(), err)
 	}
-	if len(m.Config) == 0 {
+	if len(m.Config) > 0 {
+		completed := &inferencepb.ModelConfig{}
+		if err := (protojson.UnmarshalOptions{}).Unmarshal(m.Config, completed); err != nil {
+			s.stop(2 * time.Second)
+			return inference.InvalidArg("auto_complete_config of model '%s' returned a configuration Nereid cannot read: %v", cfg.GetName(), err)
+		}
+		proto.Reset(cfg)
+		proto.Merge(cfg, completed)
+	}
+	b.park(path, s, sc)
+	return nil
+}
+
+// park keeps a stub that completed path's configuration for the model's
+// first instance.
+func (b *Backend) park(path string, s *stub, sc *stubConfig) {
+	p := &parkedStub{s: s, cfg: sc}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.parked == nil {
+		b.parked = map[string]*parkedStub{}
+	}
+	if old := b.parked[path]; old != nil {
+		old.timer.Stop()
+		go old.s.stop(2 * time.Second)
+	}
+	b.parked[path] = p
+	p.timer = time.AfterFunc(parkFor, func() {
+		if b.unpark(path, p) {
+			p.s.stop(2 * time.Second)
+		}
+	})
+}
+
+// unpark removes p from the parked stubs; false when it was taken.
+func (b *Backend) unpark(path string, p *parkedStub) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.parked[path] != p {
+		return false
+	}
+	delete(b.parked, path)
+	return true
+}
+
+// claim takes the stub parked for path when it runs as sc would start
+// one (same interpreter and environment), and is still alive.
+func (b *Backend) claim(path string, sc *stubConfig) *stub {
+	b.mu.Lock()
+	p := b.parked[path]
+	if p != nil {
+		delete(b.parked, path)
+		p.timer.Stop()
+	}
+	b.mu.Unlock()
+	if p == nil {
 		return nil
 	}
-	completed := &inferencepb.ModelConfig{}
-	if err := (protojson.UnmarshalOptions{}).Unmarshal(m.Config, completed); err != nil {
-		return inference.InvalidArg("auto_complete_config of model '%s' returned a configuration Nereid cannot read: %v", cfg.GetName(), err)
+	select {
+	case <-p.s.done:
+		return nil
+	default:
 	}
-	proto.Reset(cfg)
-	proto.Merge(cfg, completed)
-	return nil
+	if p.cfg.python != sc.python || !slices.Equal(p.cfg.env, sc.env) || p.cfg.shmFirst != sc.shmFirst || p.cfg.shmGrowth != sc.shmGrowth {
+		go p.s.stop(2 * time.Second)
+		return nil
+	}
+	return p.s
 }
 
 // firstVersionDir returns the numerically smallest version directory.
@@ -334,7 +408,7 @@ func (b *Backend) Load(_ context.Context, spec backends.ModelSpec) (backends.Mod
 	}
 	opts := b.options()
 	m := &model{
-		spec: spec, opts: opts, path: path,
+		backend: b, spec: spec, opts: opts, path: path,
 		config:    jsonw.AppendModelConfig(nil, spec.Config),
 		decoupled: spec.Config.GetModelTransactionPolicy().GetDecoupled(),
 		rules:     newTensorRules(spec.Config),
@@ -362,6 +436,7 @@ func newTensorRules(cfg *inferencepb.ModelConfig) *tensorRules {
 
 // model is one loaded version of a Python model.
 type model struct {
+	backend   *Backend
 	spec      backends.ModelSpec
 	opts      Options
 	path      string
@@ -434,4 +509,17 @@ func (m *model) Ready(ctx context.Context) bool {
 func (m *model) Close() error {
 	m.handler.metrics.close()
 	return nil
+}
+
+// Close stops the stubs still parked after auto-complete (models whose
+// load never came). Loaded models close through their instances.
+func (b *Backend) Close() {
+	b.mu.Lock()
+	parked := b.parked
+	b.parked = nil
+	b.mu.Unlock()
+	for _, p := range parked {
+		p.timer.Stop()
+		p.s.stop(2 * time.Second)
+	}
 }

@@ -38,9 +38,14 @@ var (
 func (i *instance) start(ctx context.Context) (*stub, error) {
 	cfg := *i.model.stubCfg
 	cfg.logger = i.log
-	s, err := startStub(&cfg)
-	if err != nil {
-		return nil, err
+	s := i.model.backend.claim(i.model.path, &cfg)
+	if s != nil {
+		s.handler.Store(cfg.handler)
+	} else {
+		var err error
+		if s, err = startStub(&cfg); err != nil {
+			return nil, err
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, max(cfg.timeout, 5*time.Second)*4)
 	defer cancel()

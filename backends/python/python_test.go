@@ -445,3 +445,79 @@ func TestCloseReapsStub(t *testing.T) {
 		t.Fatalf("stub %d still exists after Close: %v", pid, err)
 	}
 }
+
+// The stub that ran auto_complete_config becomes the first instance's:
+// the model's tensors come from it, and no second interpreter starts.
+func TestAutoCompleteStubReused(t *testing.T) {
+	b := testBackend(t)
+	t.Cleanup(b.Close)
+	md, _ := writeModel(t, t.TempDir(), "auto", "name: \"auto\"\nbackend: \"python\"\n", `
+import os
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(config):
+        config.add_input({"name": "IN", "data_type": "TYPE_FP32", "dims": [-1]})
+        config.add_output({"name": "OUT", "data_type": "TYPE_FP32", "dims": [-1]})
+        return config
+
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.full(1, os.getpid(), np.float32))]) for r in requests]
+`)
+	cfg := &inferencepb.ModelConfig{Name: "auto", Backend: "python"}
+	if err := b.Complete(context.Background(), md, cfg, true); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.GetInput()) != 1 || cfg.GetInput()[0].GetName() != "IN" || len(cfg.GetOutput()) != 1 {
+		t.Fatalf("completed configuration: %v", cfg)
+	}
+	b.mu.Lock()
+	parked := b.parked[modelFile(filepath.Join(md, "1"), cfg)]
+	b.mu.Unlock()
+	if parked == nil {
+		t.Fatal("the auto-complete stub was not kept")
+	}
+	ti, err := load(t, b, md, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ti.inst.current().pid(); got != parked.s.pid() {
+		t.Fatalf("the instance runs in stub %d, not the auto-complete stub %d", got, parked.s.pid())
+	}
+	r, err := runOne(t, ti.inst, &inference.Request{ModelName: "auto", Inputs: []inference.Tensor{
+		{Name: "IN", DataType: inference.FP32, Shape: []int64{1}, Data: f32s(1)},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pid := math.Float32frombits(binary.LittleEndian.Uint32(r.Output("OUT").Data)); int(pid) != parked.s.pid() {
+		t.Fatalf("executed in process %v", pid)
+	}
+	r.Done()
+}
+
+// A parked stub nobody claims is stopped by Close.
+func TestParkedStubStopped(t *testing.T) {
+	b := testBackend(t)
+	md, cfg := writeModel(t, t.TempDir(), "echo", echoConfig, echoModel)
+	if err := b.Complete(context.Background(), md, cfg, true); err != nil {
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	var p *parkedStub
+	for _, x := range b.parked {
+		p = x
+	}
+	b.mu.Unlock()
+	if p == nil {
+		t.Fatal("nothing parked")
+	}
+	b.Close()
+	select {
+	case <-p.s.exited:
+	default:
+		t.Fatal("Close left the parked stub running")
+	}
+}

@@ -60,6 +60,11 @@ type stub struct {
 	inited   chan *inMsg
 	finished chan *inMsg
 
+	// handler answers the stub's own requests; it starts as cfg.handler
+	// and is set once more when a stub parked after auto-complete becomes
+	// an instance's.
+	handler atomic.Pointer[callHandler]
+
 	// delivering counts the reader's calls into a decoupled request's
 	// sender, which may block while a client reads slowly: a health check
 	// that goes unanswered meanwhile is not the stub's fault.
@@ -113,6 +118,9 @@ func startStub(cfg *stubConfig) (*stub, error) {
 		exited: make(chan struct{}),
 	}
 	s.arena = newArena(cfg.shmFirst, cfg.shmGrowth, s.announce, s.dropSegment)
+	if cfg.handler != nil {
+		s.handler.Store(cfg.handler)
+	}
 	go func() {
 		_ = cmd.Wait()
 		out.flush()
@@ -373,10 +381,11 @@ func (s *stub) dispatch(m *inMsg) error {
 	case "log":
 		s.logModel(m)
 	case "infer", "call", "icancel", "mop":
-		if s.cfg.handler == nil {
+		h := s.handler.Load()
+		if h == nil {
 			return fmt.Errorf("%s frame from a stub that may not send one", m.T)
 		}
-		return s.cfg.handler.handle(s, m)
+		return h.handle(s, m)
 	}
 	return nil
 }
@@ -449,8 +458,8 @@ func (s *stub) teardown(cause error) {
 		st.fail(s.goneErr)
 	}
 	close(s.done)
-	if s.cfg.handler != nil {
-		s.cfg.handler.metrics.forgetStub(s)
+	if h := s.handler.Load(); h != nil {
+		h.metrics.forgetStub(s)
 	}
 	s.work.Wait()
 	s.active.Wait()

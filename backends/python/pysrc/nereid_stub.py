@@ -818,6 +818,7 @@ class _Stub:
         self.conn = conn
         self.model = None
         self.initialized = False
+        self.completed = {}  # model.py path -> its class, imported by an autocomplete init
         self.instance_name = ""
         self.loop = None
         self.background = set()
@@ -941,7 +942,8 @@ class _Stub:
             return
         conn.calls_allowed = True
         try:
-            cls = self._import(path)
+            cls = self.completed.get(os.path.abspath(path)) or self._import(path)
+            self.completed.clear()
             model = cls()
             init = getattr(model, "initialize", None)
             if init is not None:
@@ -969,10 +971,12 @@ class _Stub:
                         "pb_utils.ModelConfig object" % (conn.model_name,)
                     )
             out = {"t": "inited", "config": mc._model_config}
+            # The parent may keep this stub for the model's first instance:
+            # its serve init then reuses the class imported here.
+            self.completed[os.path.abspath(path)] = cls
         except BaseException as e:
             out = {"t": "inited", "error": _wire_error(_describe(e))}
         conn.send(out)
-        _die(None, 0)
 
     # -- exec ----------------------------------------------------------------
 
