@@ -1,7 +1,9 @@
 package grpcfront
 
 import (
+	"errors"
 	"strings"
+	"syscall"
 	"testing"
 	"unsafe"
 
@@ -92,12 +94,21 @@ func TestCodecPayloadBudget(t *testing.T) {
 // unmapped when put back; the largest tier is pooled.
 func TestTieredPoolLargeBuffers(t *testing.T) {
 	p := &tieredPool{}
-	b := p.Get(payload.LargeSize + 1)
-	if len(*b) != payload.LargeSize+1 || cap(*b) != len(*b) {
-		t.Fatalf("len %d cap %d", len(*b), cap(*b))
+	// Every size past the top tier, those with its bit length included
+	// (up to 8 MiB - 1), is unmapped by Put: a second munmap of the same
+	// mapping then fails with EINVAL (syscall tracks its mappings).
+	for _, n := range []int{payload.LargeSize + 1, payload.LargeSize + 100, 2*payload.LargeSize - 1, 2*payload.LargeSize + 1} {
+		b := p.Get(n)
+		if len(*b) != n || cap(*b) != len(*b) {
+			t.Fatalf("len %d cap %d", len(*b), cap(*b))
+		}
+		(*b)[len(*b)-1] = 1
+		kept := *b
+		p.Put(b)
+		if err := syscall.Munmap(kept); !errors.Is(err, syscall.EINVAL) {
+			t.Errorf("a buffer of %d bytes was still mapped after Put (munmap: %v)", n, err)
+		}
 	}
-	(*b)[len(*b)-1] = 1
-	p.Put(b)
 	tier := p.Get(payload.LargeSize)
 	if cap(*tier) != 1<<maxTier || 1<<maxTier != payload.LargeSize {
 		t.Fatalf("the largest tier holds %d bytes, LargeSize is %d", cap(*tier), payload.LargeSize)

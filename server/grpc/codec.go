@@ -211,11 +211,13 @@ func (p *tieredPool) Get(n int) *[]byte {
 
 func (p *tieredPool) Put(b *[]byte) {
 	c := cap(*b)
-	k := bits.Len(uint(c)) - 1
-	if k > maxTier {
+	if c > 1<<maxTier {
+		// Mapped by Get for its message alone, whatever its size: one of
+		// 4 MiB + 1 byte has the top tier's bit length.
 		payload.Free(*b)
 		return
 	}
+	k := bits.Len(uint(c)) - 1
 	if k < minTier || c != 1<<k {
 		return // not one of the pool's
 	}
