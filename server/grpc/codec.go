@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/bits"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"google.golang.org/grpc/encoding"
@@ -114,6 +115,10 @@ func (r *streamInferResponse) release() {
 type inferResponse struct {
 	*inferencepb.ModelInferResponse
 	input mem.Buffer
+	// release, when set, frees the backend memory the raw outputs live in
+	// (inference.Response.Done): the codec references those bytes instead
+	// of a copy and calls it once gRPC is done writing them.
+	release func()
 }
 
 type streamInferResponse struct {
@@ -245,14 +250,16 @@ func (c *codec) Marshal(v any) (mem.BufferSlice, error) {
 	switch m := v.(type) {
 	case *inferResponse:
 		defer freeBuffer(&m.input)
-		return c.marshalResponse(nil, m.ModelInferResponse, m.input)
+		rel := m.release
+		m.release = nil
+		return c.marshalResponse(nil, m.ModelInferResponse, m.input, rel)
 	case *streamInferResponse:
 		defer freeBuffer(&m.input)
-		return c.marshalResponse(m.ModelStreamInferResponse, m.GetInferResponse(), m.input)
+		return c.marshalResponse(m.ModelStreamInferResponse, m.GetInferResponse(), m.input, nil)
 	case *inferencepb.ModelInferResponse:
-		return c.marshalResponse(nil, m, nil)
+		return c.marshalResponse(nil, m, nil, nil)
 	case *inferencepb.ModelStreamInferResponse:
-		return c.marshalResponse(m, m.GetInferResponse(), nil)
+		return c.marshalResponse(m, m.GetInferResponse(), nil, nil)
 	}
 	return c.std.Marshal(v)
 }
@@ -448,7 +455,19 @@ func countRawInputs(b []byte) (n int, ok bool) {
 // nil, the ModelStreamInferResponse outer whose infer_response is r. Outputs
 // that lie in input are referenced through views of it, which hold their own
 // reference until gRPC has written them.
-func (c *codec) marshalResponse(outer *inferencepb.ModelStreamInferResponse, r *inferencepb.ModelInferResponse, input mem.Buffer) (mem.BufferSlice, error) {
+func (c *codec) marshalResponse(outer *inferencepb.ModelStreamInferResponse, r *inferencepb.ModelInferResponse, input mem.Buffer, release func()) (_ mem.BufferSlice, err error) {
+	// Outputs in backend memory are referenced through buffers that call
+	// release when gRPC frees the last of them; the marshalling holds one
+	// count of its own. One too small for gRPC to count references is
+	// copied, like the smallest outputs.
+	var held *releaseOnFree
+	inline := func(d []byte) bool { return len(d) <= inlineOutputMax }
+	if release != nil {
+		held = &releaseOnFree{f: release}
+		held.n.Store(1)
+		defer held.Put(nil)
+		inline = func(d []byte) bool { return len(d) <= inlineOutputMax || mem.IsBelowBufferPoolingThreshold(len(d)) }
+	}
 	// The other fields are encoded by protobuf with raw_output_contents
 	// (and, for a stream response, infer_response) taken out for the time
 	// of the call: the messages are the handler's own, not shared.
@@ -474,7 +493,7 @@ func (c *codec) marshalResponse(outer *inferencepb.ModelStreamInferResponse, r *
 			prefix := protowire.SizeTag(rawOutputField) + protowire.SizeVarint(uint64(len(d)))
 			innerSize += prefix + len(d)
 			rawHead += prefix
-			if len(d) <= inlineOutputMax {
+			if inline(d) {
 				rawHead += len(d)
 			} else {
 				refs++
@@ -500,7 +519,6 @@ func (c *codec) marshalResponse(outer *inferencepb.ModelStreamInferResponse, r *
 		head = mem.NewBuffer(p, c.pool)
 	}
 
-	var err error
 	if outer != nil {
 		if hb, err = opts.MarshalAppend(hb, outer); err != nil {
 			head.Free()
@@ -534,15 +552,19 @@ func (c *codec) marshalResponse(outer *inferencepb.ModelStreamInferResponse, r *
 	for _, d := range raw {
 		hb = protowire.AppendTag(hb, rawOutputField, protowire.BytesType)
 		hb = protowire.AppendVarint(hb, uint64(len(d)))
-		if len(d) <= inlineOutputMax {
+		if inline(d) {
 			hb = append(hb, d...)
 			continue
 		}
 		out = append(out, head.Slice(start, len(hb)))
 		start = len(hb)
-		if off, ok := offsetIn(base, d); ok {
+		switch off, ok := offsetIn(base, d); {
+		case ok:
 			out = append(out, input.Slice(off, off+len(d)))
-		} else {
+		case held != nil:
+			held.n.Add(1)
+			out = append(out, mem.NewBuffer(&d, held))
+		default:
 			out = append(out, mem.SliceBuffer(d))
 		}
 	}
@@ -554,6 +576,27 @@ func (c *codec) marshalResponse(outer *inferencepb.ModelStreamInferResponse, r *
 }
 
 var errMarshalSize = errors.New("grpcfront: message changed while being marshalled")
+
+// releaseOnFree is the mem.BufferPool of output buffers in backend memory:
+// each buffer's last Free puts it back here, and the last of them (with
+// the marshalling's own count) calls f.
+type releaseOnFree struct {
+	n atomic.Int32
+	f func()
+}
+
+var _ mem.BufferPool = (*releaseOnFree)(nil)
+
+func (*releaseOnFree) Get(n int) *[]byte {
+	b := make([]byte, n)
+	return &b
+}
+
+func (r *releaseOnFree) Put(*[]byte) {
+	if r.n.Add(-1) == 0 {
+		r.f()
+	}
+}
 
 // offsetIn reports where d lies in base, if it lies wholly inside it.
 func offsetIn(base, d []byte) (int, bool) {

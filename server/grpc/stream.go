@@ -64,6 +64,10 @@ func modelInferHandler(srv any, ctx context.Context, dec func(any) error, interc
 		return nil, toStatus(in.refused)
 	}
 	impl := srv.(inferencepb.GRPCInferenceServiceServer)
+	// ModelInfer leaves a response's backend memory to the codec through
+	// this slot (outputsReleasedLater) instead of copying it.
+	var release func()
+	ctx = context.WithValue(ctx, releaseSlotKey{}, &release)
 	var resp any
 	var err error
 	if interceptor == nil {
@@ -76,10 +80,35 @@ func modelInferHandler(srv any, ctx context.Context, dec func(any) error, interc
 	}
 	out, ok := resp.(*inferencepb.ModelInferResponse)
 	if err != nil || !ok || out == nil {
+		if release != nil {
+			release()
+		}
 		in.release()
 		return resp, err
 	}
-	return in.respond(out), nil
+	r := in.respond(out)
+	r.release = release
+	return r, nil
+}
+
+// releaseSlotKey keys the context value through which ModelInfer hands a
+// response's Release to modelInferHandler.
+type releaseSlotKey struct{}
+
+// outputsReleasedLater reports whether the response's outputs may stay in
+// backend memory until gRPC has written them: ModelInfer was called by
+// modelInferHandler, whose codec releases them then. Otherwise they are
+// copied (ownedOutputs).
+func outputsReleasedLater(ctx context.Context, resp *inference.Response) bool {
+	if resp.Release == nil {
+		return false
+	}
+	slot, ok := ctx.Value(releaseSlotKey{}).(*func())
+	if !ok || *slot != nil {
+		return false
+	}
+	*slot = resp.Done
+	return true
 }
 
 func modelStreamInferHandler(srv any, stream grpc.ServerStream) error {
@@ -95,6 +124,9 @@ func (s *service) ModelInfer(ctx context.Context, in *inferencepb.ModelInferRequ
 		req.Arrival = arrival
 		var resp *inference.Response
 		if resp, err = s.inferTraced(ctx, req, arrival); err == nil {
+			if outputsReleasedLater(ctx, resp) {
+				return encodeResponse(in, resp), nil
+			}
 			return encodeResponse(in, ownedOutputs(resp)), nil
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -310,5 +311,56 @@ func TestCodecNotGlobal(t *testing.T) {
 	}
 	if got := newCodec(nil).Name(); got != "proto" {
 		t.Fatalf("codec name %q", got)
+	}
+}
+
+// A unary response whose outputs live in backend memory (Release set) is
+// written from that memory, not a copy, and released once, after gRPC has
+// written it: the backend poisons its bytes on release, so a response sent
+// from released memory would come out wrong.
+func TestUnaryOutputsReleasedAfterWrite(t *testing.T) {
+	var mu sync.Mutex
+	releases := 0
+	core := &fakeCore{infer: func(_ context.Context, req *inference.Request) (*inference.Response, error) {
+		resp := identity(req)
+		owned := make([][]byte, len(resp.Outputs))
+		for i := range resp.Outputs {
+			owned[i] = bytes.Clone(resp.Outputs[i].Data)
+			resp.Outputs[i].Data = owned[i]
+		}
+		resp.Release = func() {
+			mu.Lock()
+			releases++
+			mu.Unlock()
+			for _, b := range owned {
+				for j := range b {
+					b[j] = 0xEE
+				}
+			}
+		}
+		return resp, nil
+	}}
+	c := start(t, core, Options{})
+	for round := range 20 {
+		small, mid, big := bytes.Repeat([]byte{1}, 100), bytes.Repeat([]byte{2}, 600), bytes.Repeat([]byte{3}, 64<<10)
+		id := strconv.Itoa(round)
+		resp, err := c.infer.ModelInfer(context.Background(), tensorRequest(id, small, mid, big))
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkEcho(t, resp, id, small, mid, big)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := releases
+		mu.Unlock()
+		if n == 20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 20 responses were released", n)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
