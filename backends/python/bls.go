@@ -126,6 +126,13 @@ func (h *callHandler) startInfer(s *stub, m *inMsg) error {
 	ctx, cancel := context.WithCancel(s.ctx)
 	s.mu.Lock()
 	s.calls[m.C] = cancel
+	if m.Par && s.execCtx != nil {
+		// Made by the running execute: ended with its batch (every
+		// request of it cancelled, or the batch's deadline).
+		stop := context.AfterFunc(s.execCtx, cancel)
+		inner := cancel
+		cancel = func() { stop(); inner() }
+	}
 	s.mu.Unlock()
 	started := s.goWork(func() {
 		defer cancel()

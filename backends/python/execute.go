@@ -116,6 +116,7 @@ func (s *stub) exec(ctx context.Context, batch []*inference.Request, rules *tens
 	}
 	ch := make(chan *inMsg, 1)
 	s.waiters[id] = ch
+	s.execCtx = ctx
 	for i, r := range batch {
 		if decoupled {
 			s.streams[handles[i]] = &stream{sender: r.Sender(), rules: rules}
@@ -125,6 +126,13 @@ func (s *stub) exec(ctx context.Context, batch []*inference.Request, rules *tens
 	}
 	s.mu.Unlock()
 	defer s.active.Done()
+	defer func() {
+		s.mu.Lock()
+		if s.execCtx == ctx {
+			s.execCtx = nil
+		}
+		s.mu.Unlock()
+	}()
 
 	b := newFrame("exec")
 	b = appendInt(b, "id", id)

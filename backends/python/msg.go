@@ -68,6 +68,7 @@ type inMsg struct {
 	Names []string        `json:"-"` // infer: the requested outputs
 	In    []tensorDesc    `json:"in"`
 	Dec   bool            `json:"dec"`
+	Par   bool            `json:"par"` // made by the running execute
 
 	// call.
 	Op string          `json:"op"`

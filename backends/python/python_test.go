@@ -521,3 +521,67 @@ func TestParkedStubStopped(t *testing.T) {
 		t.Fatal("Close left the parked stub running")
 	}
 }
+
+// blockingInferer answers no request: it waits for the request's context
+// and reports how it ended.
+type blockingInferer struct{ ended chan error }
+
+func (b blockingInferer) InferStream(ctx context.Context, req *inference.Request, out inference.ResponseFunc) error {
+	<-ctx.Done()
+	b.ended <- ctx.Err()
+	return inference.Errorf(inference.CodeCancelled, "request for model '%s' was cancelled", req.ModelName)
+}
+
+// A BLS call made by execute ends when its batch is cancelled.
+func TestBLSCancelledWithBatch(t *testing.T) {
+	b := testBackend(t)
+	md, cfg := writeModel(t, t.TempDir(), "echo", echoConfig, `
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "IN")
+            resp = pb_utils.InferenceRequest(model_name="slow", inputs=[x], requested_output_names=["OUT"]).exec()
+            err = resp.error()
+            out.append(pb_utils.InferenceResponse(error=pb_utils.TritonError("bls: " + (err.message() if err else "no error"))))
+        return out
+`)
+	late := new(backends.LateInferer)
+	ended := make(chan error, 1)
+	late.Bind(blockingInferer{ended})
+	m, err := b.Load(context.Background(), backends.ModelSpec{
+		Name: "echo", Version: 1, ModelDir: md, VersionDir: filepath.Join(md, "1"),
+		Config: cfg, Logger: zerolog.Nop(), Inferer: late,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := m.NewInstance(context.Background(), backends.InstanceSpec{Name: "echo_0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := inst.(*instance).Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	done := make(chan error, 1)
+	go func() {
+		_, err := backendtest.Collect(ctx, inst, []*inference.Request{echoRequest(1)})
+		done <- err
+	}()
+	select {
+	case err := <-ended:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("the BLS call ended with %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the BLS call outlived its cancelled batch")
+	}
+	<-done
+}

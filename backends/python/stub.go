@@ -55,6 +55,7 @@ type stub struct {
 	streams  map[int64]*stream                  // decoupled requests by handle
 	live     map[int64]inference.ResponseSender // requests of the running exec, not decoupled
 	calls    map[int64]context.CancelFunc
+	execCtx  context.Context //nolint:containedctx // the running exec's, for the BLS calls it makes
 	gone     bool
 	goneErr  error
 	inited   chan *inMsg

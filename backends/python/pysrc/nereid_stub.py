@@ -339,6 +339,9 @@ class _Conn:
         # on whatever thread. Keyed by id: arrays, hence their weakrefs, are
         # unhashable; the weakref lives in the dict, so its id is unique.
         self.views = {}
+        # True while execute runs (main_ident is the thread that runs it).
+        self.exec_active = False
+        self.main_ident = threading.get_ident()
         # Set by the stub from init.
         self.decoupled = False
         self.calls_allowed = False
@@ -718,6 +721,11 @@ class _Conn:
                     "out": req._out,
                     "in": ins,
                     "dec": call.decoupled,
+                    # Made by the running execute (for a decoupled model: on
+                    # its own thread): the parent cancels the call with the
+                    # batch.
+                    "par": self.exec_active
+                    and (not self.decoupled or threading.get_ident() == self.main_ident),
                 }
             )
         except BaseException:
@@ -1017,17 +1025,21 @@ class _Stub:
             execute = getattr(self.model, "execute", None)
             if execute is None:
                 raise _StubError("Python model does not implement `execute` method.")
-            ret = execute(reqs)
-            if type(ret) is not list and asyncio.iscoroutine(ret):
-                if conn.decoupled:
-                    # As in Triton, a decoupled async execute runs on in the
-                    # background; the instance takes its next batch now.
-                    fut = asyncio.run_coroutine_threadsafe(ret, self.get_loop())
-                    self.background.add(fut)
-                    fut.add_done_callback(self._background_done)
-                    ret = None
-                else:
-                    ret = self.run_coroutine(ret)
+            conn.exec_active = True
+            try:
+                ret = execute(reqs)
+                if type(ret) is not list and asyncio.iscoroutine(ret):
+                    if conn.decoupled:
+                        # As in Triton, a decoupled async execute runs on in the
+                        # background; the instance takes its next batch now.
+                        fut = asyncio.run_coroutine_threadsafe(ret, self.get_loop())
+                        self.background.add(fut)
+                        fut.add_done_callback(self._background_done)
+                        ret = None
+                    else:
+                        ret = self.run_coroutine(ret)
+            finally:
+                conn.exec_active = False
         except BaseException as e:
             if isinstance(e, KeyboardInterrupt):
                 raise
