@@ -62,7 +62,7 @@ endef
 
 .PHONY: all build run test test-go test-fuzz test-e2e check fmt-check vet lint \
 	tidy-check proto proto-check venv tools clean distclean help ort models bench-ort bench-stream perf \
-	bench-batching reliability reliability-short
+	bench-batching bench-python reliability reliability-short
 
 all: build
 
@@ -81,6 +81,7 @@ help:
 	@echo 'make tools   pinned protoc plugins and golangci-lint (.tools)'
 	@echo 'make perf    perf_analyzer against Nereid, MLServer, KServe and a ceiling (perf/README.md; PERF_ARGS=--quick)'
 	@echo 'make bench-batching  mlp_fp32 with the dynamic batcher off and on at concurrency 1, 8, 32 (perf/batching.md)'
+	@echo 'make bench-python  the Python backend against the ONNX identity and Triton'"'"'s Python backend (perf/python.md)'
 	@echo 'make clean   remove build outputs; make distclean also removes .venv and .tools'
 
 ## ---- build and run -------------------------------------------------------
@@ -208,6 +209,15 @@ bench-stream: build venv ort
 BENCH_BATCHING_ARGS ?=
 bench-batching: build venv ort
 	$(VENV)/bin/python perf/batching_bench.py --nereid bin/nereid --ort-library $(ORT_LIB) $(BENCH_BATCHING_ARGS)
+
+# The Python backend's per-request overhead against the ONNX identity, and
+# Triton's Python backend on the same model (perf/python.md). A benchmark,
+# not a test. Options through BENCH_PYTHON_ARGS, e.g. '--rounds 1 --sizes 4'.
+BENCH_PYTHON_ARGS ?= --triton
+bench-python: build venv ort
+	perf/setup pa
+	scripts/install-triton.sh >/dev/null
+	$(VENV)/bin/python perf/python_bench.py $(BENCH_PYTHON_ARGS)
 
 # The performance harness (perf/README.md): perf_analyzer against Nereid,
 # its peers and the ceiling, report in perf/results/. perf/run sets up
