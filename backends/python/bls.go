@@ -81,27 +81,14 @@ func (h *callHandler) startInfer(s *stub, m *inMsg) error {
 		_ = json.Unmarshal(m.ID, &req.ID)
 	}
 	p, err := parseParams(m.P)
-	var chunks []peerChunk
-	if err == nil {
-		for _, d := range m.In {
-			var data []byte
-			if d.L > 0 {
-				v, c, verr := s.arena.view(d.S, d.O, d.L)
-				if verr != nil {
-					err = fmt.Errorf("input '%s': %w", d.N, verr)
-					break
-				}
-				chunks = append(chunks, c)
-				data = v
-			}
-			dt, _ := inference.ParseDataType(d.DT)
-			req.Inputs = append(req.Inputs, inference.Tensor{Name: d.N, DataType: dt, Shape: d.SH, Data: data})
-		}
-	}
 	if err != nil {
-		s.arena.releasePeer(chunks)
 		return fmt.Errorf("infer frame: %w", err)
 	}
+	inputs, chunks, err := s.viewTensors(m.In)
+	if err != nil {
+		return fmt.Errorf("infer frame: %w", err)
+	}
+	req.Inputs = inputs
 	if p == nil && (len(m.CID) > 0 || m.Fl != 0 || m.To != 0) {
 		p = inference.Parameters{}
 	}

@@ -176,33 +176,17 @@ func (s *stub) forget(id int64, handles []int64) {
 // outputs are views of the stub's memory, held until the front end is
 // done with them. A response with an error returns it as err.
 func (s *stub) response(out []tensorDesc, params []byte, werr *wireError, rules *tensorRules) (*inference.Response, error) {
-	var chunks []peerChunk
+	outs, chunks, err := s.viewTensors(out)
+	if err != nil {
+		return nil, inference.Internal("output of model '%s': %v", rules.model, err)
+	}
 	fail := func(err error) (*inference.Response, error) {
 		s.arena.releasePeer(chunks)
 		return nil, err
 	}
-	// Hold every chunk first, so that a bad tensor gives all of them back.
-	resp := &inference.Response{Outputs: make([]inference.Tensor, 0, len(out))}
-	var firstErr error
-	for _, d := range out {
-		var data []byte
-		if d.L > 0 {
-			v, c, err := s.arena.view(d.S, d.O, d.L)
-			if err != nil {
-				firstErr = cmpErr(firstErr, inference.Internal("output '%s' of model '%s': %v", d.N, rules.model, err))
-				continue
-			}
-			chunks = append(chunks, c)
-			data = v
-		}
-		dt, _ := inference.ParseDataType(d.DT)
-		resp.Outputs = append(resp.Outputs, inference.Tensor{Name: d.N, DataType: dt, Shape: d.SH, Data: data})
-	}
+	resp := &inference.Response{Outputs: outs}
 	if werr != nil {
 		return fail(werr.err())
-	}
-	if firstErr != nil {
-		return fail(firstErr)
 	}
 	for i := range resp.Outputs {
 		if err := rules.check(&resp.Outputs[i]); err != nil {
@@ -218,6 +202,29 @@ func (s *stub) response(out []tensorDesc, params []byte, werr *wireError, rules 
 		resp.Release = func() { s.releaseChunks(chunks) }
 	}
 	return resp, nil
+}
+
+// viewTensors turns descriptors of the stub's memory into tensors whose
+// data are views of it, holding each chunk until it is released; on an
+// error nothing is held.
+func (s *stub) viewTensors(ds []tensorDesc) ([]inference.Tensor, []peerChunk, error) {
+	ts := make([]inference.Tensor, 0, len(ds))
+	var chunks []peerChunk
+	for _, d := range ds {
+		var data []byte
+		if d.L > 0 {
+			v, c, err := s.arena.view(d.S, d.O, d.L)
+			if err != nil {
+				s.arena.releasePeer(chunks)
+				return nil, nil, fmt.Errorf("tensor '%s': %w", d.N, err)
+			}
+			chunks = append(chunks, c)
+			data = v
+		}
+		dt, _ := inference.ParseDataType(d.DT) // checked by decodeMsg
+		ts = append(ts, inference.Tensor{Name: d.N, DataType: dt, Shape: d.SH, Data: data})
+	}
+	return ts, chunks, nil
 }
 
 // releaseChunks gives stub chunks back; the frees ride on the next frame
