@@ -121,3 +121,17 @@ func (t *Tensor) ValidateData() error {
 	}
 	return nil
 }
+
+// DimsMatch reports whether shape fits dims, a configuration's dimensions
+// in which -1 matches any size.
+func DimsMatch(shape, dims []int64) bool {
+	if len(shape) != len(dims) {
+		return false
+	}
+	for i, d := range dims {
+		if d != -1 && shape[i] != d {
+			return false
+		}
+	}
+	return true
+}

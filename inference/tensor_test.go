@@ -160,3 +160,21 @@ func TestElementsAt(t *testing.T) {
 		t.Error("float reads")
 	}
 }
+
+func TestDimsMatch(t *testing.T) {
+	tests := []struct {
+		shape, dims []int64
+		want        bool
+	}{
+		{[]int64{2, 3}, []int64{2, 3}, true},
+		{[]int64{2, 3}, []int64{-1, 3}, true},
+		{[]int64{2, 3}, []int64{2, 4}, false},
+		{[]int64{2}, []int64{2, -1}, false},
+		{[]int64{}, []int64{}, true},
+	}
+	for _, tc := range tests {
+		if got := DimsMatch(tc.shape, tc.dims); got != tc.want {
+			t.Errorf("DimsMatch(%v, %v) = %v", tc.shape, tc.dims, got)
+		}
+	}
+}

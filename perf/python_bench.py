@@ -29,7 +29,6 @@ import datetime
 import os
 import pathlib
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,20 +36,11 @@ import tempfile
 import time
 import urllib.request
 
+from batching_bench import free_ports  # perf/ is on sys.path: this script's folder
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "model_repo_examples"
 PA = ROOT / "perf" / "perf_analyzer"
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def wait_ready(http_port: int, models: list[str], proc: subprocess.Popen, log: pathlib.Path, timeout=120) -> float:

@@ -182,7 +182,7 @@ func (lm *loadedModel) check(req *inference.Request) error {
 			batch = b
 			shape = shape[1:]
 		}
-		if !dimsMatch(shape, in.GetDims()) {
+		if !inference.DimsMatch(shape, in.GetDims()) {
 			return inference.InvalidArg("unexpected shape for input '%s' for model '%s'. Expected %s, got %s",
 				t.Name, lm.name, formatShape(lm.fullDims(in.GetDims())), formatShape(t.Shape))
 		}
@@ -270,18 +270,6 @@ func (lm *loadedModel) fullDims(dims []int64) []int64 {
 		return append([]int64{-1}, dims...)
 	}
 	return dims
-}
-
-func dimsMatch(shape, dims []int64) bool {
-	if len(shape) != len(dims) {
-		return false
-	}
-	for i, d := range dims {
-		if d != -1 && shape[i] != d {
-			return false
-		}
-	}
-	return true
 }
 
 func formatShape(s []int64) string {

@@ -6,6 +6,8 @@ package backendtest
 
 import (
 	"context"
+	"encoding/binary"
+	"math"
 	"os"
 	"sync"
 	"testing"
@@ -246,4 +248,31 @@ func (r *Recorder) Events() []Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]Event(nil), r.events...)
+}
+
+// Int32s encodes values as an INT32 tensor's bytes (little-endian).
+func Int32s(vs ...int32) []byte {
+	b := make([]byte, 0, 4*len(vs))
+	for _, v := range vs {
+		b = binary.LittleEndian.AppendUint32(b, uint32(v))
+	}
+	return b
+}
+
+// Float32s encodes values as an FP32 tensor's bytes (little-endian).
+func Float32s(vs ...float32) []byte {
+	b := make([]byte, 0, 4*len(vs))
+	for _, v := range vs {
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+	}
+	return b
+}
+
+// ReadInt32s decodes an INT32 tensor's bytes.
+func ReadInt32s(b []byte) []int32 {
+	out := make([]int32, len(b)/4)
+	for i := range out {
+		out[i] = int32(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return out
 }

@@ -11,6 +11,7 @@ import (
 
 	ort "github.com/yalue/onnxruntime_go"
 
+	"github.com/nereid-project/nereid/backends/backendtest"
 	"github.com/nereid-project/nereid/inference"
 )
 
@@ -37,8 +38,8 @@ func BenchmarkSimple(b *testing.B) {
 	}
 	shape := []int64{1, 16}
 	req := request(
-		inference.Tensor{Name: "INPUT0", DataType: inference.Int32, Shape: shape, Data: int32Bytes(in0...)},
-		inference.Tensor{Name: "INPUT1", DataType: inference.Int32, Shape: shape, Data: int32Bytes(in1...)},
+		inference.Tensor{Name: "INPUT0", DataType: inference.Int32, Shape: shape, Data: backendtest.Int32s(in0...)},
+		inference.Tensor{Name: "INPUT1", DataType: inference.Int32, Shape: shape, Data: backendtest.Int32s(in1...)},
 	)
 	sess := directSession(b, filepath.Join(examples, "simple", "1", "model.onnx"), []string{"INPUT0", "INPUT1"}, []string{"OUTPUT0", "OUTPUT1"})
 	direct := func(b *testing.B) {

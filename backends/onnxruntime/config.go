@@ -216,29 +216,17 @@ func compareDims(model, tensor string, modelShape, dims []int64, maxBatch int32)
 				model, tensor, shapeString(modelShape))
 		}
 		full := append([]int64{-1}, dims...)
-		if !dimsCompatible(modelShape, full) {
+		if !inference.DimsMatch(full, modelShape) {
 			return inference.InvalidArg("model '%s', tensor '%s': the model expects %d dimensions (shape %s) but the model configuration specifies %d dimensions (an initial batch dimension because max_batch_size > 0 followed by the explicit tensor shape, making complete shape %s)",
 				model, tensor, len(modelShape), shapeString(modelShape), len(full), shapeString(full))
 		}
 		return nil
 	}
-	if !dimsCompatible(modelShape, dims) {
+	if !inference.DimsMatch(dims, modelShape) {
 		return inference.InvalidArg("model '%s', tensor '%s': the model expects %d dimensions (shape %s) but the model configuration specifies %d dimensions (shape %s)",
 			model, tensor, len(modelShape), shapeString(modelShape), len(dims), shapeString(dims))
 	}
 	return nil
-}
-
-func dimsCompatible(modelShape, dims []int64) bool {
-	if len(modelShape) != len(dims) {
-		return false
-	}
-	for i, d := range modelShape {
-		if d != -1 && d != dims[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func shapeString(s []int64) string {

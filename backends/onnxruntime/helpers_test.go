@@ -4,8 +4,6 @@ package onnxruntime
 
 import (
 	"context"
-	"encoding/binary"
-	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -127,30 +125,6 @@ func modelDirWith(t testing.TB, testdataModel string) string {
 		t.Fatal(err)
 	}
 	return dir
-}
-
-func int32Bytes(vs ...int32) []byte {
-	out := make([]byte, 0, 4*len(vs))
-	for _, v := range vs {
-		out = binary.LittleEndian.AppendUint32(out, uint32(v))
-	}
-	return out
-}
-
-func bytesInt32(b []byte) []int32 {
-	out := make([]int32, len(b)/4)
-	for i := range out {
-		out[i] = int32(binary.LittleEndian.Uint32(b[4*i:]))
-	}
-	return out
-}
-
-func fp32Bytes(vs ...float32) []byte {
-	out := make([]byte, 0, 4*len(vs))
-	for _, v := range vs {
-		out = binary.LittleEndian.AppendUint32(out, math.Float32bits(v))
-	}
-	return out
 }
 
 func bytesElems(elems ...string) []byte {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nereid-project/nereid/backends/backendtest"
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/payload"
 	"github.com/nereid-project/nereid/proto/inferencepb"
@@ -58,7 +59,7 @@ func TestMemorySettingsRun(t *testing.T) {
 			cfg.Input, cfg.Output, cfg.MaxBatchSize = base.Input, base.Output, base.MaxBatchSize
 		}
 		_, inst := loadModel(t, b, filepath.Join(examples, "identity_fp32"), cfg)
-		for _, in := range [][]byte{data, fp32Bytes(1, 2), data, fp32Bytes(3)} {
+		for _, in := range [][]byte{data, backendtest.Float32s(1, 2), data, backendtest.Float32s(3)} {
 			req := request(inference.Tensor{Name: "INPUT0", DataType: inference.FP32, Shape: []int64{1, int64(len(in) / 4)}, Data: in})
 			resps, err := inst.Execute(context.Background(), []*inference.Request{req})
 			if err != nil {
@@ -86,15 +87,15 @@ func BenchmarkArena(b *testing.B) {
 		req   func() *inference.Request
 	}{
 		{"simple", func() *inference.Request {
-			v := int32Bytes(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+			v := backendtest.Int32s(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 			return request(inference.Tensor{Name: "INPUT0", DataType: inference.Int32, Shape: []int64{1, 16}, Data: v},
 				inference.Tensor{Name: "INPUT1", DataType: inference.Int32, Shape: []int64{1, 16}, Data: v})
 		}},
 		{"identity_fp32", func() *inference.Request {
-			return request(inference.Tensor{Name: "INPUT0", DataType: inference.FP32, Shape: []int64{1, 256}, Data: fp32Bytes(make([]float32, 256)...)})
+			return request(inference.Tensor{Name: "INPUT0", DataType: inference.FP32, Shape: []int64{1, 256}, Data: backendtest.Float32s(make([]float32, 256)...)})
 		}},
 		{"mlp_fp32", func() *inference.Request {
-			return request(inference.Tensor{Name: "INPUT0", DataType: inference.FP32, Shape: []int64{8, 64}, Data: fp32Bytes(mlpIn...)})
+			return request(inference.Tensor{Name: "INPUT0", DataType: inference.FP32, Shape: []int64{8, 64}, Data: backendtest.Float32s(mlpIn...)})
 		}},
 	}
 	for _, c := range cases {

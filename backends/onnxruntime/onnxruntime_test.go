@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/nereid-project/nereid/backends/backendtest"
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 )
@@ -177,8 +178,8 @@ func TestSimple(t *testing.T) {
 		in0[i], in1[i] = int32(i), 1
 	}
 	req := request(
-		inference.Tensor{Name: "INPUT0", DataType: inference.Int32, Shape: []int64{1, 16}, Data: int32Bytes(in0...)},
-		inference.Tensor{Name: "INPUT1", DataType: inference.Int32, Shape: []int64{1, 16}, Data: int32Bytes(in1...)},
+		inference.Tensor{Name: "INPUT0", DataType: inference.Int32, Shape: []int64{1, 16}, Data: backendtest.Int32s(in0...)},
+		inference.Tensor{Name: "INPUT1", DataType: inference.Int32, Shape: []int64{1, 16}, Data: backendtest.Int32s(in1...)},
 	)
 	resps, err := inst.Execute(context.Background(), []*inference.Request{req})
 	if err != nil {
@@ -188,12 +189,12 @@ func TestSimple(t *testing.T) {
 	if sum == nil || diff == nil || !slices.Equal(sum.Shape, []int64{1, 16}) {
 		t.Fatalf("outputs: %+v", resps[0].Outputs)
 	}
-	for i, v := range bytesInt32(sum.Data) {
+	for i, v := range backendtest.ReadInt32s(sum.Data) {
 		if v != in0[i]+in1[i] {
 			t.Fatalf("OUTPUT0[%d] = %d", i, v)
 		}
 	}
-	for i, v := range bytesInt32(diff.Data) {
+	for i, v := range backendtest.ReadInt32s(diff.Data) {
 		if v != in0[i]-in1[i] {
 			t.Fatalf("OUTPUT1[%d] = %d", i, v)
 		}
@@ -220,8 +221,8 @@ func TestBatchConcatenation(t *testing.T) {
 			a[i], c[i] = int32(100*r+i), int32(r)
 		}
 		batch = append(batch, request(
-			inference.Tensor{Name: "INPUT0", DataType: inference.Int32, Shape: []int64{int64(rows), 16}, Data: int32Bytes(a...)},
-			inference.Tensor{Name: "INPUT1", DataType: inference.Int32, Shape: []int64{int64(rows), 16}, Data: int32Bytes(c...)},
+			inference.Tensor{Name: "INPUT0", DataType: inference.Int32, Shape: []int64{int64(rows), 16}, Data: backendtest.Int32s(a...)},
+			inference.Tensor{Name: "INPUT1", DataType: inference.Int32, Shape: []int64{int64(rows), 16}, Data: backendtest.Int32s(c...)},
 		))
 	}
 	resps, err := inst.Execute(context.Background(), batch)
@@ -234,7 +235,7 @@ func TestBatchConcatenation(t *testing.T) {
 		if !slices.Equal(sum.Shape, []int64{int64(rows), 16}) {
 			t.Fatalf("request %d: shape %v", r, sum.Shape)
 		}
-		for i, v := range bytesInt32(sum.Data) {
+		for i, v := range backendtest.ReadInt32s(sum.Data) {
 			if want := int32(100*r+i) + int32(r); v != want {
 				t.Fatalf("request %d: OUTPUT0[%d] = %d, want %d", r, i, v, want)
 			}
@@ -346,7 +347,7 @@ func TestReshapeBatchOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, inst := loadModel(t, b, dir, cfg)
-	req := request(inference.Tensor{Name: "INPUT0", DataType: inference.FP32, Shape: []int64{3, 1}, Data: fp32Bytes(1, 2, 3)})
+	req := request(inference.Tensor{Name: "INPUT0", DataType: inference.FP32, Shape: []int64{3, 1}, Data: backendtest.Float32s(1, 2, 3)})
 	resps, err := inst.Execute(context.Background(), []*inference.Request{req})
 	if err != nil {
 		t.Fatal(err)
@@ -448,7 +449,7 @@ func TestWarmup(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(dir, "1", "model.onnx"), string(must(os.ReadFile(src))))
-	writeFile(t, filepath.Join(dir, "warmup", "ones"), string(int32Bytes(slices.Repeat([]int32{1}, 16)...)))
+	writeFile(t, filepath.Join(dir, "warmup", "ones"), string(backendtest.Int32s(slices.Repeat([]int32{1}, 16)...)))
 	cfg := exampleConfig(t, "simple")
 	cfg.ModelWarmup = []*inferencepb.ModelWarmup{{
 		Name: "mixed", BatchSize: 3, Count: 2,
@@ -486,7 +487,7 @@ func TestCancelledBeforeRun(t *testing.T) {
 	_, inst := loadModel(t, b, filepath.Join(examples, "identity_fp32"), exampleConfig(t, "identity_fp32"))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	req := request(inference.Tensor{Name: "INPUT0", DataType: inference.FP32, Shape: []int64{1, 2}, Data: fp32Bytes(1, 2)})
+	req := request(inference.Tensor{Name: "INPUT0", DataType: inference.FP32, Shape: []int64{1, 2}, Data: backendtest.Float32s(1, 2)})
 	if _, err := inst.Execute(ctx, []*inference.Request{req}); inference.CodeOf(err) != inference.CodeCancelled {
 		t.Fatalf("error = %v", err)
 	}
@@ -540,7 +541,7 @@ func TestMLP(t *testing.T) {
 	for i := range in {
 		in[i] = float32(i%7) / 7
 	}
-	req := request(inference.Tensor{Name: "INPUT0", DataType: inference.FP32, Shape: []int64{5, 64}, Data: fp32Bytes(in...)})
+	req := request(inference.Tensor{Name: "INPUT0", DataType: inference.FP32, Shape: []int64{5, 64}, Data: backendtest.Float32s(in...)})
 	resps, err := inst.Execute(context.Background(), []*inference.Request{req})
 	if err != nil {
 		t.Fatal(err)
@@ -556,7 +557,7 @@ func TestMLP(t *testing.T) {
 func TestCancelDuringRuns(t *testing.T) {
 	b := testBackend(t)
 	_, inst := loadModel(t, b, filepath.Join(examples, "mlp_fp32"), exampleConfig(t, "mlp_fp32"))
-	in := fp32Bytes(make([]float32, 64*64)...)
+	in := backendtest.Float32s(make([]float32, 64*64)...)
 	req := request(inference.Tensor{Name: "INPUT0", DataType: inference.FP32, Shape: []int64{64, 64}, Data: in})
 	for k := range 100 {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -596,9 +597,9 @@ func TestSequenceControlsAndState(t *testing.T) {
 	_, inst := loadModel(t, b, dir, cfg)
 	step := func(x, start, state int32) (int32, int32) {
 		req := request(
-			inference.Tensor{Name: "INPUT0", DataType: inference.Int32, Shape: []int64{1, 1}, Data: int32Bytes(x)},
-			inference.Tensor{Name: "START", DataType: inference.Int32, Shape: []int64{1, 1}, Data: int32Bytes(start)},
-			inference.Tensor{Name: "STATE_IN", DataType: inference.Int32, Shape: []int64{1, 1}, Data: int32Bytes(state)},
+			inference.Tensor{Name: "INPUT0", DataType: inference.Int32, Shape: []int64{1, 1}, Data: backendtest.Int32s(x)},
+			inference.Tensor{Name: "START", DataType: inference.Int32, Shape: []int64{1, 1}, Data: backendtest.Int32s(start)},
+			inference.Tensor{Name: "STATE_IN", DataType: inference.Int32, Shape: []int64{1, 1}, Data: backendtest.Int32s(state)},
 		)
 		req.Outputs = []inference.RequestedOutput{{Name: "OUTPUT0"}}
 		resps, err := inst.Execute(context.Background(), []*inference.Request{req})
@@ -609,7 +610,7 @@ func TestSequenceControlsAndState(t *testing.T) {
 		if out == nil || st == nil {
 			t.Fatalf("outputs %+v", resps[0].Outputs)
 		}
-		return bytesInt32(out.Data)[0], bytesInt32(st.Data)[0]
+		return backendtest.ReadInt32s(out.Data)[0], backendtest.ReadInt32s(st.Data)[0]
 	}
 	acc, state := step(5, 1, 99) // the start ignores the incoming state
 	if acc != 5 || state != 5 {
@@ -635,7 +636,7 @@ func TestSequenceControlsAndState(t *testing.T) {
 func TestOutputShapeMemory(t *testing.T) {
 	b := testBackend(t)
 	_, inst := loadModel(t, b, filepath.Join(examples, "identity_fp32"), exampleConfig(t, "identity_fp32"))
-	req := request(inference.Tensor{Name: "INPUT0", DataType: inference.FP32, Shape: []int64{2, 3}, Data: fp32Bytes(1, 2, 3, 4, 5, 6)})
+	req := request(inference.Tensor{Name: "INPUT0", DataType: inference.FP32, Shape: []int64{2, 3}, Data: backendtest.Float32s(1, 2, 3, 4, 5, 6)})
 	for range 3 {
 		resps, err := inst.Execute(context.Background(), []*inference.Request{req})
 		if err != nil {
@@ -655,7 +656,7 @@ func TestOutputShapeMemory(t *testing.T) {
 		output { name: "OUTPUT0" data_type: TYPE_INT64 dims: [1, -1] }`)
 	_, nz := loadModel(t, b, dir, cfg)
 	for k, in := range [][]float32{{1, 0, 1}, {1, 1, 1}, {0, 0, 5}, {0, 0, 0}} {
-		req := &inference.Request{BatchSize: 1, Inputs: []inference.Tensor{{Name: "INPUT0", DataType: inference.FP32, Shape: []int64{3}, Data: fp32Bytes(in...)}}}
+		req := &inference.Request{BatchSize: 1, Inputs: []inference.Tensor{{Name: "INPUT0", DataType: inference.FP32, Shape: []int64{3}, Data: backendtest.Float32s(in...)}}}
 		resps, err := nz.Execute(context.Background(), []*inference.Request{req})
 		if err != nil {
 			t.Fatalf("run %d: %v", k, err)

@@ -142,7 +142,7 @@ func correlationParam(raw json.RawMessage) any {
 		return nil
 	}
 	var v any
-	dec := json.NewDecoder(bytesReader(raw))
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	if dec.Decode(&v) != nil {
 		return nil
@@ -196,23 +196,13 @@ func (s *stub) sendIResp(call int64, resp *inference.Response, final bool, rerr 
 	b = appendBool(b, "final", final)
 	if resp != nil {
 		b = appendParams(b, "p", resp.Parameters)
-		b = append(b, `,"out":[`...)
-		for i := range resp.Outputs {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			t := &resp.Outputs[i]
-			var c chunk
-			if len(t.Data) > 0 {
-				var err error
-				if c, err = s.arena.alloc(int64(len(t.Data))); err != nil {
-					return err
-				}
-				copy(c.mem, t.Data)
-			}
-			b = appendDesc(b, t.Name, t.DataType, t.Shape, c)
+		b = append(b, `,"out":`...)
+		var taken [][2]int64
+		var err error
+		if b, err = s.appendTensors(b, resp.Outputs, &taken); err != nil {
+			_ = s.arena.release(taken)
+			return err
 		}
-		b = append(b, ']')
 	}
 	b = appendError(b, rerr)
 	return s.send(b)
@@ -322,5 +312,3 @@ func (h *callHandler) control() modelControl {
 	c, _ := target.(modelControl)
 	return c
 }
-
-func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

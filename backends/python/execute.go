@@ -3,9 +3,11 @@ package python
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 
 	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/jsonw"
 )
 
 // outputSpec is what the configuration says of one output.
@@ -31,10 +33,10 @@ var reservedParams = map[string]bool{
 }
 
 // appendRequest writes one request of an exec frame, copying its inputs
-// into the parent's shared memory.
-func (s *stub) appendRequest(b []byte, r int64, req *inference.Request) ([]byte, error) {
+// into the parent's shared memory (the chunks are added to taken).
+func (s *stub) appendRequest(b []byte, r int64, req *inference.Request, taken *[][2]int64) ([]byte, error) {
 	b = append(b, `{"r":`...)
-	b = appendIntRaw(b, r)
+	b = strconv.AppendInt(b, r, 10)
 	b = appendStr(b, "id", req.ID)
 	b = appendCorrelation(b, req.Parameters)
 	var flags int64
@@ -62,25 +64,14 @@ func (s *stub) appendRequest(b []byte, r int64, req *inference.Request) ([]byte,
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendStrRaw(b, o.Name)
+		b = jsonw.AppendString(b, o.Name)
 	}
-	b = append(b, `],"in":[`...)
-	for i := range req.Inputs {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		t := &req.Inputs[i]
-		var c chunk
-		if len(t.Data) > 0 {
-			var err error
-			if c, err = s.arena.alloc(int64(len(t.Data))); err != nil {
-				return nil, err
-			}
-			copy(c.mem, t.Data)
-		}
-		b = appendDesc(b, t.Name, t.DataType, t.Shape, c)
+	b = append(b, `],"in":`...)
+	b, err := s.appendTensors(b, req.Inputs, taken)
+	if err != nil {
+		return nil, err
 	}
-	return append(b, "]}"...), nil
+	return append(b, '}'), nil
 }
 
 func appendCorrelation(b []byte, p inference.Parameters) []byte {
@@ -91,7 +82,7 @@ func appendCorrelation(b []byte, p inference.Parameters) []byte {
 		return appendInt(b, "cid", v)
 	case uint64:
 		b = append(b, `,"cid":`...)
-		return appendUintRaw(b, v)
+		return strconv.AppendUint(b, v, 10)
 	}
 	return appendInt(b, "cid", 0)
 }
@@ -138,11 +129,13 @@ func (s *stub) exec(ctx context.Context, batch []*inference.Request, rules *tens
 	b = appendInt(b, "id", id)
 	b = append(b, `,"reqs":[`...)
 	var err error
+	var taken [][2]int64
 	for i, r := range batch {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		if b, err = s.appendRequest(b, handles[i], r); err != nil {
+		if b, err = s.appendRequest(b, handles[i], r, &taken); err != nil {
+			_ = s.arena.release(taken) // never sent: the stub cannot free them
 			break
 		}
 	}
@@ -204,6 +197,30 @@ func (s *stub) response(out []tensorDesc, params []byte, werr *wireError, rules 
 	return resp, nil
 }
 
+// appendTensors writes a JSON list of descriptors of ts, each tensor's
+// bytes copied into a chunk of the parent's memory, and records the chunks
+// in taken, so that a frame that is never sent can give them back.
+func (s *stub) appendTensors(b []byte, ts []inference.Tensor, taken *[][2]int64) ([]byte, error) {
+	b = append(b, '[')
+	for i := range ts {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		t := &ts[i]
+		var c chunk
+		if len(t.Data) > 0 {
+			var err error
+			if c, err = s.arena.alloc(int64(len(t.Data))); err != nil {
+				return nil, err
+			}
+			copy(c.mem, t.Data)
+			*taken = append(*taken, [2]int64{int64(c.seg), c.off})
+		}
+		b = appendDesc(b, t.Name, t.DataType, t.Shape, c)
+	}
+	return append(b, ']'), nil
+}
+
 // viewTensors turns descriptors of the stub's memory into tensors whose
 // data are views of it, holding each chunk until it is released; on an
 // error nothing is held.
@@ -253,7 +270,7 @@ func (r *tensorRules) check(t *inference.Tensor) error {
 		}
 		shape = shape[1:]
 	}
-	if !dimsAllow(spec.dims, shape) {
+	if !inference.DimsMatch(shape, spec.dims) {
 		return inference.Internal("model '%s' returned output '%s' of shape %v, which its configured dims %v do not allow", r.model, t.Name, t.Shape, spec.dims)
 	}
 	if t.DataType == inference.Bytes {
@@ -266,20 +283,6 @@ func (r *tensorRules) check(t *inference.Tensor) error {
 		}
 	}
 	return nil
-}
-
-// dimsAllow reports whether shape fits dims (-1 matches any size). A
-// configuration that reshapes is not checked beyond its element count.
-func dimsAllow(dims, shape []int64) bool {
-	if len(dims) != len(shape) {
-		return false
-	}
-	for i, d := range dims {
-		if d != -1 && d != shape[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // stream is a request of a decoupled model that the stub answers with
@@ -348,7 +351,3 @@ func (s *stub) finishUnary(batch []*inference.Request, m *inMsg, rules *tensorRu
 	}
 	return nil
 }
-
-func appendIntRaw(b []byte, v int64) []byte { return fmt.Appendf(b, "%d", v) }
-
-func appendUintRaw(b []byte, v uint64) []byte { return fmt.Appendf(b, "%d", v) }

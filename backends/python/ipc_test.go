@@ -178,16 +178,7 @@ func TestPeerSegmentChecks(t *testing.T) {
 // whatever the sizes, and a frame larger than the read buffer arrives
 // whole.
 func TestFramesAndDescriptors(t *testing.T) {
-	c, child, err := socketPair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.close()
-	peer, err := newConnFromFile(child)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.close()
+	c, peer := connPair(t)
 
 	big := bytes.Repeat([]byte("x"), 300<<10)
 	memfd, _ := unix.MemfdCreate("fd-test", unix.MFD_CLOEXEC)
@@ -217,16 +208,7 @@ func TestFramesAndDescriptors(t *testing.T) {
 }
 
 func TestFrameLengthChecked(t *testing.T) {
-	c, child, err := socketPair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.close()
-	peer, err := newConnFromFile(child)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.close()
+	c, peer := connPair(t)
 	var hdr [4]byte
 	binary.LittleEndian.PutUint32(hdr[:], maxFrame+1)
 	if _, err := c.uc.Write(hdr[:]); err != nil {
@@ -235,6 +217,23 @@ func TestFrameLengthChecked(t *testing.T) {
 	if _, err := peer.readFrame(); err == nil {
 		t.Fatal("a frame longer than the limit was accepted")
 	}
+}
+
+// connPair is both ends of a socket pair as conns, closed when the test
+// ends.
+func connPair(t *testing.T) (*conn, *conn) {
+	t.Helper()
+	c, child, err := socketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.close)
+	peer, err := newConnFromFile(child)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(peer.close)
+	return c, peer
 }
 
 func frameOf(body []byte) []byte { return append(make([]byte, 4), body...) }

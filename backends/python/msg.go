@@ -328,5 +328,3 @@ func appendError(b []byte, err error) []byte {
 }
 
 func endFrame(b []byte) []byte { return append(b, '}') }
-
-func appendStrRaw(b []byte, s string) []byte { return jsonw.AppendString(b, s) }

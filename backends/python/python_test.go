@@ -106,27 +106,11 @@ func loadB(t testing.TB, b *Backend, modelDir string, cfg *inferencepb.ModelConf
 	return ti, nil
 }
 
-func i32s(vs ...int32) []byte {
-	b := make([]byte, 0, 4*len(vs))
-	for _, v := range vs {
-		b = binary.LittleEndian.AppendUint32(b, uint32(v))
-	}
-	return b
-}
-
-func readI32(b []byte) []int32 {
-	out := make([]int32, len(b)/4)
-	for i := range out {
-		out[i] = int32(binary.LittleEndian.Uint32(b[4*i:]))
-	}
-	return out
-}
-
 func addSubRequest(a, b []int32) *inference.Request {
 	shape := []int64{1, int64(len(a))}
 	return &inference.Request{ModelName: "add_sub", Inputs: []inference.Tensor{
-		{Name: "INPUT0", DataType: inference.Int32, Shape: shape, Data: i32s(a...)},
-		{Name: "INPUT1", DataType: inference.Int32, Shape: shape, Data: i32s(b...)},
+		{Name: "INPUT0", DataType: inference.Int32, Shape: shape, Data: backendtest.Int32s(a...)},
+		{Name: "INPUT1", DataType: inference.Int32, Shape: shape, Data: backendtest.Int32s(b...)},
 	}}
 }
 
@@ -152,7 +136,7 @@ func TestAddSubExample(t *testing.T) {
 		}
 		for k, want := range [][2]int32{{1, -1}, {1, 1}} {
 			r := resps[k][0]
-			sum, diff := readI32(r.Output("OUTPUT0").Data), readI32(r.Output("OUTPUT1").Data)
+			sum, diff := backendtest.ReadInt32s(r.Output("OUTPUT0").Data), backendtest.ReadInt32s(r.Output("OUTPUT1").Data)
 			for i := range 16 {
 				x, y := a[i], c[i]
 				if k == 1 {
@@ -196,17 +180,9 @@ class TritonPythonModel:
         return out
 `
 
-func f32s(vs ...float32) []byte {
-	b := make([]byte, 0, 4*len(vs))
-	for _, v := range vs {
-		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
-	}
-	return b
-}
-
 func echoRequest(vs ...float32) *inference.Request {
 	return &inference.Request{ModelName: "echo", Inputs: []inference.Tensor{
-		{Name: "IN", DataType: inference.FP32, Shape: []int64{int64(len(vs))}, Data: f32s(vs...)},
+		{Name: "IN", DataType: inference.FP32, Shape: []int64{int64(len(vs))}, Data: backendtest.Float32s(vs...)},
 	}}
 }
 
@@ -257,7 +233,7 @@ func TestEchoSizesAndErrors(t *testing.T) {
 	if _, err := runOne(t, ti.inst, echoRequest(13)); err == nil || !strings.Contains(err.Error(), "thirteen is unlucky") {
 		t.Fatalf("an exception in execute: %v", err)
 	}
-	if _, err := runOne(t, ti.inst, echoRequest(7)); err == nil || !strings.Contains(err.Error(), "TYPE_FP32") && !strings.Contains(err.Error(), "FP32") {
+	if _, err := runOne(t, ti.inst, echoRequest(7)); err == nil || !strings.Contains(err.Error(), "output 'OUT' as INT32; its configuration says FP32") {
 		t.Fatalf("a wrong output datatype: %v", err)
 	}
 	if r, err := runOne(t, ti.inst, echoRequest(1, 2)); err != nil {
@@ -398,8 +374,8 @@ func TestDecoupledStream(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	batch := []*inference.Request{
-		{ModelName: "stream", Inputs: []inference.Tensor{{Name: "N", DataType: inference.Int32, Shape: []int64{1}, Data: i32s(5)}}},
-		{ModelName: "stream", Inputs: []inference.Tensor{{Name: "N", DataType: inference.Int32, Shape: []int64{1}, Data: i32s(0)}}},
+		{ModelName: "stream", Inputs: []inference.Tensor{{Name: "N", DataType: inference.Int32, Shape: []int64{1}, Data: backendtest.Int32s(5)}}},
+		{ModelName: "stream", Inputs: []inference.Tensor{{Name: "N", DataType: inference.Int32, Shape: []int64{1}, Data: backendtest.Int32s(0)}}},
 	}
 	resps, err := backendtest.Collect(ctx, ti.inst, batch)
 	if err != nil {
@@ -409,7 +385,7 @@ func TestDecoupledStream(t *testing.T) {
 		t.Fatalf("%d and %d responses, want 5 and 0", len(resps[0]), len(resps[1]))
 	}
 	for k, r := range resps[0] {
-		if got := readI32(r.Output("K").Data); got[0] != int32(k) {
+		if got := backendtest.ReadInt32s(r.Output("K").Data); got[0] != int32(k) {
 			t.Fatalf("response %d carries %d", k, got[0])
 		}
 		r.Done()
@@ -487,7 +463,7 @@ class TritonPythonModel:
 		t.Fatalf("the instance runs in stub %d, not the auto-complete stub %d", got, parked.s.pid())
 	}
 	r, err := runOne(t, ti.inst, &inference.Request{ModelName: "auto", Inputs: []inference.Tensor{
-		{Name: "IN", DataType: inference.FP32, Shape: []int64{1}, Data: f32s(1)},
+		{Name: "IN", DataType: inference.FP32, Shape: []int64{1}, Data: backendtest.Float32s(1)},
 	}})
 	if err != nil {
 		t.Fatal(err)

@@ -5,11 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -485,8 +486,7 @@ func sortedStrings(m map[string]string) []string {
 }
 
 func isEOF(err error) bool {
-	return err != nil && (errors.Is(err, os.ErrClosed) || strings.Contains(err.Error(), "EOF") ||
-		strings.Contains(err.Error(), "use of closed"))
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)
 }
 
 // lineLogger writes a stub's stdout or stderr into the log, a line at a

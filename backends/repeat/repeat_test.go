@@ -38,18 +38,10 @@ func u32(vs ...uint32) []byte {
 	return b
 }
 
-func i32(vs ...int32) []byte {
-	var b []byte
-	for _, v := range vs {
-		b = binary.LittleEndian.AppendUint32(b, uint32(v))
-	}
-	return b
-}
-
 // request builds a repeat_int32 request; delays are in milliseconds.
 func request(in []int32, delay []uint32, wait uint32) *inference.Request {
 	return &inference.Request{ModelName: "repeat_int32", Inputs: []inference.Tensor{
-		{Name: "IN", DataType: inference.Int32, Shape: []int64{int64(len(in))}, Data: i32(in...)},
+		{Name: "IN", DataType: inference.Int32, Shape: []int64{int64(len(in))}, Data: backendtest.Int32s(in...)},
 		{Name: "DELAY", DataType: inference.Uint32, Shape: []int64{int64(len(delay))}, Data: u32(delay...)},
 		{Name: "WAIT", DataType: inference.Uint32, Shape: []int64{1}, Data: u32(wait)},
 	}}
@@ -71,7 +63,7 @@ func checkStream(t *testing.T, events []backendtest.Event, in []int32, at []time
 		if out == nil || idx == nil {
 			t.Fatalf("response %d lacks OUT or IDX: %+v", k, e.Resp.Outputs)
 		}
-		if out.DataType != inference.Int32 || len(out.Shape) != 1 || out.Shape[0] != 1 || string(out.Data) != string(i32(in[k])) {
+		if out.DataType != inference.Int32 || len(out.Shape) != 1 || out.Shape[0] != 1 || string(out.Data) != string(backendtest.Int32s(in[k])) {
 			t.Errorf("response %d OUT = %+v, want INT32 [1] %d", k, out, in[k])
 		}
 		if idx.DataType != inference.Uint32 || len(idx.Shape) != 1 || idx.Shape[0] != 1 || string(idx.Data) != string(u32(uint32(k))) {
@@ -108,7 +100,7 @@ func TestCollectExample(t *testing.T) {
 		t.Fatalf("responses = %v, want %d", all, len(in))
 	}
 	for k, resp := range all[0] {
-		if got := resp.Output("OUT"); got == nil || string(got.Data) != string(i32(in[k])) {
+		if got := resp.Output("OUT"); got == nil || string(got.Data) != string(backendtest.Int32s(in[k])) {
 			t.Errorf("response %d OUT = %+v, want %d", k, got, in[k])
 		}
 		if got := resp.Output("IDX"); got == nil || string(got.Data) != string(u32(uint32(k))) {

@@ -3,7 +3,6 @@ package route
 import (
 	"context"
 	"encoding/binary"
-	"math"
 	"strings"
 	"testing"
 
@@ -33,27 +32,11 @@ func config(t *testing.T, text string) *inferencepb.ModelConfig {
 	return cfg
 }
 
-func i32s(v ...int32) []byte {
-	b := make([]byte, 0, 4*len(v))
-	for _, x := range v {
-		b = binary.LittleEndian.AppendUint32(b, uint32(x))
-	}
-	return b
-}
-
-func f32s(v ...float32) []byte {
-	b := make([]byte, 0, 4*len(v))
-	for _, x := range v {
-		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(x))
-	}
-	return b
-}
-
 func run(t *testing.T, cfg *inferencepb.ModelConfig, sel inference.Tensor) (*inference.Response, error) {
 	t.Helper()
 	inst := backendtest.Instance(t, Backend{}, cfg)
 	sel.Name = "SEL"
-	payload := inference.Tensor{Name: "X", DataType: inference.FP32, Shape: []int64{1, 2}, Data: f32s(1.5, 2.5)}
+	payload := inference.Tensor{Name: "X", DataType: inference.FP32, Shape: []int64{1, 2}, Data: backendtest.Float32s(1.5, 2.5)}
 	req := &inference.Request{ModelName: "r", Inputs: []inference.Tensor{sel, payload}}
 	resps, err := backendtest.Collect(context.Background(), inst, []*inference.Request{req})
 	if err != nil {
@@ -70,7 +53,7 @@ func run(t *testing.T, cfg *inferencepb.ModelConfig, sel inference.Tensor) (*inf
 }
 
 func sel32(v ...int32) inference.Tensor {
-	return inference.Tensor{DataType: inference.Int32, Shape: []int64{int64(len(v)), 1}, Data: i32s(v...)}
+	return inference.Tensor{DataType: inference.Int32, Shape: []int64{int64(len(v)), 1}, Data: backendtest.Int32s(v...)}
 }
 
 func TestRules(t *testing.T) {
@@ -101,8 +84,8 @@ output [ { name: "A" data_type: TYPE_FP32 dims: [ 2 ] }, { name: "B" data_type: 
 		{"not in table", table, sel32(2), "route model 'r': selector value 2 is not in its table and it has no default"},
 		{"default", withDefault, sel32(3), "B"},
 		{"table with default", withDefault, sel32(7), "A"},
-		{"below threshold", threshold, inference.Tensor{DataType: inference.FP32, Shape: []int64{1, 1}, Data: f32s(0.25)}, "LOW"},
-		{"at threshold", threshold, inference.Tensor{DataType: inference.FP32, Shape: []int64{1, 1}, Data: f32s(0.5)}, "HIGH"},
+		{"below threshold", threshold, inference.Tensor{DataType: inference.FP32, Shape: []int64{1, 1}, Data: backendtest.Float32s(0.25)}, "LOW"},
+		{"at threshold", threshold, inference.Tensor{DataType: inference.FP32, Shape: []int64{1, 1}, Data: backendtest.Float32s(0.5)}, "HIGH"},
 		{"bytes", words, word("apple"), "B"},
 		{"bytes unknown", words, word("pear"), "route model 'r': selector value pear is not in its table"},
 	} {

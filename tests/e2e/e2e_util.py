@@ -1,5 +1,8 @@
 """Tensors and request builders shared by the end-to-end tests."""
 
+import http.client
+import re
+
 import ml_dtypes
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -102,3 +105,36 @@ def grpc_inputs(arrays, datatypes):
 
 def grpc_outputs(n):
     return [grpcclient.InferRequestedOutput(f"OUTPUT{i}") for i in range(n)]
+
+
+# --------------------------------------------------------------------------
+# Prometheus text parsing
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def scrape(port):
+    """GET /metrics on 127.0.0.1:port: ({(name, frozenset(labels)): value},
+    {name: type}, the body's text)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        body = resp.read().decode()
+        assert resp.status == 200, body
+    finally:
+        conn.close()
+    samples, types = {}, {}
+    for line in body.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, typ = line.split(" ", 3)
+            types[name] = typ
+            continue
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        assert m, line
+        labels = frozenset(_LABEL.findall(m.group(2) or ""))
+        samples[(m.group(1), labels)] = float(m.group(3))
+    return samples, types, body

@@ -7,7 +7,6 @@ every count is exactly what the test sent.
 import http.client
 import json
 import pathlib
-import re
 import time
 
 import numpy as np
@@ -16,7 +15,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from conftest import _free_ports, identity_config, wait_for, write_model
-from e2e_util import grpc_inputs, http_inputs
+from e2e_util import grpc_inputs, http_inputs, scrape
 
 
 def build_repo(root: pathlib.Path) -> pathlib.Path:
@@ -37,36 +36,6 @@ def build_repo(root: pathlib.Path) -> pathlib.Path:
 
 
 # --------------------------------------------------------------------------
-# Prometheus text parsing
-
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
-LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-def scrape(port):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", "/metrics")
-        resp = conn.getresponse()
-        body = resp.read().decode()
-        assert resp.status == 200, body
-    finally:
-        conn.close()
-    samples, types = {}, {}
-    for line in body.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, typ = line.split(" ", 3)
-            types[name] = typ
-            continue
-        if not line or line.startswith("#"):
-            continue
-        m = SAMPLE.match(line)
-        assert m, line
-        labels = frozenset(LABEL.findall(m.group(2) or ""))
-        samples[(m.group(1), labels)] = float(m.group(3))
-    return samples, types
-
-
 def value(samples, name, **labels):
     return samples.get((name, frozenset(labels.items())))
 
@@ -158,7 +127,7 @@ def test_statistics_and_metrics_after_known_requests(nereid, tmp_path):
     assert sl["execution_count"] == 0
 
     # --- metrics
-    samples, types = scrape(metrics_port)
+    samples, types, _ = scrape(metrics_port)
     b = {"model": "obs_batch", "version": "1", "_team": "vision"}
     assert value(samples, "nv_inference_request_success", **b) == 7
     assert value(samples, "nv_inference_count", **b) == 11
@@ -198,11 +167,11 @@ def test_statistics_and_metrics_after_known_requests(nereid, tmp_path):
     http_client.unload_model("obs_plain")
 
     def plain_gone():
-        samples, _ = scrape(metrics_port)
+        samples, _, _ = scrape(metrics_port)
         return not any(dict(labels).get("model") == "obs_plain" for _, labels in samples)
 
     wait_for(plain_gone, what="obs_plain's series to be deleted")
-    samples, _ = scrape(metrics_port)
+    samples, _, _ = scrape(metrics_port)
     assert value(samples, "nv_inference_request_success", **b) == 7
 
 

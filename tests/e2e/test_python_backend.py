@@ -31,6 +31,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from e2e_util import scrape
 from conftest import (
     EXAMPLES,
     IN_FLIGHT_WAIT_S,
@@ -705,32 +706,6 @@ def test_bls_decoupled_sums_stream(examples, protocol, values):
 
 # --------------------------------------------------------------------------
 # metric_python: custom metrics on the metrics port
-
-
-def scrape(port):
-    import http.client
-    import re
-
-    sample = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
-    label = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", "/metrics")
-        resp = conn.getresponse()
-        body = resp.read().decode()
-        assert resp.status == 200, body
-    finally:
-        conn.close()
-    samples, types = {}, {}
-    for line in body.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, typ = line.split(" ", 3)
-            types[name] = typ
-        elif line and not line.startswith("#"):
-            m = sample.match(line)
-            assert m, line
-            samples[(m.group(1), frozenset(label.findall(m.group(2) or "")))] = float(m.group(3))
-    return samples, types, body
 
 
 def test_metric_python_custom_metrics(servers, tmp_path):
