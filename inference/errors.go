@@ -19,6 +19,10 @@ const (
 	CodeUnsupported               // 501 / UNIMPLEMENTED
 	CodeAlreadyExists             // 400 / ALREADY_EXISTS
 	CodeCancelled                 // 400 / CANCELLED
+	// CodeResourceExhausted is a load that cannot be made to fit the
+	// model-cache memory budget: 503 / UNAVAILABLE on Triton's protocols,
+	// 507 on the SageMaker port.
+	CodeResourceExhausted
 )
 
 func (c Code) String() string {
@@ -37,6 +41,8 @@ func (c Code) String() string {
 		return "Already exists"
 	case CodeCancelled:
 		return "Cancelled"
+	case CodeResourceExhausted:
+		return "Resource exhausted"
 	default:
 		return "Unknown"
 	}
@@ -68,6 +74,11 @@ func NotFound(format string, args ...any) error { return Errorf(CodeNotFound, fo
 
 // Unavailable is Errorf with CodeUnavailable.
 func Unavailable(format string, args ...any) error { return Errorf(CodeUnavailable, format, args...) }
+
+// ResourceExhausted is Errorf with CodeResourceExhausted.
+func ResourceExhausted(format string, args ...any) error {
+	return Errorf(CodeResourceExhausted, format, args...)
+}
 
 // Internal is Errorf with CodeInternal.
 func Internal(format string, args ...any) error { return Errorf(CodeInternal, format, args...) }

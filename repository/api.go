@@ -75,9 +75,23 @@ type Options struct {
 	ModelConfigName string        // --model-config-name: use configs/<name>.pbtxt when present
 	Loader          Loader
 	Logger          zerolog.Logger
-	// LoadThreads bounds how many models load at once
+	// LoadThreads bounds how many model versions load at once
 	// (--model-load-thread-count); 0 means Triton's default, 4.
 	LoadThreads int
+
+	// OnDemand loads a model of the repositories that is not loaded on
+	// its first inference request (--model-load-on-demand).
+	OnDemand bool
+	// MemoryBudget caps the bytes the loaded model versions hold
+	// (--model-cache-memory); idle models are evicted, least recently
+	// used first, to make room for a load. 0: no cap.
+	MemoryBudget int64
+	// IdleUnload unloads a model no inference request used for this long
+	// (--model-idle-unload-secs); its next request loads it again. 0:
+	// never.
+	IdleUnload time.Duration
+	// CacheMetrics, when set, receives the model cache's events.
+	CacheMetrics CacheMetrics
 }
 
 // LoadOptions are the parameters of a repository load request.
@@ -105,16 +119,21 @@ type Handle struct {
 	Version  int64
 	Config   *inferencepb.ModelConfig // read-only
 	Servable Servable
-	// mgr and rec are the reference to return; nil once returned (and in
-	// handles built outside the manager).
-	mgr *Manager
-	rec *version
+	// MemoryBytes is the memory the version holds, as the model cache
+	// counts it (measured while it loaded, or declared).
+	MemoryBytes int64
+	// mgr, md and rec are the reference to return; nil once returned (and
+	// in handles built outside the manager).
+	mgr  *Manager
+	md   *model
+	rec  *version
+	used bool // held by an inference request
 }
 
 // Release returns the reference. It is safe to call more than once.
 func (h *Handle) Release() {
 	if h.mgr != nil {
-		h.mgr.release(h.rec)
-		h.mgr, h.rec = nil, nil
+		h.mgr.release(h.md, h.rec, h.used)
+		h.mgr, h.md, h.rec = nil, nil, nil
 	}
 }

@@ -110,29 +110,70 @@ type repoModel struct {
 	duplicate bool // the name appears in more than one repository
 }
 
+// source is one repository directory: a --model-repository path, or one
+// registered at run time, which may serve some of its subdirectories under
+// other names.
+type source struct {
+	path    string
+	names   map[string]string // subdirectory → served name; read-only
+	runtime bool              // registered at run time
+}
+
+// modelName is the name a subdirectory of the repository is served under.
+func (s source) modelName(subdir string) string {
+	if n, ok := s.names[subdir]; ok {
+		return n
+	}
+	return subdir
+}
+
+// dirOf returns the directory serving a model name in this repository, if
+// the repository has one.
+func (s source) dirOf(name string) (string, bool) {
+	sub := ""
+	for d, n := range s.names {
+		if n == name {
+			sub = d
+			break
+		}
+	}
+	if sub == "" {
+		if _, renamed := s.names[name]; renamed {
+			return "", false // the directory of that name serves another name
+		}
+		sub = name
+	}
+	if strings.HasPrefix(sub, ".") {
+		return "", false
+	}
+	dir := filepath.Join(s.path, sub)
+	st, err := os.Stat(dir)
+	return dir, err == nil && st.IsDir()
+}
+
 // scanRepositories lists the models of every repository. A repository that
 // cannot be read is reported in err; the models of the others are still
 // returned.
-func scanRepositories(paths []string) (map[string]repoModel, error) {
+func scanRepositories(sources []source) (map[string]repoModel, error) {
 	models := map[string]repoModel{}
 	var errs []error
-	for _, p := range paths {
-		entries, err := os.ReadDir(p)
+	for _, src := range sources {
+		entries, err := os.ReadDir(src.path)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("failed to poll model repository '%s': %w", p, err))
+			errs = append(errs, fmt.Errorf("failed to poll model repository '%s': %w", src.path, err))
 			continue
 		}
 		for _, e := range entries {
-			name := e.Name()
-			if strings.HasPrefix(name, ".") || !isDirEntry(p, e) {
+			if strings.HasPrefix(e.Name(), ".") || !isDirEntry(src.path, e) {
 				continue
 			}
+			name := src.modelName(e.Name())
 			if m, ok := models[name]; ok {
 				m.duplicate = true
 				models[name] = m
 				continue
 			}
-			models[name] = repoModel{dir: filepath.Join(p, name)}
+			models[name] = repoModel{dir: filepath.Join(src.path, e.Name())}
 		}
 	}
 	return models, errors.Join(errs...)
@@ -142,11 +183,10 @@ func scanRepositories(paths []string) (map[string]repoModel, error) {
 var errModelNotFound = errors.New(reasonNotFound)
 
 // locateModel finds the directory of one model in the repositories.
-func locateModel(paths []string, name string) (string, error) {
+func locateModel(sources []source, name string) (string, error) {
 	var found []string
-	for _, p := range paths {
-		dir := filepath.Join(p, name)
-		if st, err := os.Stat(dir); err == nil && st.IsDir() {
+	for _, src := range sources {
+		if dir, ok := src.dirOf(name); ok {
 			found = append(found, dir)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/proto/inferencepb"
@@ -21,6 +22,7 @@ type loadRequest struct {
 	name     string
 	override *LoadOptions // parameters of an explicit load request, or nil
 	implicit bool         // pulled in as a composing model of an ensemble
+	onDemand bool         // an inference request asked for it
 }
 
 func (r loadRequest) hasOverride() bool {
@@ -37,6 +39,7 @@ type prepared struct {
 	versions []int64
 	fp       string
 	deps     []string // composing models (ensembles)
+	cache    cacheFacts
 
 	err    error  // the error the load returns, classed
 	reason string // why, for the index
@@ -105,7 +108,7 @@ func (m *Manager) prepare(ctx context.Context, req loadRequest) (p *prepared) {
 			}
 			p.dir, p.files = dir, dir
 		} else {
-			dir, err := locateModel(m.opts.Paths, name)
+			dir, err := locateModel(m.sources.snapshot(), name)
 			if err != nil {
 				return fail(pollError(name, err), err.Error())
 			}
@@ -121,7 +124,7 @@ func (m *Manager) prepare(ctx context.Context, req loadRequest) (p *prepared) {
 		// the next load without them.
 		p.fp = "override-" + strconv.FormatUint(m.overrideSeq.Add(1), 10)
 	} else {
-		dir, err := locateModel(m.opts.Paths, name)
+		dir, err := locateModel(m.sources.snapshot(), name)
 		if err != nil {
 			return fail(pollError(name, err), err.Error())
 		}
@@ -175,7 +178,12 @@ func (m *Manager) prepare(ctx context.Context, req loadRequest) (p *prepared) {
 		err := fmt.Errorf("at least one version must be available under the version policy of model '%s'", name)
 		return fail(loadError(name, err), err.Error())
 	}
-	p.cfg, p.versions = cfg, load
+	facts, err := readCacheFacts(cfg, p.dir, load)
+	if err != nil {
+		err = fmt.Errorf("%s: %w", src, err)
+		return fail(loadError(name, err), err.Error())
+	}
+	p.cfg, p.versions, p.cache = cfg, load, facts
 	for _, s := range cfg.GetEnsembleScheduling().GetStep() {
 		if d := s.GetModelName(); d != name && !slices.Contains(p.deps, d) {
 			p.deps = append(p.deps, d)
@@ -202,6 +210,7 @@ func (m *Manager) loadBatch(ctx context.Context, reqs []loadRequest, expand bool
 		return errs
 	}
 
+	m.sources.invalidate() // a load may follow a change on disk
 	plans := map[string]*prepared{}
 	queue := dedupe(reqs)
 	for len(queue) > 0 {
@@ -325,6 +334,23 @@ func (m *Manager) apply(ctx context.Context, md *model, p *prepared) error {
 		m.log.Error().Str("model", name).Err(err).Msg("failed to load")
 		return loadError(name, err)
 	}
+	md.pinned = p.cache.pinned || (m.opts.Mode == ModeExplicit && slices.Contains(m.opts.StartupModels, name))
+	md.cacheOut = false
+	need := m.estimateLocked(md, p)
+	evicted, err := m.reserveLocked(ctx, md, need, p.req.onDemand)
+	if err == nil && m.closed {
+		m.cacheUsed -= need
+		err = inference.Unavailable(msgClosed)
+	}
+	if err != nil {
+		if md.highestReadyLocked() == nil {
+			md.failure = stateReason(err)
+		}
+		m.mu.Unlock()
+		p.cleanup()
+		m.log.Error().Str("model", name).Err(err).Msg("failed to load")
+		return err
+	}
 	// A version that is serving reloads out of sight; any other shows
 	// LOADING.
 	fg := map[int64]*version{}
@@ -338,9 +364,18 @@ func (m *Manager) apply(ctx context.Context, md *model, p *prepared) error {
 	}
 	m.mu.Unlock()
 
-	results := m.loadVersions(ctx, name, p)
+	var results []versionResult
+	if err := waitClosed(ctx, evicted); err != nil {
+		for _, n := range p.versions {
+			results = append(results, versionResult{version: n, err: fmt.Errorf("waiting for evicted models to unload: %w", err)})
+		}
+	} else {
+		results = m.loadVersions(ctx, name, p)
+	}
 
 	m.mu.Lock()
+	m.cacheUsed -= need
+	m.signalRoomLocked()
 	failed := m.closed
 	for _, r := range results {
 		failed = failed || r.err != nil
@@ -366,6 +401,7 @@ func (m *Manager) apply(ctx context.Context, md *model, p *prepared) error {
 			}
 		}
 		closed := m.closed
+		m.reportUsageLocked()
 		m.mu.Unlock()
 		for _, s := range discard {
 			if err := s.Close(m.base); err != nil {
@@ -394,6 +430,9 @@ func (m *Manager) apply(ctx context.Context, md *model, p *prepared) error {
 		}
 		v.state, v.reason = StateReady, ""
 		v.cfg, v.servable, v.files = p.cfg, r.servable, files
+		v.bytes = r.bytes
+		md.sizes[r.version] = r.bytes
+		m.cacheUsed += r.bytes
 	}
 	for n, v := range md.versions {
 		if slices.Contains(p.versions, n) {
@@ -408,6 +447,13 @@ func (m *Manager) apply(ctx context.Context, md *model, p *prepared) error {
 		}
 	}
 	md.failure, md.loadedFP, md.deps = "", p.fp, p.deps
+	md.lastUse = time.Now()
+	// Measured sizes may exceed the estimate: make room afterwards too.
+	if _, _, err := m.makeRoomLocked(md, 0); err != nil {
+		m.log.Warn().Str("model", name).Err(err).Msg("model cache is over its budget")
+	}
+	m.reportUsageLocked()
+	m.kickLocked()
 	m.mu.Unlock()
 	m.log.Info().Str("model", name).Ints64("versions", p.versions).Msg("successfully loaded")
 	return nil
@@ -451,6 +497,7 @@ func (m *Manager) checkDepsLocked(p *prepared) error {
 type versionResult struct {
 	version  int64
 	servable Servable
+	bytes    int64 // memory the version holds
 	err      error
 }
 
@@ -469,11 +516,15 @@ func (m *Manager) loadVersions(ctx context.Context, name string, p *prepared) []
 				VersionDir: filepath.Join(p.dir, strconv.FormatInt(n, 10)),
 				Config:     p.cfg,
 			}
+			before := residentBytes()
 			s, err := safeLoadVersion(ctx, m.opts.Loader, spec)
 			if err == nil && s == nil {
 				err = errors.New("loader returned no servable")
 			}
 			results[i] = versionResult{version: n, servable: s, err: err}
+			if err == nil {
+				results[i].bytes = measure(p, results[i], residentBytes()-before)
+			}
 		})
 	}
 	wg.Wait()

@@ -1,6 +1,7 @@
 package repository
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -48,12 +50,20 @@ type Manager struct {
 	pollMu     sync.Mutex // one Poll at a time
 
 	overrideSeq atomic.Uint64 // makes every load with request parameters a change
+	sources     *sourceSet
 
-	mu       sync.Mutex // guards the fields below
-	models   map[string]*model
-	closed   bool
-	draining int           // versions waiting for their last handle or being closed
-	idle     chan struct{} // closed when draining drops to zero; nil while zero
+	loadSem chan struct{}  // bounds the versions loading at once (--model-load-thread-count)
+	flights sync.WaitGroup // on-demand loads running
+	kick    chan struct{}  // capacity 1: wakes Run to arm the idle timer
+
+	mu        sync.Mutex // guards the fields below
+	models    map[string]*model
+	closed    bool
+	draining  int           // versions waiting for their last handle or being closed
+	idle      chan struct{} // closed when draining drops to zero; nil while zero
+	cacheUsed int64         // bytes of the serving versions, and of the loads reserving room
+	idleArmed bool          // Run's idle timer is armed (or about to be)
+	room      chan struct{} // closed at the next event that may make room; nil when none waits
 }
 
 // model is everything known about one model name.
@@ -69,6 +79,14 @@ type model struct {
 	loadedFP  string // fingerprint of the serving load; "" when none
 	attemptFP string // fingerprint of the last load attempt (polling)
 	deps      []string
+
+	// the model cache's view, guarded by Manager.mu
+	lastUse  time.Time       // last inference request's acquire or release
+	pinned   bool            // never evicted or idle-unloaded
+	cacheOut bool            // the cache took it out: the next request loads it
+	flight   *flight         // on-demand load in progress, or nil
+	waiters  int             // requests waiting for flight that have not acquired yet
+	sizes    map[int64]int64 // bytes each version took when it last loaded
 }
 
 func (md *model) lock(ctx context.Context) error {
@@ -102,6 +120,11 @@ type version struct {
 	refs     int          // handles held
 	retired  bool
 	drained  chan struct{} // closed once retired and refs is zero
+	closed   chan struct{} // closed once retired and its servable is closed
+	bytes    int64         // memory the version holds, counted in Manager.cacheUsed
+	// unloadReason replaces "unloaded" in the index once the version is
+	// closed (the cache's evictions and idle unloads).
+	unloadReason string
 }
 
 // overrideDir is a private directory made from load-request files, removed
@@ -139,6 +162,9 @@ func New(opts Options) (*Manager, error) {
 	if opts.LoadThreads <= 0 {
 		opts.LoadThreads = defaultLoadThreads
 	}
+	if opts.MemoryBudget < 0 || opts.IdleUnload < 0 {
+		return nil, inference.InvalidArg("repository: the model cache budget and idle time must not be negative")
+	}
 	opts.Paths = slices.Clone(opts.Paths)
 	opts.StartupModels = slices.Clone(opts.StartupModels)
 	base, cancel := context.WithCancel(context.Background())
@@ -149,6 +175,9 @@ func New(opts Options) (*Manager, error) {
 		cancelBase: cancel,
 		done:       make(chan struct{}),
 		models:     map[string]*model{},
+		sources:    newSourceSet(opts.Paths),
+		loadSem:    make(chan struct{}, opts.LoadThreads),
+		kick:       make(chan struct{}, 1),
 	}, nil
 }
 
@@ -158,7 +187,7 @@ func New(opts Options) (*Manager, error) {
 // UNAVAILABLE with a reason, and whether to go on is the caller's choice
 // (--exit-on-error).
 func (m *Manager) Start(ctx context.Context) error {
-	scanned, scanErr := scanRepositories(m.opts.Paths)
+	scanned, scanErr := m.sources.scan(true)
 	var names []string
 	loadAll := m.opts.Mode != ModeExplicit || (len(m.opts.StartupModels) == 1 && m.opts.StartupModels[0] == "*")
 	if !loadAll {
@@ -248,7 +277,7 @@ func (m *Manager) unload(ctx context.Context, name string, cascade bool, seen ma
 // unloadLocked retires every serving version of md and forgets that it
 // was requested.
 func (m *Manager) unloadLocked(md *model) {
-	md.requested, md.implicit = false, false
+	md.requested, md.implicit, md.cacheOut, md.pinned = false, false, false, false
 	md.failure, md.loadedFP, md.attemptFP = "", "", ""
 	md.deps = nil
 	for _, v := range md.versions {
@@ -284,7 +313,12 @@ func (m *Manager) retireLocked(md *model, v *version) {
 	if md.versions[v.number] == v {
 		v.state, v.reason = StateUnloading, ""
 	}
+	m.cacheUsed -= v.bytes
+	v.bytes = 0
+	m.reportUsageLocked()
+	m.signalRoomLocked()
 	v.drained = make(chan struct{})
+	v.closed = make(chan struct{})
 	if v.refs == 0 {
 		close(v.drained)
 	}
@@ -307,8 +341,9 @@ func (m *Manager) drain(md *model, v *version) {
 	m.mu.Lock()
 	v.servable = nil
 	if md.versions[v.number] == v {
-		v.state, v.reason = StateUnavailable, reasonUnloaded
+		v.state, v.reason = StateUnavailable, cmp.Or(v.unloadReason, reasonUnloaded)
 	}
+	close(v.closed)
 	dir := m.releaseFilesLocked(v.files)
 	v.files = nil
 	m.mu.Unlock()
@@ -384,48 +419,68 @@ func (m *Manager) Close(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	m.cancelBase()
+	m.flights.Wait() // each sees the Manager closed and ends
 	return errors.Join(errs...)
 }
 
 // Acquire returns a reference to a READY version of a model; version ""
-// means the highest READY version. The caller must Release it. ctx is the
-// request's: it will bound a load on a miss once versions load on demand;
-// today a miss fails at once.
+// means the highest READY version. The caller must Release it. It never
+// loads: inference requests use AcquireOnDemand.
 func (m *Manager) Acquire(_ context.Context, name, ver string) (*Handle, error) {
-	want, err := parseVersion(ver)
-	if err != nil {
-		return nil, err
-	}
+	h, _, err := m.acquire(name, ver, false)
+	return h, err
+}
+
+// acquire finds and references a READY version. use marks an inference
+// request, which counts as a use of the model for the cache. On failure,
+// load says whether an inference request may load the model.
+func (m *Manager) acquire(name, ver string, use bool) (*Handle, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.acquireLocked(name, ver, use)
+}
+
+func (m *Manager) acquireLocked(name, ver string, use bool) (_ *Handle, load bool, _ error) {
+	want, err := parseVersion(ver)
+	if err != nil {
+		return nil, false, err
+	}
 	md := m.models[name]
+	// A request may load a model that serves no version at all.
+	mayLoad := func() bool { return use && (md == nil || md.highestReadyLocked() == nil) && m.mayLoadLocked(md) }
 	if md == nil || len(md.versions) == 0 {
-		return nil, inference.NotFound("Request for unknown model: '%s' is not found", name)
+		return nil, mayLoad(), inference.NotFound("Request for unknown model: '%s' is not found", name)
 	}
 	var rec *version
 	if want < 0 {
 		rec = md.highestReadyLocked()
 		if rec == nil {
-			return nil, inference.NotFound("Request for unknown model: '%s' has no available versions", name)
+			return nil, mayLoad(), inference.NotFound("Request for unknown model: '%s' has no available versions", name)
 		}
 	} else {
 		rec = md.versions[want]
 		if rec == nil {
-			return nil, inference.NotFound("Request for unknown model: '%s' version %d is not found", name, want)
+			return nil, mayLoad(), inference.NotFound("Request for unknown model: '%s' version %d is not found", name, want)
 		}
 		if rec.state != StateReady {
-			return nil, inference.Unavailable("Request for unknown model: '%s' version %d is not at ready state", name, want)
+			return nil, mayLoad(), inference.Unavailable("Request for unknown model: '%s' version %d is not at ready state", name, want)
 		}
 	}
 	rec.refs++
+	if use {
+		md.lastUse = time.Now()
+	}
 	return &Handle{
-		Name:     name,
-		Version:  rec.number,
-		Config:   rec.cfg,
-		Servable: rec.servable,
-		mgr:      m,
-		rec:      rec,
-	}, nil
+		Name:        name,
+		Version:     rec.number,
+		Config:      rec.cfg,
+		Servable:    rec.servable,
+		MemoryBytes: rec.bytes,
+		mgr:         m,
+		md:          md,
+		rec:         rec,
+		used:        use,
+	}, false, nil
 }
 
 func (md *model) highestReadyLocked() *version {
@@ -438,12 +493,18 @@ func (md *model) highestReadyLocked() *version {
 	return best
 }
 
-func (m *Manager) release(v *version) {
+func (m *Manager) release(md *model, v *version, used bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if used {
+		md.lastUse = time.Now()
+	}
 	v.refs--
 	if v.refs == 0 && v.retired {
 		close(v.drained)
+	}
+	if v.refs == 0 {
+		m.signalRoomLocked()
 	}
 }
 
@@ -509,7 +570,7 @@ func (m *Manager) AllReady() bool {
 // A model never loaded has its name only; one that failed before any
 // version was tried is UNAVAILABLE with the reason and no version.
 func (m *Manager) Index(readyOnly bool) []IndexEntry {
-	scanned, err := scanRepositories(m.opts.Paths)
+	scanned, err := m.sources.scan(false)
 	if err != nil {
 		m.log.Warn().Err(err).Msg("model repository index is incomplete")
 	}
@@ -569,9 +630,13 @@ func (m *Manager) Index(readyOnly bool) []IndexEntry {
 func (m *Manager) modelFor(name string) *model {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.modelForLocked(name)
+}
+
+func (m *Manager) modelForLocked(name string) *model {
 	md := m.models[name]
 	if md == nil {
-		md = &model{name: name, op: make(chan struct{}, 1), versions: map[int64]*version{}}
+		md = &model{name: name, op: make(chan struct{}, 1), versions: map[int64]*version{}, sizes: map[int64]int64{}}
 		m.models[name] = md
 	}
 	return md

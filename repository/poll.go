@@ -8,29 +8,34 @@ import (
 	"github.com/nereid-project/nereid/inference"
 )
 
-// Run polls the repositories every PollInterval in poll mode, until ctx is
-// done or the Manager is closed. In the other modes, or with no interval,
-// it only waits for that.
+// Run is the Manager's background work, until ctx is done or the Manager
+// is closed: in poll mode it polls the repositories every PollInterval,
+// and with IdleUnload it unloads the models that fall idle, on one timer
+// armed for the next one due.
 func (m *Manager) Run(ctx context.Context) {
-	if m.opts.Mode != ModePoll || m.opts.PollInterval <= 0 {
-		select {
-		case <-ctx.Done():
-		case <-m.done:
-		}
-		return
+	var tick <-chan time.Time
+	if m.opts.Mode == ModePoll && m.opts.PollInterval > 0 {
+		t := time.NewTicker(m.opts.PollInterval)
+		defer t.Stop()
+		tick = t.C
 	}
-	t := time.NewTicker(m.opts.PollInterval)
-	defer t.Stop()
+	idle, arm := m.idleTimer()
+	arm()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-m.done:
 			return
-		case <-t.C:
+		case <-tick:
 			if err := m.Poll(ctx); err != nil {
 				m.log.Error().Err(err).Msg("model repository poll")
 			}
+		case now := <-idle:
+			m.unloadIdle(now)
+			arm()
+		case <-m.kick:
+			arm()
 		}
 	}
 }
@@ -47,7 +52,7 @@ func (m *Manager) Poll(ctx context.Context) error {
 	m.pollMu.Lock()
 	defer m.pollMu.Unlock()
 
-	scanned, scanErr := scanRepositories(m.opts.Paths)
+	scanned, scanErr := m.sources.scan(true)
 	var (
 		reqs []loadRequest
 		errs = []error{scanErr}

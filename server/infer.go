@@ -44,7 +44,7 @@ func (s *Server) serve(ctx context.Context, req *inference.Request, out inferenc
 	if req.Arrival.IsZero() {
 		req.Arrival = time.Now()
 	}
-	h, lm, err := s.acquire(ctx, req.ModelName, req.ModelVersion)
+	h, lm, err := s.acquireForInfer(ctx, req.ModelName, req.ModelVersion)
 	if err != nil {
 		return nil, err
 	}

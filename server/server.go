@@ -20,12 +20,19 @@ import (
 
 // Models is what the server needs from the model repository.
 type Models interface {
+	// Acquire never loads: metadata, configuration, readiness and
+	// statistics see only what is loaded.
 	Acquire(ctx context.Context, name, version string) (*repository.Handle, error)
+	// AcquireOnDemand is Acquire for inference: with
+	// --model-load-on-demand a model that is not loaded is loaded first.
+	AcquireOnDemand(ctx context.Context, name, version string) (*repository.Handle, error)
 	ReadyVersions(name string) ([]int64, error)
 	Index(readyOnly bool) []repository.IndexEntry
 	Load(ctx context.Context, name string, opts repository.LoadOptions) error
 	Unload(ctx context.Context, name string, unloadDependents bool) error
 	AllReady() bool
+	RegisterRepository(path string, names map[string]string) error
+	UnregisterRepository(path string) error
 }
 
 // Extensions lists the protocol extensions Nereid implements, in the order
@@ -109,14 +116,23 @@ func (s *Server) Metadata() *inferencepb.ServerMetadataResponse {
 // acquire returns the loaded model version a request names. The caller
 // must Release the handle.
 func (s *Server) acquire(ctx context.Context, name, version string) (*repository.Handle, *loadedModel, error) {
-	h, err := s.models.Acquire(ctx, name, version)
+	return s.loaded(s.models.Acquire(ctx, name, version))
+}
+
+// acquireForInfer is acquire for an inference request, which loads a
+// model on demand.
+func (s *Server) acquireForInfer(ctx context.Context, name, version string) (*repository.Handle, *loadedModel, error) {
+	return s.loaded(s.models.AcquireOnDemand(ctx, name, version))
+}
+
+func (s *Server) loaded(h *repository.Handle, err error) (*repository.Handle, *loadedModel, error) {
 	if err != nil {
 		return nil, nil, err
 	}
 	lm, ok := h.Servable.(*loadedModel)
 	if !ok {
 		h.Release()
-		return nil, nil, inference.Internal("model '%s' is not servable", name)
+		return nil, nil, inference.Internal("model '%s' is not servable", h.Name)
 	}
 	return h, lm, nil
 }
@@ -204,7 +220,11 @@ func (s *Server) ModelStatistics(ctx context.Context, name, version string) (*in
 			return err
 		}
 		defer h.Release()
-		out.ModelStats = append(out.ModelStats, lm.stats.snapshot(lm.name, lm.version))
+		st := lm.stats.snapshot(lm.name, lm.version)
+		if h.MemoryBytes > 0 { // as the model cache counts it
+			st.MemoryUsage = []*inferencepb.MemoryUsage{{Type: "CPU", Id: 0, ByteSize: uint64(h.MemoryBytes)}}
+		}
+		out.ModelStats = append(out.ModelStats, st)
 		return nil
 	}
 	switch {
@@ -255,4 +275,18 @@ func (s *Server) LoadModel(ctx context.Context, name string, opts repository.Loa
 // before the unload completes.
 func (s *Server) UnloadModel(ctx context.Context, name string, unloadDependents bool) error {
 	return s.models.Unload(ctx, name, unloadDependents)
+}
+
+// RegisterRepository adds a model repository at run time. names maps a
+// model subdirectory of path to the name it is served under; a
+// subdirectory not in names keeps its own name. AlreadyExists when path is
+// already registered or a name it maps to is served from another
+// repository.
+func (s *Server) RegisterRepository(path string, names map[string]string) error {
+	return s.models.RegisterRepository(path, names)
+}
+
+// UnregisterRepository removes a repository added by RegisterRepository.
+func (s *Server) UnregisterRepository(path string) error {
+	return s.models.UnregisterRepository(path)
 }

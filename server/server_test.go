@@ -65,7 +65,12 @@ func (f *fakeModels) Index(bool) []repository.IndexEntry {
 
 func (f *fakeModels) Load(context.Context, string, repository.LoadOptions) error { return nil }
 func (f *fakeModels) Unload(context.Context, string, bool) error                 { return nil }
-func (f *fakeModels) AllReady() bool                                             { return f.allReady }
+func (f *fakeModels) AcquireOnDemand(ctx context.Context, name, version string) (*repository.Handle, error) {
+	return f.Acquire(ctx, name, version)
+}
+func (f *fakeModels) RegisterRepository(string, map[string]string) error { return nil }
+func (f *fakeModels) UnregisterRepository(string) error                  { return nil }
+func (f *fakeModels) AllReady() bool                                     { return f.allReady }
 
 const batchingConfig = `
 name: "ident"

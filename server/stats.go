@@ -289,7 +289,7 @@ func failureReason(err error) string {
 	switch inference.CodeOf(err) {
 	case inference.CodeCancelled:
 		return FailureCanceled
-	case inference.CodeUnavailable:
+	case inference.CodeUnavailable, inference.CodeResourceExhausted:
 		return FailureRejected
 	default:
 		return FailureBackend

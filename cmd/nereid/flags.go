@@ -35,6 +35,7 @@ type config struct {
 	// conns holds the connection caps and timeouts (Nereid's flags).
 	conns connConfig
 	mem   memConfig
+	cache cacheConfig
 
 	allowGRPC   bool
 	grpcAddress string
@@ -83,7 +84,7 @@ func (s *stringList) Set(v string) error {
 // ignoredFlags are Triton flags Nereid accepts so that existing launch
 // scripts start unchanged, but whose settings do not apply to it yet.
 var ignoredFlags = []string{
-	"model-load-thread-count", "model-load-retry-count", "model-namespacing",
+	"model-load-retry-count", "model-namespacing",
 	"http-thread-count", "reuse-http-port", "http-header-forward-pattern",
 	"grpc-infer-thread-count", "grpc-infer-allocation-pool-size", "grpc-max-response-pool-size",
 	"grpc-use-ssl", "grpc-use-ssl-mutual", "grpc-server-cert", "grpc-server-key", "grpc-root-cert",
@@ -146,6 +147,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c.sched.register(fs)
 	c.conns.register(fs)
 	c.mem.register(fs)
+	c.cache.register(fs)
 
 	for _, name := range ignoredFlags {
 		fs.String(name, "", "accepted for compatibility with Triton's flags; not used by Nereid yet")
@@ -199,6 +201,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if c.httpMaxInputSize <= 0 {
 		return nil, fmt.Errorf("--http-max-input-size: %d must be positive", c.httpMaxInputSize)
+	}
+	if err := c.cache.finish(); err != nil {
+		return nil, err
 	}
 	if err := c.mem.finish(); err != nil {
 		return nil, err

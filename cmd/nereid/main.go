@@ -106,6 +106,11 @@ func run(args []string, stderr io.Writer) int {
 		ModelConfigName: c.modelConfigName,
 		Loader:          loader,
 		Logger:          log,
+		LoadThreads:     c.cache.loadThreads,
+		OnDemand:        c.cache.onDemand,
+		MemoryBudget:    c.cache.budget,
+		IdleUnload:      c.cache.idle,
+		CacheMetrics:    obs.cacheMetrics(),
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("cannot open the model repository")

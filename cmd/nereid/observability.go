@@ -15,6 +15,7 @@ import (
 
 	"github.com/nereid-project/nereid/logging"
 	"github.com/nereid-project/nereid/metrics"
+	"github.com/nereid-project/nereid/repository"
 	"github.com/nereid-project/nereid/server"
 	"github.com/nereid-project/nereid/server/restricted"
 	"github.com/nereid-project/nereid/trace"
@@ -122,6 +123,7 @@ func newLogger(c *config, w io.Writer) (*logging.Control, zerolog.Logger, error)
 type observability struct {
 	registry *prometheus.Registry
 	models   *metrics.Models // nil without --allow-metrics
+	cache    *metrics.Cache  // nil without --allow-metrics
 	tracer   *trace.Tracer
 
 	stopPoller context.CancelFunc
@@ -139,6 +141,9 @@ func newObservability(c *config, log zerolog.Logger) (*observability, error) {
 		return o, nil
 	}
 	o.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if o.cache, err = metrics.NewCache(o.registry); err != nil {
+		return nil, err
+	}
 	if o.models, err = metrics.NewModels(o.registry, c.obs.metricsConfig); err != nil {
 		return nil, err
 	}
@@ -165,6 +170,15 @@ func (o *observability) metricsFactory() server.MetricsFactory {
 	return func(name string, version int64, tags map[string]string) server.ModelMetrics {
 		return o.models.Reporter(name, version, tags)
 	}
+}
+
+// cacheMetrics receives the model cache's events; nil without
+// --allow-metrics.
+func (o *observability) cacheMetrics() repository.CacheMetrics {
+	if o.cache == nil {
+		return nil
+	}
+	return o.cache
 }
 
 // registerer is where models register metric families of their own; nil

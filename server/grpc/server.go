@@ -282,7 +282,7 @@ func grpcCode(c inference.Code) codes.Code {
 		return codes.NotFound
 	case inference.CodeInvalidArg:
 		return codes.InvalidArgument
-	case inference.CodeUnavailable:
+	case inference.CodeUnavailable, inference.CodeResourceExhausted:
 		return codes.Unavailable
 	case inference.CodeUnsupported:
 		return codes.Unimplemented

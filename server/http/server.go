@@ -290,7 +290,7 @@ func httpStatus(err error) int {
 		return fasthttp.StatusInternalServerError
 	case inference.CodeNotFound:
 		return fasthttp.StatusNotFound
-	case inference.CodeUnavailable:
+	case inference.CodeUnavailable, inference.CodeResourceExhausted:
 		return fasthttp.StatusServiceUnavailable
 	case inference.CodeUnsupported:
 		return fasthttp.StatusNotImplemented
