@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -42,8 +41,9 @@ const (
 )
 
 // Sizer is implemented by a Servable that knows the memory it holds
-// outside Nereid's process (a stub process, a device). Its report is used
-// when the configuration declares no size.
+// outside Nereid's process (stub processes, a device). Its report is added
+// to what the process grew by while the version loaded, when the
+// configuration declares no size.
 type Sizer interface {
 	MemoryBytes() int64
 }
@@ -256,19 +256,18 @@ func (m *Manager) estimateLocked(md *model, p *prepared) int64 {
 	return total
 }
 
-// measure is the memory one loaded version takes: declared, else the
-// backend's report, else what the process grew by while it loaded (never
-// less than its files).
+// measure is the memory one loaded version takes: declared, else what the
+// process grew by while it loaded (never less than its files) plus what
+// the servable reports it holds outside the process.
 func measure(p *prepared, r versionResult, grew int64) int64 {
 	if p.cache.declared > 0 {
 		return p.cache.declared
 	}
+	n := max(grew, p.cache.diskBytes[r.version])
 	if s, ok := r.servable.(Sizer); ok {
-		if n := s.MemoryBytes(); n > 0 {
-			return n
-		}
+		n += max(s.MemoryBytes(), 0)
 	}
-	return max(grew, p.cache.diskBytes[r.version])
+	return n
 }
 
 // makeRoomLocked evicts idle models, least recently used first, until a
@@ -534,22 +533,4 @@ func (m *Manager) kickLocked() {
 	case m.kick <- struct{}{}:
 	default:
 	}
-}
-
-// residentBytes is the process's resident memory, from /proc/self/statm;
-// 0 where it cannot be read.
-func residentBytes() int64 {
-	data, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
-		return 0
-	}
-	fields := strings.Fields(string(data))
-	if len(fields) < 2 {
-		return 0
-	}
-	pages, err := strconv.ParseInt(fields[1], 10, 64)
-	if err != nil {
-		return 0
-	}
-	return pages * int64(os.Getpagesize())
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/procmem"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 )
 
@@ -516,14 +517,14 @@ func (m *Manager) loadVersions(ctx context.Context, name string, p *prepared) []
 				VersionDir: filepath.Join(p.dir, strconv.FormatInt(n, 10)),
 				Config:     p.cfg,
 			}
-			before := residentBytes()
+			before := procmem.Resident(0)
 			s, err := safeLoadVersion(ctx, m.opts.Loader, spec)
 			if err == nil && s == nil {
 				err = errors.New("loader returned no servable")
 			}
 			results[i] = versionResult{version: n, servable: s, err: err}
 			if err == nil {
-				results[i].bytes = measure(p, results[i], residentBytes()-before)
+				results[i].bytes = measure(p, results[i], procmem.Resident(0)-before)
 			}
 		})
 	}

@@ -284,3 +284,22 @@ func formatShape(s []int64) string {
 	b.WriteByte(']')
 	return b.String()
 }
+
+// memoryReporter is a backend model or instance that knows the memory it
+// holds outside this process (a stub process, a device).
+type memoryReporter interface{ MemoryBytes() int64 }
+
+// MemoryBytes sums what the model and its instances report holding
+// outside this process: the repository's Sizer, for the model cache.
+func (lm *loadedModel) MemoryBytes() int64 {
+	var n int64
+	if r, ok := lm.model.(memoryReporter); ok {
+		n += r.MemoryBytes()
+	}
+	for _, in := range lm.instances {
+		if r, ok := in.(memoryReporter); ok {
+			n += r.MemoryBytes()
+		}
+	}
+	return n
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nereid-project/nereid/backends"
 	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/procmem"
 )
 
 // instance is one model instance: one stub process at a time, replaced by
@@ -215,4 +216,14 @@ func (i *instance) Close() error {
 		return modelError(i.model.spec.Name, err)
 	}
 	return nil
+}
+
+// MemoryBytes is the resident memory of the instance's stub process, which
+// the model cache counts on top of what the server's own process grew by
+// while the model loaded.
+func (i *instance) MemoryBytes() int64 {
+	if s := i.current(); s != nil {
+		return procmem.Resident(s.pid())
+	}
+	return 0
 }

@@ -264,3 +264,24 @@ def test_cache_flags_refused(tmp_path, flag, message):
     )
     assert out.returncode != 0
     assert message in out.stderr
+
+
+def test_python_model_counts_its_stub(nereid, tmp_path):
+    """A Python model's footprint includes its stub processes' memory,
+    which the server's own growth does not show."""
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLES / "add_sub", repo / "add_sub")
+    _, flags = cache_flags("--model-load-on-demand=true")
+    s = nereid.start(repo, flags)
+    http = s.http()
+    a = np.arange(16, dtype=np.int32).reshape(1, 16)
+    inputs = []
+    for name in ("INPUT0", "INPUT1"):
+        inp = httpclient.InferInput(name, [1, 16], "INT32")
+        inp.set_data_from_numpy(a)
+        inputs.append(inp)
+    out = http.infer("add_sub", inputs).as_numpy("OUTPUT0")
+    np.testing.assert_array_equal(out, a + a)
+    usage = http.get_inference_statistics("add_sub")["model_stats"][0]["memory_usage"]
+    # A Python interpreter with numpy holds well over 10 MB.
+    assert int(usage[0]["byte_size"]) > 10 * MB, usage
