@@ -324,8 +324,8 @@ func (m *Manager) makeRoomLocked(md *model, need int64) (_ []chan struct{}, busy
 	return waits, false, nil
 }
 
-// roomWait bounds how long an on-demand load waits for models in use to
-// become idle so that it can evict them.
+// roomWait bounds how long a load waits for models in use to become idle
+// so that it can evict them.
 const roomWait = 10 * time.Second
 
 // roomSignalLocked returns a channel closed at the next event that may
@@ -346,10 +346,10 @@ func (m *Manager) signalRoomLocked() {
 }
 
 // reserveLocked makes room for a load of need bytes for md and reserves
-// it. An on-demand load whose room is held by models in use waits, up to
+// it. A load whose room is held by models in use or loading waits, up to
 // roomWait, for them to become idle; mu is released while it waits. It
 // returns the closed signals of the evicted versions.
-func (m *Manager) reserveLocked(ctx context.Context, md *model, need int64, wait bool) ([]chan struct{}, error) {
+func (m *Manager) reserveLocked(ctx context.Context, md *model, need int64) ([]chan struct{}, error) {
 	deadline := time.Now().Add(roomWait)
 	for {
 		evicted, busy, err := m.makeRoomLocked(md, need)
@@ -359,7 +359,7 @@ func (m *Manager) reserveLocked(ctx context.Context, md *model, need int64, wait
 			return evicted, nil
 		}
 		left := time.Until(deadline)
-		if !busy || !wait || left <= 0 || m.closed {
+		if !busy || left <= 0 || m.closed {
 			return nil, err
 		}
 		sig := m.roomSignalLocked()

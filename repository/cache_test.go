@@ -102,7 +102,7 @@ func TestOnDemandSingleFlight(t *testing.T) {
 		_, err := m.Acquire(context.Background(), "a", "")
 		wantErr(t, err, inference.CodeNotFound, "'a' is not found")
 
-		const n = 100
+		const n = 1000
 		var wg sync.WaitGroup
 		errs := make([]error, n)
 		for i := range n {
@@ -512,5 +512,40 @@ func TestOnDemandLoadWaitsForRoom(t *testing.T) {
 		}
 		hb.Release()
 		loader.servable(t, "a", 1).waitClosed(t)
+	})
+}
+
+func TestPollLeavesEvictedModelsOut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		repo := t.TempDir()
+		for _, n := range []string{"a", "b", "c"} {
+			writeModel(t, repo, n, sizedConfig(n, 100, false), 1)
+		}
+		loader := newFakeLoader()
+		m := cacheManager(t, loader, repo, Options{Mode: ModePoll, MemoryBudget: 200})
+		// Loading all three at start, the last to reserve waits for the
+		// others and evicts the least recently loaded.
+		if err := m.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		ready, evicted := 0, 0
+		for _, e := range m.Index(false) {
+			switch {
+			case e.State == StateReady:
+				ready++
+			case strings.HasPrefix(e.Reason, reasonEvictedPrefix):
+				evicted++
+			}
+		}
+		if ready != 2 || evicted != 1 {
+			t.Fatalf("%d models ready and %d evicted under a budget of two:\n%s", ready, evicted, indexOf(m, false))
+		}
+		loads := len(loader.loadOrder())
+		if err := m.Poll(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := len(loader.loadOrder()); got != loads {
+			t.Errorf("a poll reloaded the evicted model: %d loads, then %d", loads, got)
+		}
 	})
 }

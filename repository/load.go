@@ -338,7 +338,7 @@ func (m *Manager) apply(ctx context.Context, md *model, p *prepared) error {
 	md.pinned = p.cache.pinned || (m.opts.Mode == ModeExplicit && slices.Contains(m.opts.StartupModels, name))
 	md.cacheOut = false
 	need := m.estimateLocked(md, p)
-	evicted, err := m.reserveLocked(ctx, md, need, p.req.onDemand)
+	evicted, err := m.reserveLocked(ctx, md, need)
 	if err == nil && m.closed {
 		m.cacheUsed -= need
 		err = inference.Unavailable(msgClosed)

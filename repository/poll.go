@@ -68,7 +68,9 @@ func (m *Manager) Poll(ctx context.Context) error {
 		fp := fingerprint(rm.dir, configPath(rm.dir, m.opts.ModelConfigName))
 		m.mu.Lock()
 		md := m.models[name]
-		unchanged := md != nil && md.requested && md.attemptFP == fp
+		// A model the cache took out is left to its next request, which
+		// loads the files as they are then.
+		unchanged := md != nil && (md.cacheOut || md.requested && md.attemptFP == fp)
 		m.mu.Unlock()
 		if !unchanged {
 			reqs = append(reqs, loadRequest{name: name})
