@@ -42,59 +42,6 @@ func binaryRequest(n, size int) ([]byte, int) {
 	return body, len(hdr)
 }
 
-// BenchmarkBinaryDecodeEncode decodes a binary request and encodes the
-// echoed binary response into a reused buffer: the front end's hot path
-// without the network. Allocations must not grow with the tensor size.
-func BenchmarkBinaryDecodeEncode(b *testing.B) {
-	for _, size := range []int{16, 1 << 18} {
-		b.Run("elems="+strconv.Itoa(size), func(b *testing.B) {
-			body, hl := binaryRequest(2, size)
-			s := New(echoCore{newFakeCore()}, Options{Logger: zerolog.Nop()})
-			out := make([]byte, 0, len(body)+4096)
-			b.SetBytes(int64(len(body)))
-			b.ReportAllocs()
-			for b.Loop() {
-				c := s.getCall()
-				c.req.ModelName = "any"
-				if err := decodeInferJSON(c, body[:hl], body[hl:]); err != nil {
-					b.Fatal(err)
-				}
-				resp := &inference.Response{ModelName: "any", ModelVersion: "1", Outputs: c.req.Inputs}
-				var err error
-				out, _, _, err = appendInferResponse(out[:0], c, resp)
-				if err != nil {
-					b.Fatal(err)
-				}
-				s.putCall(c)
-			}
-		})
-	}
-}
-
-// BenchmarkJSONDecodeEncode does the same for a JSON request with every
-// data type.
-func BenchmarkJSONDecodeEncode(b *testing.B) {
-	s := New(echoCore{newFakeCore()}, Options{Logger: zerolog.Nop()})
-	body := []byte(allTypesJSON)
-	var out []byte
-	b.SetBytes(int64(len(body)))
-	b.ReportAllocs()
-	for b.Loop() {
-		c := s.getCall()
-		c.req.ModelName = "any"
-		if err := decodeInferJSON(c, body, nil); err != nil {
-			b.Fatal(err)
-		}
-		resp := &inference.Response{ModelName: "any", ModelVersion: "1", Outputs: c.req.Inputs}
-		var err error
-		out, _, _, err = appendInferResponse(out[:0], c, resp)
-		if err != nil {
-			b.Fatal(err)
-		}
-		s.putCall(c)
-	}
-}
-
 // BenchmarkHandlerBinary runs the whole infer handler (routing, headers,
 // decode, request context and disconnect-watch timer, core call, encode)
 // on a fasthttp request context.

@@ -11,6 +11,7 @@ import (
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/jsonw"
 	"github.com/nereid-project/nereid/repository"
+	"github.com/nereid-project/nereid/server/v2wire"
 )
 
 const (
@@ -228,18 +229,18 @@ func (s *Server) modelStats(ctx *fasthttp.RequestCtx, r route) {
 // does.
 func (s *Server) repositoryIndex(ctx *fasthttp.RequestCtx) {
 	readyOnly := false
-	if body := ctx.PostBody(); len(trimJSONSpace(body)) > 0 {
-		r := jsonReader{buf: body}
-		err := r.object(func(key []byte) error {
+	if body := ctx.PostBody(); len(v2wire.TrimSpace(body)) > 0 {
+		r := v2wire.NewReader(body)
+		err := r.Object(func(key []byte) error {
 			if string(key) != "ready" {
-				return r.skipValue()
+				return r.SkipValue()
 			}
-			b, err := r.readBoolField("ready")
+			b, err := r.ReadBoolField("ready")
 			readyOnly = b
 			return err
 		})
 		if err == nil {
-			err = r.end()
+			err = r.End()
 		}
 		if err != nil {
 			respondErr(ctx, err)
@@ -287,20 +288,20 @@ func (s *Server) repositoryControl(ctx *fasthttp.RequestCtx, r route) {
 // "<base64>"}}; every parameter value is a string.
 func parseLoadBody(body []byte) (repository.LoadOptions, error) {
 	var opts repository.LoadOptions
-	if len(trimJSONSpace(body)) == 0 {
+	if len(v2wire.TrimSpace(body)) == 0 {
 		return opts, nil
 	}
-	r := jsonReader{buf: body}
-	err := r.object(func(key []byte) error {
+	r := v2wire.NewReader(body)
+	err := r.Object(func(key []byte) error {
 		if string(key) != "parameters" {
-			return r.skipValue()
+			return r.SkipValue()
 		}
-		return r.object(func(pkey []byte) error {
+		return r.Object(func(pkey []byte) error {
 			name := string(pkey)
-			if r.peek() != '"' {
+			if r.Peek() != '"' {
 				return inference.InvalidArg("load parameter '%s' must be a string", name)
 			}
-			val, err := r.readString()
+			val, err := r.ReadString()
 			if err != nil {
 				return err
 			}
@@ -323,7 +324,7 @@ func parseLoadBody(body []byte) (repository.LoadOptions, error) {
 		})
 	})
 	if err == nil {
-		err = r.end()
+		err = r.End()
 	}
 	return opts, err
 }
@@ -344,25 +345,25 @@ func decodeBase64(s []byte) ([]byte, error) {
 // parseUnloadBody reads {"parameters": {"unload_dependents": bool}}.
 func parseUnloadBody(body []byte) (bool, error) {
 	dependents := false
-	if len(trimJSONSpace(body)) == 0 {
+	if len(v2wire.TrimSpace(body)) == 0 {
 		return false, nil
 	}
-	r := jsonReader{buf: body}
-	err := r.object(func(key []byte) error {
+	r := v2wire.NewReader(body)
+	err := r.Object(func(key []byte) error {
 		if string(key) != "parameters" {
-			return r.skipValue()
+			return r.SkipValue()
 		}
-		return r.object(func(pkey []byte) error {
+		return r.Object(func(pkey []byte) error {
 			if string(pkey) != "unload_dependents" {
-				return r.skipValue()
+				return r.SkipValue()
 			}
-			b, err := r.readBoolField("unload_dependents")
+			b, err := r.ReadBoolField("unload_dependents")
 			dependents = b
 			return err
 		})
 	})
 	if err == nil {
-		err = r.end()
+		err = r.End()
 	}
 	return dependents, err
 }

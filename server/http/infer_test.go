@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"fmt"
 	"io"
 	"math"
 	"reflect"
@@ -520,21 +519,6 @@ func TestInferResponseIsJSON(t *testing.T) {
 	}
 }
 
-func TestBinaryInputsAliasBody(t *testing.T) {
-	hdr := `{"inputs":[{"name":"a","datatype":"INT32","shape":[2],"parameters":{"binary_data_size":8}},{"name":"b","datatype":"UINT8","shape":[3],"parameters":{"binary_data_size":3}}]}`
-	body, _ := binaryBody(hdr, make([]byte, 8), []byte{1, 2, 3})
-	c := &inferCall{}
-	if err := decodeInferJSON(c, body[:len(hdr)], body[len(hdr):]); err != nil {
-		t.Fatal(err)
-	}
-	if &c.req.Inputs[0].Data[0] != &body[len(hdr)] || &c.req.Inputs[1].Data[0] != &body[len(hdr)+8] {
-		t.Error("binary input data was copied")
-	}
-	if cap(c.req.Inputs[0].Data) != 8 {
-		t.Errorf("input data capacity %d reaches into the next tensor", cap(c.req.Inputs[0].Data))
-	}
-}
-
 func TestCancelledContextOnShutdown(t *testing.T) {
 	h := newHarness(t, Options{})
 	started := make(chan struct{})
@@ -586,50 +570,4 @@ func TestNilResponseIsInternal(t *testing.T) {
 	h := newHarness(t, Options{})
 	h.core.inferFn = func(context.Context, *inference.Request) (*inference.Response, error) { return nil, nil }
 	h.do("POST", "/v2/models/any/infer", []byte(`{"inputs":[]}`)).expect(t, 500, `{"error":"model 'any' returned no response"}`)
-}
-
-// Duplicate tensor names are found however many tensors a request lists
-// (past 16 they are looked up in a set), and a pooled call
-// forgets the names of its previous request.
-func TestDecodeDuplicateNamesManyTensors(t *testing.T) {
-	build := func(n int, dupInput, dupOutput bool) []byte {
-		var b strings.Builder
-		b.WriteString(`{"inputs":[`)
-		for i := range n {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			fmt.Fprintf(&b, `{"name":"in%d","datatype":"INT8","shape":[1],"data":[1]}`, i)
-		}
-		if dupInput {
-			b.WriteString(`,{"name":"in1","datatype":"INT8","shape":[1],"data":[1]}`)
-		}
-		b.WriteString(`],"outputs":[`)
-		for i := range n {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			fmt.Fprintf(&b, `{"name":"out%d"}`, i)
-		}
-		if dupOutput {
-			b.WriteString(`,{"name":"out1"}`)
-		}
-		b.WriteString(`]}`)
-		return []byte(b.String())
-	}
-	for _, n := range []int{3, linearNameScan, 3 * linearNameScan} {
-		c := &inferCall{}
-		err := decodeInferJSON(c, build(n, true, false), nil)
-		if err == nil || err.Error() != "input 'in1' already exists in request" {
-			t.Fatalf("%d inputs and a duplicate: %v", n, err)
-		}
-		c.reset()
-		if err := decodeInferJSON(c, build(n, false, true), nil); err != nil {
-			t.Fatalf("%d tensors on a reused call: %v", n, err)
-		}
-		if len(c.req.Inputs) != n || len(c.req.Outputs) != n {
-			t.Fatalf("%d tensors: decoded %d inputs, %d outputs", n, len(c.req.Inputs), len(c.req.Outputs))
-		}
-		c.reset()
-	}
 }

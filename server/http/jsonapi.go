@@ -7,6 +7,7 @@ import (
 	"github.com/nereid-project/nereid/jsonw"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 	"github.com/nereid-project/nereid/repository"
+	"github.com/nereid-project/nereid/server/v2wire"
 )
 
 // appendServerMetadata writes {"name","version","extensions":[...]}.
@@ -47,7 +48,7 @@ func appendTensorMetadata(dst []byte, ts []*inferencepb.ModelMetadataResponse_Te
 		dst = append(dst, `,"datatype":`...)
 		dst = jsonw.AppendString(dst, t.GetDatatype())
 		dst = append(dst, `,"shape":`...)
-		dst = appendInt64Array(dst, t.GetShape())
+		dst = v2wire.AppendInt64Array(dst, t.GetShape())
 		dst = append(dst, '}')
 	}
 	return append(dst, ']')
@@ -60,17 +61,6 @@ func appendStringArray(dst []byte, ss []string) []byte {
 			dst = append(dst, ',')
 		}
 		dst = jsonw.AppendString(dst, s)
-	}
-	return append(dst, ']')
-}
-
-func appendInt64Array(dst []byte, vs []int64) []byte {
-	dst = append(dst, '[')
-	for i, v := range vs {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = strconv.AppendInt(dst, v, 10)
 	}
 	return append(dst, ']')
 }

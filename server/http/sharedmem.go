@@ -8,6 +8,7 @@ import (
 
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/jsonw"
+	"github.com/nereid-project/nereid/server/v2wire"
 	"github.com/nereid-project/nereid/sharedmem"
 )
 
@@ -78,35 +79,35 @@ func (s *Server) registerSystemShm(ctx *fasthttp.RequestCtx, name string) error 
 		offset, byteSize uint64
 		hasKey, hasSize  bool
 	)
-	r := jsonReader{buf: ctx.PostBody()}
-	err := r.object(func(k []byte) error {
+	r := v2wire.NewReader(ctx.PostBody())
+	err := r.Object(func(k []byte) error {
 		switch string(k) {
 		case "key":
-			if r.peek() != '"' {
+			if r.Peek() != '"' {
 				return inference.InvalidArg("Unable to parse 'key': expected a string")
 			}
-			v, err := r.readString()
+			v, err := r.ReadString()
 			key, hasKey = string(v), true
 			return err
 		case "offset":
-			v, err := readUint(&r)
+			v, err := v2wire.ReadUint(&r)
 			if err != nil {
 				return inference.InvalidArg("Unable to parse 'offset': expected an unsigned integer")
 			}
 			offset = v
 		case "byte_size":
-			v, err := readUint(&r)
+			v, err := v2wire.ReadUint(&r)
 			if err != nil {
 				return inference.InvalidArg("Unable to parse 'byte_size': expected an unsigned integer")
 			}
 			byteSize, hasSize = v, true
 		default:
-			return r.skipValue()
+			return r.SkipValue()
 		}
 		return nil
 	})
 	if err == nil {
-		err = r.end()
+		err = r.End()
 	}
 	if err == nil && !hasKey {
 		err = inference.InvalidArg("Unable to parse 'key': the register request for shared memory region '%s' has no 'key'", name)
@@ -128,21 +129,21 @@ func (s *Server) registerCudaShm(ctx *fasthttp.RequestCtx, name string) error {
 		deviceID int64
 		byteSize uint64
 	)
-	r := jsonReader{buf: ctx.PostBody()}
-	err := r.object(func(k []byte) error {
+	r := v2wire.NewReader(ctx.PostBody())
+	err := r.Object(func(k []byte) error {
 		switch string(k) {
 		case "raw_handle":
-			if r.peek() != '{' {
+			if r.Peek() != '{' {
 				return inference.InvalidArg("Unable to parse 'raw_handle': expected an object with 'b64'")
 			}
-			return r.object(func(hk []byte) error {
+			return r.Object(func(hk []byte) error {
 				if string(hk) != "b64" {
-					return r.skipValue()
+					return r.SkipValue()
 				}
-				if r.peek() != '"' {
+				if r.Peek() != '"' {
 					return inference.InvalidArg("Unable to parse 'b64': expected a string")
 				}
-				v, err := r.readString()
+				v, err := r.ReadString()
 				if err != nil {
 					return err
 				}
@@ -152,25 +153,25 @@ func (s *Server) registerCudaShm(ctx *fasthttp.RequestCtx, name string) error {
 				return nil
 			})
 		case "device_id":
-			tok, isInt, err := r.readNumber()
-			id, ok := parseIntTok(tok)
+			tok, isInt, err := r.ReadNumber()
+			id, ok := v2wire.ParseInt(tok)
 			if err != nil || !isInt || !ok {
 				return inference.InvalidArg("Unable to parse 'device_id': expected an integer")
 			}
 			deviceID = id
 		case "byte_size":
-			v, err := readUint(&r)
+			v, err := v2wire.ReadUint(&r)
 			if err != nil {
 				return inference.InvalidArg("Unable to parse 'byte_size': expected an unsigned integer")
 			}
 			byteSize = v
 		default:
-			return r.skipValue()
+			return r.SkipValue()
 		}
 		return nil
 	})
 	if err == nil {
-		err = r.end()
+		err = r.End()
 	}
 	if err != nil {
 		return s.shmRefusal(err)

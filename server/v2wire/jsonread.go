@@ -1,4 +1,4 @@
-package httpfront
+package v2wire
 
 import (
 	"bytes"
@@ -14,21 +14,26 @@ import (
 // the recursive reader cannot exhaust the stack.
 const maxJSONDepth = 64
 
-// jsonReader is a small, allocation-free JSON reader over a request body.
+// Reader is a small, allocation-free JSON reader over a request body.
+// Both front ends read every JSON body with it (inference, generate, model
+// repository, shared-memory and SageMaker requests).
 // Strings without escapes are returned as sub-slices of the buffer. Like
 // the parser Triton uses it accepts any bytes >= 0x20 inside strings; unlike
 // it, it caps the nesting depth.
-type jsonReader struct {
+type Reader struct {
 	buf   []byte
 	pos   int
 	depth int
 }
 
-func (r *jsonReader) syntaxErr(msg string) error {
+// NewReader returns a reader positioned at the start of buf.
+func NewReader(buf []byte) Reader { return Reader{buf: buf} }
+
+func (r *Reader) syntaxErr(msg string) error {
 	return inference.InvalidArg("failed to parse the request JSON buffer: %s at %d", msg, r.pos)
 }
 
-func (r *jsonReader) ws() {
+func (r *Reader) ws() {
 	for r.pos < len(r.buf) {
 		switch r.buf[r.pos] {
 		case ' ', '\t', '\n', '\r':
@@ -39,8 +44,8 @@ func (r *jsonReader) ws() {
 	}
 }
 
-// peek skips white space and returns the next byte, or 0 at the end.
-func (r *jsonReader) peek() byte {
+// Peek skips white space and returns the next byte, or 0 at the end.
+func (r *Reader) Peek() byte {
 	r.ws()
 	if r.pos >= len(r.buf) {
 		return 0
@@ -48,15 +53,15 @@ func (r *jsonReader) peek() byte {
 	return r.buf[r.pos]
 }
 
-// end checks that nothing but white space follows the document.
-func (r *jsonReader) end() error {
-	if r.peek() != 0 {
+// End checks that nothing but white space follows the document.
+func (r *Reader) End() error {
+	if r.Peek() != 0 {
 		return r.syntaxErr("the document root must not be followed by other values")
 	}
 	return nil
 }
 
-func (r *jsonReader) enter() error {
+func (r *Reader) enter() error {
 	r.depth++
 	if r.depth > maxJSONDepth {
 		return r.syntaxErr("JSON nesting too deep (more than 64 levels)")
@@ -64,10 +69,10 @@ func (r *jsonReader) enter() error {
 	return nil
 }
 
-// object reads an object, calling fn for each member with the reader
+// Object reads an object, calling fn for each member with the reader
 // positioned at the member's value, which fn must consume.
-func (r *jsonReader) object(fn func(key []byte) error) error {
-	switch r.peek() {
+func (r *Reader) Object(fn func(key []byte) error) error {
+	switch r.Peek() {
 	case '{':
 	case 0:
 		return r.syntaxErr("the document is empty or ends early")
@@ -78,20 +83,20 @@ func (r *jsonReader) object(fn func(key []byte) error) error {
 	if err := r.enter(); err != nil {
 		return err
 	}
-	if r.peek() == '}' {
+	if r.Peek() == '}' {
 		r.pos++
 		r.depth--
 		return nil
 	}
 	for {
-		if r.peek() != '"' {
+		if r.Peek() != '"' {
 			return r.syntaxErr("missing a name for object member")
 		}
-		key, err := r.readString()
+		key, err := r.ReadString()
 		if err != nil {
 			return err
 		}
-		if r.peek() != ':' {
+		if r.Peek() != ':' {
 			return r.syntaxErr("missing a colon after a name of object member")
 		}
 		r.pos++
@@ -99,7 +104,7 @@ func (r *jsonReader) object(fn func(key []byte) error) error {
 		if err := fn(key); err != nil {
 			return err
 		}
-		switch r.peek() {
+		switch r.Peek() {
 		case ',':
 			r.pos++
 		case '}':
@@ -112,17 +117,17 @@ func (r *jsonReader) object(fn func(key []byte) error) error {
 	}
 }
 
-// array reads an array, calling fn for each element with the reader
+// Array reads an array, calling fn for each element with the reader
 // positioned at it; fn must consume it.
-func (r *jsonReader) array(fn func() error) error {
-	if r.peek() != '[' {
+func (r *Reader) Array(fn func() error) error {
+	if r.Peek() != '[' {
 		return r.syntaxErr("expected an array")
 	}
 	r.pos++
 	if err := r.enter(); err != nil {
 		return err
 	}
-	if r.peek() == ']' {
+	if r.Peek() == ']' {
 		r.pos++
 		r.depth--
 		return nil
@@ -132,7 +137,7 @@ func (r *jsonReader) array(fn func() error) error {
 		if err := fn(); err != nil {
 			return err
 		}
-		switch r.peek() {
+		switch r.Peek() {
 		case ',':
 			r.pos++
 		case ']':
@@ -145,18 +150,18 @@ func (r *jsonReader) array(fn func() error) error {
 	}
 }
 
-// skipValue consumes one value of any type, checking its syntax.
-func (r *jsonReader) skipValue() error {
-	switch c := r.peek(); {
+// SkipValue consumes one value of any type, checking its syntax.
+func (r *Reader) SkipValue() error {
+	switch c := r.Peek(); {
 	case c == '{':
-		return r.object(func([]byte) error { return r.skipValue() })
+		return r.Object(func([]byte) error { return r.SkipValue() })
 	case c == '[':
-		return r.array(r.skipValue)
+		return r.Array(r.SkipValue)
 	case c == '"':
-		_, err := r.readString()
+		_, err := r.ReadString()
 		return err
 	case c == 't' || c == 'f':
-		_, err := r.readBool()
+		_, err := r.ReadBool()
 		return err
 	case c == 'n':
 		return r.readNull()
@@ -164,7 +169,7 @@ func (r *jsonReader) skipValue() error {
 		if _, ok := r.readNaNInf(); ok {
 			return nil
 		}
-		_, _, err := r.readNumber()
+		_, _, err := r.ReadNumber()
 		return err
 	case c == 0:
 		return r.syntaxErr("unexpected end of the document")
@@ -173,17 +178,17 @@ func (r *jsonReader) skipValue() error {
 	}
 }
 
-// span consumes one value and returns its [start, end) offsets.
-func (r *jsonReader) span() (int, int, error) {
+// Span consumes one value and returns its [start, end) offsets.
+func (r *Reader) Span() (int, int, error) {
 	r.ws()
 	start := r.pos
-	if err := r.skipValue(); err != nil {
+	if err := r.SkipValue(); err != nil {
 		return 0, 0, err
 	}
 	return start, r.pos, nil
 }
 
-func (r *jsonReader) literal(lit string) bool {
+func (r *Reader) literal(lit string) bool {
 	if len(r.buf)-r.pos >= len(lit) && string(r.buf[r.pos:r.pos+len(lit)]) == lit {
 		r.pos += len(lit)
 		return true
@@ -191,9 +196,9 @@ func (r *jsonReader) literal(lit string) bool {
 	return false
 }
 
-// readBool reads true or false.
-func (r *jsonReader) readBool() (bool, error) {
-	switch r.peek() {
+// ReadBool reads true or false.
+func (r *Reader) ReadBool() (bool, error) {
+	switch r.Peek() {
 	case 't':
 		if r.literal("true") {
 			return true, nil
@@ -206,20 +211,20 @@ func (r *jsonReader) readBool() (bool, error) {
 	return false, r.syntaxErr("expected a boolean")
 }
 
-// readBoolField reads the boolean value of the named field: a syntax error
+// ReadBoolField reads the boolean value of the named field: a syntax error
 // as such, any other well-formed value as "Unable to parse '<name>'".
-func (r *jsonReader) readBoolField(name string) (bool, error) {
-	if c := r.peek(); c == 't' || c == 'f' {
-		return r.readBool()
+func (r *Reader) ReadBoolField(name string) (bool, error) {
+	if c := r.Peek(); c == 't' || c == 'f' {
+		return r.ReadBool()
 	}
-	if err := r.skipValue(); err != nil {
+	if err := r.SkipValue(); err != nil {
 		return false, err
 	}
 	return false, inference.InvalidArg("Unable to parse '%s': expected a boolean", name)
 }
 
-func (r *jsonReader) readNull() error {
-	if r.peek() == 'n' && r.literal("null") {
+func (r *Reader) readNull() error {
+	if r.Peek() == 'n' && r.literal("null") {
 		return nil
 	}
 	return r.syntaxErr("invalid value")
@@ -230,7 +235,7 @@ func (r *jsonReader) readNull() error {
 // kParseNanAndInfFlag), which perf_analyzer's random FP32 data produces.
 // When the next value is not one of them it returns false and consumes
 // nothing.
-func (r *jsonReader) readNaNInf() (float64, bool) {
+func (r *Reader) readNaNInf() (float64, bool) {
 	r.ws()
 	b := r.buf[r.pos:]
 	n := 0
@@ -255,9 +260,9 @@ func (r *jsonReader) readNaNInf() (float64, bool) {
 	return f, true
 }
 
-// readNumber reads a number and returns its text and whether it is
+// ReadNumber reads a number and returns its text and whether it is
 // integral (no fraction or exponent).
-func (r *jsonReader) readNumber() (tok []byte, isInt bool, err error) {
+func (r *Reader) ReadNumber() (tok []byte, isInt bool, err error) {
 	r.ws()
 	b := r.buf
 	start, i := r.pos, r.pos
@@ -307,10 +312,10 @@ func (r *jsonReader) readNumber() (tok []byte, isInt bool, err error) {
 	return b[start:i], isInt, nil
 }
 
-// readString reads a string. Without escapes the result aliases the
+// ReadString reads a string. Without escapes the result aliases the
 // buffer; with them it is a new slice.
-func (r *jsonReader) readString() ([]byte, error) {
-	if r.peek() != '"' {
+func (r *Reader) ReadString() ([]byte, error) {
+	if r.Peek() != '"' {
 		return nil, r.syntaxErr("expected a string")
 	}
 	b := r.buf
@@ -333,7 +338,7 @@ func (r *jsonReader) readString() ([]byte, error) {
 
 // readEscaped finishes a string that has escapes; b[start:i] is plain and
 // b[i] is the first backslash.
-func (r *jsonReader) readEscaped(start, i int) ([]byte, error) {
+func (r *Reader) readEscaped(start, i int) ([]byte, error) {
 	b := r.buf
 	out := make([]byte, 0, i-start+16)
 	out = append(out, b[start:i]...)
@@ -435,8 +440,8 @@ func parseUintTok(tok []byte) (uint64, bool) {
 	return v, true
 }
 
-// parseIntTok parses the text of an integral JSON number into an int64.
-func parseIntTok(tok []byte) (int64, bool) {
+// ParseInt parses the text of an integral JSON number into an int64.
+func ParseInt(tok []byte) (int64, bool) {
 	neg := len(tok) > 0 && tok[0] == '-'
 	if neg {
 		tok = tok[1:]
@@ -457,7 +462,9 @@ func parseIntTok(tok []byte) (int64, bool) {
 	return int64(u), true
 }
 
-func trimJSONSpace(b []byte) []byte {
+// TrimSpace drops the JSON white space at the start of b: an empty result
+// means the body has no document.
+func TrimSpace(b []byte) []byte {
 	for len(b) > 0 {
 		switch b[0] {
 		case ' ', '\t', '\n', '\r':

@@ -1,8 +1,7 @@
-package httpfront
+package v2wire
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"math"
 	"strconv"
@@ -23,52 +22,36 @@ const (
 	kindShm // written to a shared-memory region by the core: no data
 )
 
-// inferCall is one decoded inference request. Calls are pooled: the slices
-// keep their capacity between requests, which is safe because the core does
-// not keep a request after Infer returns (see Core).
-type inferCall struct {
-	req inference.Request
+// Call is one decoded inference request and what the encoder needs to
+// answer it (which outputs go back as binary data). A front end may reuse
+// a Call for its next request after Reset: the slices keep their capacity,
+// which is safe once the core no longer holds the request (its tensors
+// alias the received body and the Call's buffers).
+type Call struct {
+	// Req is the request handed to the core. The front end sets its model
+	// name, version and arrival time; the decoders fill in the rest.
+	Req inference.Request
 	// binaryOutput is the request's binary_data_output parameter: the
 	// default kind of every output.
 	binaryOutput bool
-	outKinds     []outKind // parallel to req.Outputs
+	outKinds     []outKind // parallel to Req.Outputs
 	shapes       []int64   // backing store of the inputs' shapes
 	binOuts      []int     // scratch for the encoder
 	// inputNames and outputNames hold the tensor names once a request has
 	// more than linearNameScan of them, so that duplicate checks stay
 	// linear in the number of tensors a client sends.
 	inputNames, outputNames map[string]struct{}
-	// watch cancels the request when its client goes away; it keeps its
-	// timer from one request of the call object to the next.
-	watch disconnectWatch
-	// abandoned is set when the request was cancelled while the core had
-	// it: the backend may still hold it, so the call is not pooled.
-	abandoned bool
-	// ctx is the request's context, kept with the call (see callContext);
-	// cancel is its cancel method, made once.
-	ctx    *callContext
-	cancel context.CancelFunc
-}
-
-// context returns the call's request context, ready for a new request.
-func (c *inferCall) context(parent context.Context) *callContext {
-	if c.ctx == nil {
-		c.ctx = newCallContext(parent)
-		c.cancel = c.ctx.cancel
-	} else {
-		c.ctx.reset()
-	}
-	return c.ctx
 }
 
 // linearNameScan is how many tensors a request may have before duplicate
 // names are looked up in a set rather than by scanning.
 const linearNameScan = 16
 
-func (c *inferCall) reset() {
-	clear(c.req.Inputs)
-	clear(c.req.Outputs)
-	c.req = inference.Request{Inputs: c.req.Inputs[:0], Outputs: c.req.Outputs[:0]}
+// Reset makes c ready for the next request, keeping its buffers.
+func (c *Call) Reset() {
+	clear(c.Req.Inputs)
+	clear(c.Req.Outputs)
+	c.Req = inference.Request{Inputs: c.Req.Inputs[:0], Outputs: c.Req.Outputs[:0]}
 	c.binaryOutput = false
 	c.outKinds = c.outKinds[:0]
 	c.shapes = c.shapes[:0]
@@ -105,9 +88,9 @@ func seenName(set *map[string]struct{}, n int, nameAt func(int) string, name []b
 }
 
 // kindFor returns how the named output is returned.
-func (c *inferCall) kindFor(name string) outKind {
-	for i := range c.req.Outputs {
-		if c.req.Outputs[i].Name == name {
+func (c *Call) kindFor(name string) outKind {
+	for i := range c.Req.Outputs {
+		if c.Req.Outputs[i].Name == name {
 			if k := c.outKinds[i]; k != kindDefault {
 				return k
 			}
@@ -120,51 +103,53 @@ func (c *inferCall) kindFor(name string) outKind {
 	return kindJSON
 }
 
-func (c *inferCall) param(key string, v any) {
-	if c.req.Parameters == nil {
-		c.req.Parameters = make(inference.Parameters, 4)
+// Param sets a request parameter, making the map on first use.
+func (c *Call) Param(key string, v any) {
+	if c.Req.Parameters == nil {
+		c.Req.Parameters = make(inference.Parameters, 4)
 	}
-	c.req.Parameters[key] = v
+	c.Req.Parameters[key] = v
 }
 
-// decodeInferJSON decodes an inference request whose JSON header is header
-// and whose binary tensor data (the body after Inference-Header-Content-
-// Length bytes) is bin. Binary inputs alias bin.
-func decodeInferJSON(c *inferCall, header, bin []byte) error {
-	r := jsonReader{buf: header}
+// DecodeJSON decodes an inference request whose JSON header is header and
+// whose binary tensor data (the body after the header's length, which
+// Inference-Header-Content-Length or SageMaker's json-header-size gives)
+// is bin. Binary inputs alias bin.
+func DecodeJSON(c *Call, header, bin []byte) error {
+	r := Reader{buf: header}
 	sawInputs := false
 	binOff := 0
-	err := r.object(func(key []byte) error {
+	err := r.Object(func(key []byte) error {
 		switch string(key) {
 		case "id":
-			if r.peek() != '"' {
+			if r.Peek() != '"' {
 				return inference.InvalidArg("Unable to parse 'id': expected a string")
 			}
-			id, err := r.readString()
+			id, err := r.ReadString()
 			if err != nil {
 				return err
 			}
-			c.req.ID = string(id)
+			c.Req.ID = string(id)
 			return nil
 		case "parameters":
 			return c.decodeRequestParams(&r)
 		case "inputs":
-			if r.peek() != '[' {
+			if r.Peek() != '[' {
 				return inference.InvalidArg("Unable to parse 'inputs': expected an array")
 			}
 			sawInputs = true
-			return r.array(func() error { return c.decodeInput(&r, header, bin, &binOff) })
+			return r.Array(func() error { return c.decodeInput(&r, header, bin, &binOff) })
 		case "outputs":
-			if r.peek() != '[' {
+			if r.Peek() != '[' {
 				return inference.InvalidArg("Unable to parse 'outputs': expected an array")
 			}
-			return r.array(func() error { return c.decodeOutput(&r) })
+			return r.Array(func() error { return c.decodeOutput(&r) })
 		default:
-			return r.skipValue()
+			return r.SkipValue()
 		}
 	})
 	if err == nil {
-		err = r.end()
+		err = r.End()
 	}
 	if err != nil {
 		return err
@@ -173,7 +158,7 @@ func decodeInferJSON(c *inferCall, header, bin []byte) error {
 		return inference.InvalidArg("Unable to parse 'inputs': the request has no 'inputs'")
 	}
 	if binOff != len(bin) {
-		return inference.InvalidArg("unexpected additional input data for model '%s'", c.req.ModelName)
+		return inference.InvalidArg("unexpected additional input data for model '%s'", c.Req.ModelName)
 	}
 	return nil
 }
@@ -192,48 +177,48 @@ const reservedPrefixMsg = "parameter keys starting with 'triton_' are reserved f
 
 // decodeRequestParams reads the request "parameters" object; see
 // decodeRequestParam.
-func (c *inferCall) decodeRequestParams(r *jsonReader) error {
-	if r.peek() != '{' {
+func (c *Call) decodeRequestParams(r *Reader) error {
+	if r.Peek() != '{' {
 		return inference.InvalidArg("failed to get request params: 'parameters' must be an object")
 	}
-	return r.object(func(k []byte) error { return c.decodeRequestParam(r, string(k)) })
+	return r.Object(func(k []byte) error { return c.decodeRequestParam(r, string(k)) })
 }
 
 // decodeRequestParam reads the value of one request parameter: Triton's
 // own keys are type-checked and passed on (sequence_id, sequence_start,
 // sequence_end, priority, timeout) or consumed (binary_data_output); keys
 // starting with "triton_" are refused; the rest pass through.
-func (c *inferCall) decodeRequestParam(r *jsonReader, key string) error {
+func (c *Call) decodeRequestParam(r *Reader, key string) error {
 	switch key {
 	case "sequence_id":
 		// An unsigned integer or a string.
-		if r.peek() == '"' {
-			s, err := r.readString()
+		if r.Peek() == '"' {
+			s, err := r.ReadString()
 			if err != nil {
 				return err
 			}
-			c.param(key, string(s))
+			c.Param(key, string(s))
 			return nil
 		}
-		u, err := readUint(r)
+		u, err := ReadUint(r)
 		if err != nil {
 			return inference.InvalidArg("Unable to parse 'sequence_id': expected an unsigned integer or a string")
 		}
-		c.param(key, uintParam(u))
+		c.Param(key, uintParam(u))
 	case "sequence_start", "sequence_end":
-		b, err := r.readBoolField(key)
+		b, err := r.ReadBoolField(key)
 		if err != nil {
 			return err
 		}
-		c.param(key, b)
+		c.Param(key, b)
 	case "priority", "timeout":
-		u, err := readUint(r)
+		u, err := ReadUint(r)
 		if err != nil {
 			return inference.InvalidArg("Unable to parse '%s': expected an unsigned integer", key)
 		}
-		c.param(key, uintParam(u))
+		c.Param(key, uintParam(u))
 	case "binary_data_output":
-		b, err := r.readBoolField(key)
+		b, err := r.ReadBoolField(key)
 		if err != nil {
 			return err
 		}
@@ -246,7 +231,7 @@ func (c *inferCall) decodeRequestParam(r *jsonReader, key string) error {
 		if err != nil {
 			return err
 		}
-		c.param(key, v)
+		c.Param(key, v)
 	}
 	return nil
 }
@@ -260,12 +245,12 @@ func uintParam(u uint64) any {
 	return u
 }
 
-// readUint reads a non-negative integral number.
-func readUint(r *jsonReader) (uint64, error) {
-	if c := r.peek(); c != '-' && (c < '0' || c > '9') {
+// ReadUint reads a non-negative integral number.
+func ReadUint(r *Reader) (uint64, error) {
+	if c := r.Peek(); c != '-' && (c < '0' || c > '9') {
 		return 0, r.syntaxErr("expected an unsigned integer")
 	}
-	tok, isInt, err := r.readNumber()
+	tok, isInt, err := r.ReadNumber()
 	if err != nil {
 		return 0, err
 	}
@@ -278,23 +263,23 @@ func readUint(r *jsonReader) (uint64, error) {
 
 // readParamValue reads a custom parameter: a bool, an int64, a float64 (any
 // other number) or a string.
-func readParamValue(r *jsonReader, key string) (any, error) {
-	switch c := r.peek(); {
+func readParamValue(r *Reader, key string) (any, error) {
+	switch c := r.Peek(); {
 	case c == '"':
-		s, err := r.readString()
+		s, err := r.ReadString()
 		if err != nil {
 			return nil, err
 		}
 		return string(s), nil
 	case c == 't' || c == 'f':
-		return r.readBool()
+		return r.ReadBool()
 	case c == '-' || (c >= '0' && c <= '9'):
-		tok, isInt, err := r.readNumber()
+		tok, isInt, err := r.ReadNumber()
 		if err != nil {
 			return nil, err
 		}
 		if isInt {
-			if i, ok := parseIntTok(tok); ok {
+			if i, ok := ParseInt(tok); ok {
 				return i, nil
 			}
 		}
@@ -309,8 +294,8 @@ func readParamValue(r *jsonReader, key string) (any, error) {
 }
 
 // decodeInput reads one element of "inputs" and appends the tensor.
-func (c *inferCall) decodeInput(r *jsonReader, header, bin []byte, binOff *int) error {
-	if r.peek() != '{' {
+func (c *Call) decodeInput(r *Reader, header, bin []byte, binOff *int) error {
+	if r.Peek() != '{' {
 		return inference.InvalidArg("Unable to parse 'inputs': each input must be an object")
 	}
 	var (
@@ -324,28 +309,28 @@ func (c *inferCall) decodeInput(r *jsonReader, header, bin []byte, binOff *int) 
 		shapeEnd                  = shapeStart
 		err                       error
 	)
-	err = r.object(func(key []byte) error {
+	err = r.Object(func(key []byte) error {
 		var err error
 		switch string(key) {
 		case "name":
-			if r.peek() != '"' {
+			if r.Peek() != '"' {
 				return errName
 			}
-			name, err = r.readString()
+			name, err = r.ReadString()
 			hasName = true
 		case "datatype":
-			if r.peek() != '"' {
+			if r.Peek() != '"' {
 				return errDatatype
 			}
-			dtype, err = r.readString()
+			dtype, err = r.ReadString()
 			hasDtype = true
 		case "shape":
-			if r.peek() != '[' {
+			if r.Peek() != '[' {
 				return errShape
 			}
 			c.shapes = c.shapes[:shapeStart]
-			err = r.array(func() error {
-				u, err := readUint(r)
+			err = r.Array(func() error {
+				u, err := ReadUint(r)
 				if err != nil || u > math.MaxInt64 {
 					return errShape
 				}
@@ -355,16 +340,16 @@ func (c *inferCall) decodeInput(r *jsonReader, header, bin []byte, binOff *int) 
 			shapeEnd = len(c.shapes)
 			hasShp = true
 		case "data":
-			dataStart, dataEnd, err = r.span()
+			dataStart, dataEnd, err = r.Span()
 			hasData = true
 		case "parameters":
-			if r.peek() != '{' {
+			if r.Peek() != '{' {
 				return inference.InvalidArg("Unable to parse 'parameters' of an input: expected an object")
 			}
-			err = r.object(func(pk []byte) error {
+			err = r.Object(func(pk []byte) error {
 				switch string(pk) {
 				case "binary_data_size":
-					u, err := readUint(r)
+					u, err := ReadUint(r)
 					if err != nil {
 						return errBinarySize
 					}
@@ -386,7 +371,7 @@ func (c *inferCall) decodeInput(r *jsonReader, header, bin []byte, binOff *int) 
 				return nil
 			})
 		default:
-			err = r.skipValue()
+			err = r.SkipValue()
 		}
 		return err
 	})
@@ -422,7 +407,7 @@ func (c *inferCall) decodeInput(r *jsonReader, header, bin []byte, binOff *int) 
 	if !hasShp {
 		return errShape
 	}
-	if seenName(&c.inputNames, len(c.req.Inputs), func(i int) string { return c.req.Inputs[i].Name }, name) {
+	if seenName(&c.inputNames, len(c.Req.Inputs), func(i int) string { return c.Req.Inputs[i].Name }, name) {
 		return inference.InvalidArg("input '%s' already exists in request", name)
 	}
 	dt, ok := parseDataType(dtype)
@@ -445,7 +430,7 @@ func (c *inferCall) decodeInput(r *jsonReader, header, bin []byte, binOff *int) 
 	case hasBin:
 		avail := uint64(len(bin) - *binOff)
 		if binSize > avail {
-			return inference.InvalidArg("unexpected size for input '%s', expecting %d additional bytes for model '%s'", t.Name, binSize-avail, c.req.ModelName)
+			return inference.InvalidArg("unexpected size for input '%s', expecting %d additional bytes for model '%s'", t.Name, binSize-avail, c.Req.ModelName)
 		}
 		end := *binOff + int(binSize)
 		t.Data = bin[*binOff:end:end]
@@ -458,13 +443,13 @@ func (c *inferCall) decodeInput(r *jsonReader, header, bin []byte, binOff *int) 
 			return err
 		}
 	}
-	c.req.Inputs = append(c.req.Inputs, t)
+	c.Req.Inputs = append(c.Req.Inputs, t)
 	return nil
 }
 
 // decodeOutput reads one element of "outputs".
-func (c *inferCall) decodeOutput(r *jsonReader) error {
-	if r.peek() != '{' {
+func (c *Call) decodeOutput(r *Reader) error {
+	if r.Peek() != '{' {
 		return inference.InvalidArg("Unable to parse 'outputs': each output must be an object")
 	}
 	var (
@@ -475,24 +460,24 @@ func (c *inferCall) decodeOutput(r *jsonReader) error {
 		params  inference.Parameters
 	)
 	errName := errOutputName
-	err := r.object(func(key []byte) error {
+	err := r.Object(func(key []byte) error {
 		switch string(key) {
 		case "name":
-			if r.peek() != '"' {
+			if r.Peek() != '"' {
 				return errName
 			}
 			var err error
-			name, err = r.readString()
+			name, err = r.ReadString()
 			hasName = true
 			return err
 		case "parameters":
-			if r.peek() != '{' {
+			if r.Peek() != '{' {
 				return inference.InvalidArg("Unable to parse 'parameters' of an output: expected an object")
 			}
-			return r.object(func(pk []byte) error {
+			return r.Object(func(pk []byte) error {
 				switch string(pk) {
 				case "binary_data":
-					b, err := r.readBoolField("binary_data")
+					b, err := r.ReadBoolField("binary_data")
 					if err != nil {
 						return err
 					}
@@ -501,7 +486,7 @@ func (c *inferCall) decodeOutput(r *jsonReader) error {
 						kind = kindBinary
 					}
 				case "classification":
-					u, err := readUint(r)
+					u, err := ReadUint(r)
 					if err != nil {
 						return inference.InvalidArg("Unable to set 'classification': expected an unsigned integer")
 					}
@@ -523,7 +508,7 @@ func (c *inferCall) decodeOutput(r *jsonReader) error {
 				return nil
 			})
 		default:
-			return r.skipValue()
+			return r.SkipValue()
 		}
 	})
 	if err != nil {
@@ -544,10 +529,10 @@ func (c *inferCall) decodeOutput(r *jsonReader) error {
 		}
 		kind = kindShm
 	}
-	if seenName(&c.outputNames, len(c.req.Outputs), func(i int) string { return c.req.Outputs[i].Name }, name) {
+	if seenName(&c.outputNames, len(c.Req.Outputs), func(i int) string { return c.Req.Outputs[i].Name }, name) {
 		return nil // Triton keeps one request per output name
 	}
-	c.req.Outputs = append(c.req.Outputs, inference.RequestedOutput{Name: string(name), Parameters: params})
+	c.Req.Outputs = append(c.Req.Outputs, inference.RequestedOutput{Name: string(name), Parameters: params})
 	c.outKinds = append(c.outKinds, kind)
 	return nil
 }
@@ -555,15 +540,15 @@ func (c *inferCall) decodeOutput(r *jsonReader) error {
 // readShmParam reads a shared-memory parameter of an input or output:
 // shared_memory_region is a string, the offset and byte size unsigned
 // integers. The server core checks the combination.
-func readShmParam(r *jsonReader, key []byte) (any, error) {
+func readShmParam(r *Reader, key []byte) (any, error) {
 	if string(key) == "shared_memory_region" {
-		if r.peek() != '"' {
+		if r.Peek() != '"' {
 			return nil, inference.InvalidArg("Unable to parse 'shared_memory_region': expected a string")
 		}
-		v, err := r.readString()
+		v, err := r.ReadString()
 		return string(v), err
 	}
-	u, err := readUint(r)
+	u, err := ReadUint(r)
 	if err != nil {
 		return nil, inference.InvalidArg("Unable to parse '%s': expected an unsigned integer", key)
 	}
@@ -595,8 +580,8 @@ func decodeData(t *inference.Tensor, span []byte, count int64) error {
 		return inference.InvalidArg("receiving %s data via JSON is not supported. Please use the binary data format for input %s", t.DataType, t.Name)
 	default:
 	}
-	r := jsonReader{buf: span}
-	if r.peek() != '[' {
+	r := Reader{buf: span}
+	if r.Peek() != '[' {
 		return inference.InvalidArg("Unable to parse 'data' of input '%s': expected an array", t.Name)
 	}
 	if count == 0 {
@@ -634,7 +619,7 @@ func dataCountErr(t *inference.Tensor, want int64, got string) error {
 // dataWalker decodes the leaves of a (possibly nested) JSON data array in
 // row-major order.
 type dataWalker struct {
-	r    *jsonReader
+	r    *Reader
 	t    *inference.Tensor
 	out  []byte
 	n    int64
@@ -643,9 +628,9 @@ type dataWalker struct {
 
 func (w *dataWalker) value() error {
 	r := w.r
-	c := r.peek()
+	c := r.Peek()
 	if c == '[' {
-		return r.array(w.value)
+		return r.Array(w.value)
 	}
 	if w.n >= w.want {
 		return dataCountErr(w.t, w.want, "more")
@@ -653,7 +638,7 @@ func (w *dataWalker) value() error {
 	dt := w.t.DataType
 	switch dt {
 	case inference.Bool:
-		b, err := r.readBool()
+		b, err := r.ReadBool()
 		if err != nil {
 			return w.typeErr("a boolean")
 		}
@@ -662,7 +647,7 @@ func (w *dataWalker) value() error {
 		if c != '"' {
 			return w.typeErr("a string")
 		}
-		s, err := r.readString()
+		s, err := r.ReadString()
 		if err != nil {
 			return err
 		}
@@ -673,7 +658,7 @@ func (w *dataWalker) value() error {
 			if c != '-' && (c < '0' || c > '9') {
 				return w.typeErr("a number")
 			}
-			tok, _, err := r.readNumber()
+			tok, _, err := r.ReadNumber()
 			if err != nil {
 				return err
 			}
@@ -691,7 +676,7 @@ func (w *dataWalker) value() error {
 		if c != '-' && (c < '0' || c > '9') {
 			return w.typeErr("an unsigned integer")
 		}
-		tok, isInt, err := r.readNumber()
+		tok, isInt, err := r.ReadNumber()
 		if err != nil {
 			return err
 		}
@@ -707,11 +692,11 @@ func (w *dataWalker) value() error {
 		if c != '-' && (c < '0' || c > '9') {
 			return w.typeErr("an integer")
 		}
-		tok, isInt, err := r.readNumber()
+		tok, isInt, err := r.ReadNumber()
 		if err != nil {
 			return err
 		}
-		i, ok := parseIntTok(tok)
+		i, ok := ParseInt(tok)
 		if !isInt || !ok {
 			return w.typeErr("an integer")
 		}
@@ -772,12 +757,12 @@ func appendUint(dst []byte, dt inference.DataType, v uint64) []byte {
 	return binary.LittleEndian.AppendUint64(dst, v)
 }
 
-// decodeRaw builds the single input of a raw binary request
+// DecodeRaw builds the single input of a raw binary request
 // (Inference-Header-Content-Length: 0): the whole body is the data of the
 // model's only input, whose datatype and shape come from the configuration
 // as Triton's core deduces them — a leading batch dimension of 1 when the
 // model batches, and one variable dimension sized from the body.
-func decodeRaw(c *inferCall, body []byte, cfg *inferencepb.ModelConfig) error {
+func DecodeRaw(c *Call, body []byte, cfg *inferencepb.ModelConfig) error {
 	if n := len(cfg.GetInput()); n != 1 {
 		return inference.InvalidArg("a raw binary request (Inference-Header-Content-Length: 0) needs a model with exactly 1 input; model '%s' has %d", cfg.GetName(), n)
 	}
@@ -828,14 +813,14 @@ func decodeRaw(c *inferCall, body []byte, cfg *inferencepb.ModelConfig) error {
 	if err := t.ValidateData(); err != nil {
 		return err
 	}
-	c.req.Inputs = append(c.req.Inputs, t)
+	c.Req.Inputs = append(c.Req.Inputs, t)
 	c.binaryOutput = true
 	return nil
 }
 
-// reservedHeaderParam reports whether a forwarded header would set one of
+// ReservedHeaderParam reports whether a forwarded header would set one of
 // Triton's own parameters.
-func reservedHeaderParam(name []byte) bool {
+func ReservedHeaderParam(name []byte) bool {
 	switch strings.ToLower(string(name)) {
 	case "sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "headers", "binary_data_output":
 		return true
