@@ -452,7 +452,7 @@ func TestRegisterRepository(t *testing.T) {
 	repo := t.TempDir()
 	writeModel(t, repo, "a", simpleConfig("a"), 1)
 	extra := t.TempDir()
-	writeModel(t, extra, "model", simpleConfig("renamed"), 1)
+	writeModel(t, extra, "model", simpleConfig("its_own_name"), 1)
 	loader := newFakeLoader()
 	m := cacheManager(t, loader, repo, Options{})
 

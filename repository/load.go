@@ -149,6 +149,12 @@ func (m *Manager) prepare(ctx context.Context, req loadRequest) (p *prepared) {
 		}
 	}
 
+	// A directory of a registered repository served under another name
+	// (a SageMaker artefact under its target model's name) keeps its own
+	// configuration's name out of the way: the model is the mapped name.
+	if p.files == "" && filepath.Base(p.dir) != name {
+		cfg.Name = name
+	}
 	complete := func(c *inferencepb.ModelConfig) (err error) {
 		defer func() {
 			if r := recover(); r != nil {

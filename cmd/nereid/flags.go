@@ -37,6 +37,9 @@ type config struct {
 	mem   memConfig
 	cache cacheConfig
 
+	// sagemaker holds the SageMaker listener's flags.
+	sagemaker sagemakerConfig
+
 	allowGRPC   bool
 	grpcAddress string
 	grpcPort    int
@@ -97,7 +100,6 @@ var ignoredFlags = []string{
 	"buffer-manager-thread-count", "model-load-gpu-limit", "host-policy", "backend-directory",
 	"repoagent-directory", "cache-directory",
 	"min-supported-compute-capability", "enable-peer-access",
-	"allow-sagemaker", "sagemaker-port", "sagemaker-safe-port-range", "sagemaker-thread-count",
 	"allow-vertex-ai", "vertex-ai-port", "vertex-ai-default-model", "vertex-ai-thread-count",
 }
 
@@ -148,6 +150,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c.conns.register(fs)
 	c.mem.register(fs)
 	c.cache.register(fs)
+	c.sagemaker.register(fs)
 
 	for _, name := range ignoredFlags {
 		fs.String(name, "", "accepted for compatibility with Triton's flags; not used by Nereid yet")

@@ -35,6 +35,7 @@ import (
 	"github.com/nereid-project/nereid/server"
 	grpcfront "github.com/nereid-project/nereid/server/grpc"
 	httpfront "github.com/nereid-project/nereid/server/http"
+	"github.com/nereid-project/nereid/server/sagemaker"
 )
 
 // version is the Nereid release, reported in server metadata.
@@ -47,6 +48,9 @@ func main() {
 // run wires the components, serves until SIGINT or SIGTERM, then shuts down
 // in order: stop accepting, drain in-flight requests, unload models.
 func run(args []string, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "serve" {
+		return runServe(args[1:], stderr) // serve.go: SageMaker's entry point
+	}
 	c, err := parseFlags(args, stderr)
 	if err != nil {
 		if errors.Is(err, errHelp) {
@@ -195,10 +199,16 @@ type servers struct {
 	pprof   *http.Server
 	group   runGroup
 	budget  *payload.Budget
+
+	// sagemaker is the SageMaker listener (--allow-sagemaker); sagemaker.go.
+	sagemaker *sagemaker.Server
 }
 
 func (s *servers) listen(c *config, core *server.Server) error {
 	serve := func(what string, fn func() error) { s.group.run(what, fn, s.log) }
+	if err := s.listenSageMaker(c, core, serve); err != nil {
+		return err
+	}
 	if c.allowHTTP {
 		ln, err := net.Listen("tcp", hostPort(c.httpAddress, c.httpPort))
 		if err != nil {
@@ -300,6 +310,7 @@ func (s *servers) shutdown(timeout time.Duration) {
 			}
 		})
 	}
+	wg.Go(func() { s.shutdownSageMaker(ctx) })
 	if s.grpc != nil {
 		wg.Go(func() {
 			if err := s.grpc.Shutdown(ctx); err != nil {
