@@ -78,6 +78,9 @@ type Options struct {
 	// LoadThreads bounds how many model versions load at once
 	// (--model-load-thread-count); 0 means Triton's default, 4.
 	LoadThreads int
+	// LoadRetries is how many times a version whose load failed is tried
+	// again (--model-load-retry-count).
+	LoadRetries int
 
 	// OnDemand loads a model of the repositories that is not loaded on
 	// its first inference request (--model-load-on-demand).

@@ -549,3 +549,35 @@ func TestPollLeavesEvictedModelsOut(t *testing.T) {
 		}
 	})
 }
+
+func TestLoadRetries(t *testing.T) {
+	repo := t.TempDir()
+	writeModel(t, repo, "flaky", simpleConfig("flaky"), 1)
+	loader := &flakyLoader{fakeLoader: newFakeLoader(), failures: 2}
+	m := cacheManager(t, loader, repo, Options{LoadRetries: 1})
+	wantErr(t, m.Load(context.Background(), "flaky", LoadOptions{}), inference.CodeInvalidArg, "transient")
+	loader.mu.Lock()
+	loader.failures = 2
+	loader.mu.Unlock()
+	m2 := cacheManager(t, loader, repo, Options{LoadRetries: 2})
+	if err := m2.Load(context.Background(), "flaky", LoadOptions{}); err != nil {
+		t.Fatalf("two failures and two retries: %v", err)
+	}
+}
+
+// flakyLoader fails its first LoadVersion calls.
+type flakyLoader struct {
+	*fakeLoader
+	failures int
+}
+
+func (l *flakyLoader) LoadVersion(ctx context.Context, spec VersionSpec) (Servable, error) {
+	l.mu.Lock()
+	fail := l.failures > 0
+	l.failures--
+	l.mu.Unlock()
+	if fail {
+		return nil, errors.New("transient")
+	}
+	return l.fakeLoader.LoadVersion(ctx, spec)
+}

@@ -524,9 +524,19 @@ func (m *Manager) loadVersions(ctx context.Context, name string, p *prepared) []
 				Config:     p.cfg,
 			}
 			before := procmem.Resident(0)
-			s, err := safeLoadVersion(ctx, m.opts.Loader, spec)
-			if err == nil && s == nil {
-				err = errors.New("loader returned no servable")
+			var (
+				s   Servable
+				err error
+			)
+			for try := 0; ; try++ { // --model-load-retry-count
+				s, err = safeLoadVersion(ctx, m.opts.Loader, spec)
+				if err == nil && s == nil {
+					err = errors.New("loader returned no servable")
+				}
+				if err == nil || try >= m.opts.LoadRetries || ctx.Err() != nil {
+					break
+				}
+				m.log.Warn().Str("model", name).Int64("version", n).Err(err).Int("retry", try+1).Msg("load failed: retrying")
 			}
 			results[i] = versionResult{version: n, servable: s, err: err}
 			if err == nil {

@@ -5,10 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/repository"
 )
 
@@ -36,7 +38,10 @@ type config struct {
 	conns connConfig
 	mem   memConfig
 	cache cacheConfig
-
+	grpc  grpcConfig
+	// httpTLS and metricsTLS are Nereid's TLS flags for the HTTP and
+	// metrics ports (gRPC's are Triton's, in grpc).
+	httpTLS, metricsTLS tlsFlags
 	// sagemaker holds the SageMaker listener's flags.
 	sagemaker sagemakerConfig
 
@@ -69,6 +74,14 @@ type config struct {
 	// sched holds the rate limiter and response cache flags.
 	sched schedulingConfig
 
+	// warnedFlags are the Triton flags given that change nothing in
+	// Nereid, logged once at start.
+	warnedFlags []string
+	// httpForward and grpcForward are the header-forward patterns; nil
+	// forwards nothing.
+	httpForward, grpcForward *regexp.Regexp
+	loadRetries              int
+
 	// backendConfig holds --backend-config=<backend>,<key>=<value>; the
 	// global form without a backend name is stored under "".
 	backendConfig map[string]map[string]string
@@ -82,25 +95,6 @@ func (s *stringList) String() string { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error {
 	*s = append(*s, v)
 	return nil
-}
-
-// ignoredFlags are Triton flags Nereid accepts so that existing launch
-// scripts start unchanged, but whose settings do not apply to it yet.
-var ignoredFlags = []string{
-	"model-load-retry-count", "model-namespacing",
-	"http-thread-count", "reuse-http-port", "http-header-forward-pattern",
-	"grpc-infer-thread-count", "grpc-infer-allocation-pool-size", "grpc-max-response-pool-size",
-	"grpc-use-ssl", "grpc-use-ssl-mutual", "grpc-server-cert", "grpc-server-key", "grpc-root-cert",
-	"grpc-infer-response-compression-level", "grpc-keepalive-time", "grpc-keepalive-timeout",
-	"grpc-keepalive-permit-without-calls", "grpc-http2-max-pings-without-data",
-	"grpc-http2-min-recv-ping-interval-without-data", "grpc-http2-max-ping-strikes",
-	"grpc-header-forward-pattern", "reuse-grpc-port",
-	"grpc-max-connection-age", "grpc-max-connection-age-grace",
-	"pinned-memory-pool-byte-size", "cuda-memory-pool-byte-size", "cuda-virtual-address-size",
-	"buffer-manager-thread-count", "model-load-gpu-limit", "host-policy", "backend-directory",
-	"repoagent-directory", "cache-directory",
-	"min-supported-compute-capability", "enable-peer-access",
-	"allow-vertex-ai", "vertex-ai-port", "vertex-ai-default-model", "vertex-ai-thread-count",
 }
 
 // errHelp is returned when --help was asked for.
@@ -150,11 +144,17 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c.conns.register(fs)
 	c.mem.register(fs)
 	c.cache.register(fs)
+	c.grpc.register(fs)
+	c.httpTLS = tlsFlags{prefix: "http"}
+	c.httpTLS.register(fs, "HTTP", true)
+	c.metricsTLS = tlsFlags{prefix: "metrics"}
+	c.metricsTLS.register(fs, "metrics", true)
 	c.sagemaker.register(fs)
 
-	for _, name := range ignoredFlags {
-		fs.String(name, "", "accepted for compatibility with Triton's flags; not used by Nereid yet")
-	}
+	compatFlags(fs)
+	httpForward := fs.String("http-header-forward-pattern", "", "forward HTTP request headers whose names match this regular expression (case-insensitive) as inference request parameters")
+	grpcForward := fs.String("grpc-header-forward-pattern", "", "forward gRPC request metadata whose keys match this regular expression (case-insensitive) as inference request parameters")
+	loadRetries := fs.Int("model-load-retry-count", 0, "times a model version whose load failed is tried again")
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -165,6 +165,21 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	warned, err := checkCompatFlags(fs)
+	if err != nil {
+		return nil, err
+	}
+	c.warnedFlags = warned
+	if c.httpForward, err = inference.CompileForwardPattern("http-header-forward-pattern", *httpForward); err != nil {
+		return nil, err
+	}
+	if c.grpcForward, err = inference.CompileForwardPattern("grpc-header-forward-pattern", *grpcForward); err != nil {
+		return nil, err
+	}
+	if *loadRetries < 0 {
+		return nil, fmt.Errorf("--model-load-retry-count: %d must not be negative", *loadRetries)
+	}
+	c.loadRetries = *loadRetries
 	if len(repos) == 0 {
 		return nil, errors.New("--model-repository must be given at least once")
 	}
@@ -204,6 +219,15 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if c.httpMaxInputSize <= 0 {
 		return nil, fmt.Errorf("--http-max-input-size: %d must be positive", c.httpMaxInputSize)
+	}
+	if err := c.grpc.finish(); err != nil {
+		return nil, err
+	}
+	if err := c.httpTLS.finish(); err != nil {
+		return nil, err
+	}
+	if err := c.metricsTLS.finish(); err != nil {
+		return nil, err
 	}
 	if err := c.cache.finish(); err != nil {
 		return nil, err

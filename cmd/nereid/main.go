@@ -75,6 +75,9 @@ func run(args []string, stderr io.Writer) int {
 			log.Warn().Err(err).Msg("closing metrics and traces")
 		}
 	}()
+	if len(c.warnedFlags) > 0 {
+		log.Warn().Strs("flags", c.warnedFlags).Msg("Triton flags with no effect in Nereid (see --help)")
+	}
 	log.Info().Uint64("soft", c.conns.descriptorSoftLimit).Uint64("hard", c.conns.descriptorHardLimit).
 		Int("http_max_connections", c.conns.httpMaxConns).Int("grpc_max_connections", c.conns.grpcMaxConns).
 		Msg("file descriptor limit")
@@ -111,6 +114,7 @@ func run(args []string, stderr io.Writer) int {
 		Loader:          loader,
 		Logger:          log,
 		LoadThreads:     c.cache.loadThreads,
+		LoadRetries:     c.loadRetries,
 		OnDemand:        c.cache.onDemand,
 		MemoryBudget:    c.cache.budget,
 		IdleUnload:      c.cache.idle,
@@ -214,15 +218,20 @@ func (s *servers) listen(c *config, core *server.Server) error {
 		if err != nil {
 			return err
 		}
-		ln = guardListener(ln, "http", c.conns.httpMaxConns, s.log)
+		var hln net.Listener = guardListener(ln, "http", c.conns.httpMaxConns, s.log)
+		if hln, err = c.httpTLS.wrap(hln, s.log); err != nil {
+			ln.Close()
+			return err
+		}
 		s.http = httpfront.New(core, httpfront.Options{
 			MaxInputSize: c.httpMaxInputSize, PayloadBudget: s.budget, Logger: s.log,
 			ReadTimeout: c.conns.httpReadTimeout, IdleTimeout: c.conns.httpIdleTimeout,
-			MaxConnsPerIP: c.conns.httpMaxConnsPerPeer,
-			Logging:       s.logs, Tracer: s.obs.tracer, Restricted: c.obs.httpRestricted,
+			MaxConnsPerIP: c.conns.httpMaxConnsPerPeer, HeaderForwardPattern: c.httpForward,
+			Logging: s.logs, Tracer: s.obs.tracer, Restricted: c.obs.httpRestricted,
 		})
-		serve("http", func() error { return s.http.Serve(ln) })
-		s.log.Info().Str("address", ln.Addr().String()).Msg("started HTTP service")
+		serve("http", func() error { return s.http.Serve(hln) })
+		s.log.Info().Str("address", ln.Addr().String()).Bool("tls", c.httpTLS.useSSL).Bool("mutual_tls", c.httpTLS.mutual).
+			Msg("started HTTP service")
 	}
 	if c.allowGRPC {
 		ln, err := net.Listen("tcp", hostPort(c.grpcAddress, c.grpcPort))
@@ -230,28 +239,40 @@ func (s *servers) listen(c *config, core *server.Server) error {
 			return err
 		}
 		ln = guardListener(ln, "grpc", c.conns.grpcMaxConns, s.log)
+		creds, err := c.grpc.serverOptions(s.log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
 		s.grpc = grpcfront.New(core, grpcfront.Options{
 			Logger: s.log, MaxMessageSize: c.mem.grpcMaxMessageSize, PayloadBudget: s.budget,
 			Logging: s.logs, Tracer: s.obs.tracer, Restricted: c.obs.grpcRestricted,
-			ServerOptions: []grpc.ServerOption{grpc.NumStreamWorkers(grpcStreamWorkers)},
+			Keepalive: c.grpc.keepalive, KeepalivePolicy: c.grpc.policy,
+			InferResponseCompression: c.grpc.compressionLevel, HeaderForwardPattern: c.grpcForward,
+			ServerOptions: append([]grpc.ServerOption{grpc.NumStreamWorkers(grpcStreamWorkers)}, creds...),
 		})
 		serve("grpc", func() error { return s.grpc.Serve(ln) })
-		s.log.Info().Str("address", ln.Addr().String()).Msg("started gRPC service")
+		s.log.Info().Str("address", ln.Addr().String()).Bool("tls", c.grpc.tls.useSSL).Bool("mutual_tls", c.grpc.tls.mutual).
+			Msg("started gRPC service")
 	}
 	if c.allowMetrics {
 		ln, err := net.Listen("tcp", hostPort(c.metricsAddress, c.metricsPort))
 		if err != nil {
 			return err
 		}
-		ln = guardListener(ln, "metrics", auxiliaryListenerCap, s.log)
+		var mln net.Listener = guardListener(ln, "metrics", auxiliaryListenerCap, s.log)
+		if mln, err = c.metricsTLS.wrap(mln, s.log); err != nil {
+			ln.Close()
+			return err
+		}
 		s.metrics = &http.Server{Handler: s.obs.handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 		serve("metrics", func() error {
-			if err := s.metrics.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			if err := s.metrics.Serve(mln); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil
 		})
-		s.log.Info().Str("address", ln.Addr().String()).Msg("started metrics service")
+		s.log.Info().Str("address", ln.Addr().String()).Bool("tls", c.metricsTLS.useSSL).Msg("started metrics service")
 	}
 	if c.pprofAddress != "" {
 		ln, err := net.Listen("tcp", c.pprofAddress)

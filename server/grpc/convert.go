@@ -1,9 +1,12 @@
 package grpcfront
 
 import (
+	"context"
 	"encoding/binary"
 	"math"
 	"strings"
+
+	"google.golang.org/grpc/metadata"
 
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/proto/inferencepb"
@@ -405,4 +408,27 @@ func encodeResponse(in *inferencepb.ModelInferRequest, resp *inference.Response)
 		}
 	}
 	return out
+}
+
+// forwardMetadata adds the request metadata matching
+// --grpc-header-forward-pattern as string parameters (the last value of a
+// repeated key).
+func (s *service) forwardMetadata(ctx context.Context, req *inference.Request) error {
+	if s.forward == nil {
+		return nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	for k, vs := range md {
+		if len(vs) == 0 || !s.forward.MatchString(k) {
+			continue
+		}
+		if inference.ReservedForwardedParam(k) {
+			return inference.InvalidArg("header '%s' names a parameter reserved for Triton usage and should not be specified", k)
+		}
+		if req.Parameters == nil {
+			req.Parameters = inference.Parameters{}
+		}
+		req.Parameters[k] = vs[len(vs)-1]
+	}
+	return nil
 }

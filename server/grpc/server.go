@@ -8,6 +8,7 @@ import (
 	"errors"
 	"math"
 	"net"
+	"regexp"
 	"runtime/debug"
 	"sort"
 	"strings"
@@ -91,6 +92,15 @@ type Options struct {
 	// refused before their messages are read.
 	PayloadBudget *payload.Budget
 
+	// HeaderForwardPattern, when set, forwards every request metadata key
+	// it matches into inference requests as a string parameter
+	// (--grpc-header-forward-pattern; inference.CompileForwardPattern).
+	HeaderForwardPattern *regexp.Regexp
+
+	// InferResponseCompression is --grpc-infer-response-compression-level:
+	// none (or ""), low, medium or high.
+	InferResponseCompression string
+
 	// ServerOptions are appended to the options the front end sets
 	// (transport credentials for --grpc-use-ssl, test hooks). Interceptors
 	// and stats handlers among them must not keep inference requests or
@@ -132,6 +142,12 @@ func New(core Core, opts Options) *Server {
 	log := opts.Logger.With().Str("component", "grpc").Logger()
 	svc := &service{core: core, log: log, maxInFlight: opts.MaxStreamInFlight,
 		logging: opts.Logging, tracer: opts.Tracer, restricted: opts.Restricted}
+	compressor, err := responseCompressor(opts.InferResponseCompression)
+	if err != nil { // the flag was checked: a caller's mistake
+		log.Error().Err(err).Msg("inference responses go out uncompressed")
+	}
+	svc.compressor = compressor
+	svc.forward = opts.HeaderForwardPattern
 
 	c := newCodec(nil)
 	c.budget = opts.PayloadBudget
@@ -310,6 +326,8 @@ type service struct {
 	logging     LogSettings
 	tracer      Tracer
 	restricted  restricted.Rules
+	compressor  string         // inference responses' compressor; "" for none
+	forward     *regexp.Regexp // --grpc-header-forward-pattern, or nil
 }
 
 var _ inferencepb.GRPCInferenceServiceServer = (*service)(nil)

@@ -64,6 +64,9 @@ func modelInferHandler(srv any, ctx context.Context, dec func(any) error, interc
 		return nil, toStatus(in.refused)
 	}
 	impl := srv.(inferencepb.GRPCInferenceServiceServer)
+	if svc, ok := srv.(*service); ok {
+		compressResponse(ctx, svc.compressor)
+	}
 	// ModelInfer leaves a response's backend memory to the codec through
 	// this slot (outputsReleasedLater) instead of copying it.
 	var release func()
@@ -120,6 +123,9 @@ func modelStreamInferHandler(srv any, stream grpc.ServerStream) error {
 func (s *service) ModelInfer(ctx context.Context, in *inferencepb.ModelInferRequest) (*inferencepb.ModelInferResponse, error) {
 	arrival := time.Now()
 	req, err := decodeRequest(in)
+	if err == nil {
+		err = s.forwardMetadata(ctx, req)
+	}
 	if err == nil {
 		req.Arrival = arrival
 		var resp *inference.Response
@@ -209,6 +215,7 @@ func (s *service) ModelStreamInfer(stream grpc.BidiStreamingServer[inferencepb.M
 }
 
 func (s *service) modelStreamInfer(stream grpc.ServerStream) error {
+	compressResponse(stream.Context(), s.compressor)
 	ctx, cancel := context.WithCancel(stream.Context())
 	var workers sync.WaitGroup
 	sendq := make(chan streamMsg, s.maxInFlight)
@@ -440,6 +447,9 @@ func (s *service) streamOne(ctx context.Context, in *inferRequest, arrival time.
 		return
 	}
 	req, err := decodeRequest(in.ModelInferRequest)
+	if err == nil {
+		err = s.forwardMetadata(ctx, req)
+	}
 	if err != nil {
 		fail(err)
 		return
