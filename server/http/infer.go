@@ -191,7 +191,7 @@ func (s *Server) forwardHeaders(ctx *fasthttp.RequestCtx, c *inferCall) error {
 		if !re.Match(k) {
 			continue
 		}
-		if v2wire.ReservedHeaderParam(k) {
+		if inference.ReservedForwardedParam(string(k)) {
 			return inference.InvalidArg("header '%s' names a parameter reserved for Triton usage and should not be specified", k)
 		}
 		c.Param(string(k), string(v))

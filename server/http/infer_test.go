@@ -384,7 +384,7 @@ func TestInferSizeLimits(t *testing.T) {
 }
 
 func TestInferHeaderForwarding(t *testing.T) {
-	re, err := CompileHeaderForwardPattern("my_header.*")
+	re, err := inference.CompileForwardPattern("http-header-forward-pattern", "my_header.*")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,15 +396,15 @@ func TestInferHeaderForwarding(t *testing.T) {
 		t.Errorf("forwarded %v", got)
 	}
 
-	all, _ := CompileHeaderForwardPattern(".*")
+	all, _ := inference.CompileForwardPattern("http-header-forward-pattern", ".*")
 	h2 := newHarness(t, Options{HeaderForwardPattern: all})
 	for _, k := range []string{"priority", "sequence_id", "triton_anything"} {
 		h2.do("POST", "/v2/models/any/infer", []byte(`{"inputs":[]}`), k, "1").expectError(t, 400, "reserved for Triton usage")
 	}
-	if re, _ := CompileHeaderForwardPattern(""); re != nil {
+	if re, _ := inference.CompileForwardPattern("http-header-forward-pattern", ""); re != nil {
 		t.Error("empty pattern compiled")
 	}
-	if _, err := CompileHeaderForwardPattern("("); err == nil {
+	if _, err := inference.CompileForwardPattern("http-header-forward-pattern", "("); err == nil {
 		t.Error("bad pattern accepted")
 	}
 }

@@ -25,7 +25,6 @@ import (
 	"io"
 	"net"
 	"regexp"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,7 +97,7 @@ type Options struct {
 	// HeaderForwardPattern, when set, forwards every request header whose
 	// name it matches into the inference request as a string parameter
 	// (--http-header-forward-pattern). Compile it with
-	// CompileHeaderForwardPattern to get Triton's case-insensitive default.
+	// inference.CompileForwardPattern to get Triton's case-insensitive default.
 	HeaderForwardPattern *regexp.Regexp
 	// ReadTimeout and IdleTimeout bound slow clients; zero means none.
 	ReadTimeout time.Duration
@@ -118,23 +117,6 @@ type Options struct {
 	Tracer Tracer
 	// Restricted holds --http-restricted-api: endpoints that need a header.
 	Restricted restricted.Rules
-}
-
-// CompileHeaderForwardPattern compiles a --http-header-forward-pattern the
-// way Triton matches it: case-insensitively unless the pattern turns that
-// off with a leading "(?-i)".
-func CompileHeaderForwardPattern(pattern string) (*regexp.Regexp, error) {
-	if pattern == "" {
-		return nil, nil
-	}
-	if !strings.HasPrefix(pattern, "(?-i)") {
-		pattern = "(?i)" + pattern
-	}
-	re, err := regexp.Compile(pattern)
-	if err != nil {
-		return nil, fmt.Errorf("invalid --http-header-forward-pattern %q: %w", pattern, err)
-	}
-	return re, nil
 }
 
 // Server is the HTTP front end.

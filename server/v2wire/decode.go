@@ -1,7 +1,6 @@
 package v2wire
 
 import (
-	"bytes"
 	"encoding/binary"
 	"math"
 	"strconv"
@@ -816,16 +815,6 @@ func DecodeRaw(c *Call, body []byte, cfg *inferencepb.ModelConfig) error {
 	c.Req.Inputs = append(c.Req.Inputs, t)
 	c.binaryOutput = true
 	return nil
-}
-
-// ReservedHeaderParam reports whether a forwarded header would set one of
-// Triton's own parameters.
-func ReservedHeaderParam(name []byte) bool {
-	switch strings.ToLower(string(name)) {
-	case "sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "headers", "binary_data_output":
-		return true
-	}
-	return len(name) >= 7 && bytes.EqualFold(name[:7], []byte("triton_"))
 }
 
 // setParam records a tensor parameter, making the map on first use so
