@@ -152,3 +152,19 @@ func (m *Manager) UnregisterRepository(path string) error {
 	m.log.Info().Str("repository", path).Msg("model repository unregistered")
 	return nil
 }
+
+// Exists reports whether a repository has the model and, when version is
+// not "", its version directory; the error says which is missing.
+func (m *Manager) Exists(name, version string) error {
+	dir, err := locateModel(m.sources.snapshot(), name)
+	if err != nil {
+		return inference.NotFound("model '%s': %v", name, err)
+	}
+	if version == "" {
+		return nil
+	}
+	if st, err := os.Stat(filepath.Join(dir, version)); err != nil || !st.IsDir() {
+		return inference.NotFound("model '%s' has no version directory '%s'", name, version)
+	}
+	return nil
+}

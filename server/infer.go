@@ -39,8 +39,19 @@ func (s *Server) Infer(ctx context.Context, req *inference.Request) (*inference.
 	return s.serve(ctx, req, nil)
 }
 
-// serve is InferStream, or Infer when out is nil.
+// serve is InferStream, or Infer when out is nil: a request for a
+// traffic route goes to the variant the router picks.
 func (s *Server) serve(ctx context.Context, req *inference.Request, out inference.ResponseFunc) (*inference.Response, error) {
+	if s.opts.Traffic != nil {
+		if d := s.opts.Traffic.Route(req); d != nil {
+			return s.serveRouted(ctx, req, out, d)
+		}
+	}
+	return s.serveModel(ctx, req, out)
+}
+
+// serveModel runs a request on the model version it names.
+func (s *Server) serveModel(ctx context.Context, req *inference.Request, out inference.ResponseFunc) (*inference.Response, error) {
 	if req.Arrival.IsZero() {
 		req.Arrival = time.Now()
 	}

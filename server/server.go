@@ -16,6 +16,7 @@ import (
 	"github.com/nereid-project/nereid/proto/inferencepb"
 	"github.com/nereid-project/nereid/repository"
 	"github.com/nereid-project/nereid/sharedmem"
+	"github.com/nereid-project/nereid/traffic"
 )
 
 // Models is what the server needs from the model repository.
@@ -65,6 +66,9 @@ type Options struct {
 	// MaxShmRegions caps the shared-memory regions registered at once
 	// (--shared-memory-max-regions); 0: no cap.
 	MaxShmRegions int
+	// Traffic, when set, splits the requests for its routes between
+	// variants and mirrors some to a shadow (--traffic-config).
+	Traffic *traffic.Router
 }
 
 // Server is the protocol-independent inference server.

@@ -33,7 +33,7 @@ var implementedFlags = []string{
 	"sagemaker-address", "sagemaker-default-model", "sagemaker-inference-type", "sagemaker-model-root",
 	"sagemaker-ping-mode", "sagemaker-port", "sagemaker-safe-port-range", "sagemaker-thread-count",
 	"shared-memory-max-regions", "strict-model-config", "strict-readiness", "trace-config", "trace-count",
-	"trace-file", "trace-level", "trace-log-frequency", "trace-rate",
+	"trace-file", "trace-level", "trace-log-frequency", "trace-rate", "traffic-config",
 }
 
 // tritonFlags are Triton's own flags (tritonserver 2.5x), which a launch

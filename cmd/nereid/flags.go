@@ -39,6 +39,8 @@ type config struct {
 	mem   memConfig
 	cache cacheConfig
 	grpc  grpcConfig
+	// traffic is --traffic-config.
+	traffic trafficConfig
 	// httpTLS and metricsTLS are Nereid's TLS flags for the HTTP and
 	// metrics ports (gRPC's are Triton's, in grpc).
 	httpTLS, metricsTLS tlsFlags
@@ -145,6 +147,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c.mem.register(fs)
 	c.cache.register(fs)
 	c.grpc.register(fs)
+	c.traffic.register(fs)
 	c.httpTLS = tlsFlags{prefix: "http"}
 	c.httpTLS.register(fs, "HTTP", true)
 	c.metricsTLS = tlsFlags{prefix: "metrics"}

@@ -124,7 +124,13 @@ func run(args []string, stderr io.Writer) int {
 		log.Error().Err(err).Msg("cannot open the model repository")
 		return 1
 	}
+	router, err := c.traffic.newRouter(models, obs.registerer(), log)
+	if err != nil {
+		log.Error().Err(err).Msg("cannot read the traffic routes")
+		return 1
+	}
 	core := server.New(models, server.Options{
+		Traffic:         router,
 		ID:              c.id,
 		Version:         version,
 		StrictReadiness: c.strictReadiness,
@@ -170,6 +176,13 @@ func run(args []string, stderr io.Writer) int {
 		defer close(pollDone)
 		models.Run(ctx)
 	}()
+	routerDone := make(chan struct{})
+	go func() {
+		defer close(routerDone)
+		if router != nil {
+			router.Run(ctx)
+		}
+	}()
 
 	exit := 0
 	select {
@@ -187,6 +200,10 @@ func run(args []string, stderr io.Writer) int {
 		log.Warn().Err(err).Msg("unmapping shared-memory regions")
 	}
 	<-pollDone
+	<-routerDone
+	if router != nil {
+		router.Close() // mirrored requests still running
+	}
 	shutdownModels()
 	log.Info().Msg("stopped")
 	return exit
