@@ -83,6 +83,14 @@ func (c *Cache) Evicted(model string, idle bool) {
 	c.evictions.WithLabelValues(model, reason).Inc()
 }
 
+// Forget deletes a model's series, as Triton deletes a model's series
+// when it is unloaded.
+func (c *Cache) Forget(model string) {
+	for _, v := range []*prometheus.CounterVec{c.hits, c.misses, c.loads, c.evictions} {
+		v.DeletePartialMatch(prometheus.Labels{labelModel: model})
+	}
+}
+
 // Usage sets the bytes in use and the budget.
 func (c *Cache) Usage(used, budget int64) {
 	c.used.Set(float64(used))

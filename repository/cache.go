@@ -65,6 +65,18 @@ type CacheMetrics interface {
 	// Usage reports the bytes held by loaded versions and the budget
 	// (0: none).
 	Usage(used, budget int64)
+	// Forget drops a model's series: it was unloaded on purpose.
+	Forget(model string)
+}
+
+// cacheMetrics is where hits and misses go: nowhere unless a cache
+// feature is on, so that a server without one keeps no per-model cache
+// series and spends nothing per request on them.
+func (m *Manager) cacheMetrics() CacheMetrics {
+	if m.opts.OnDemand || m.opts.MemoryBudget > 0 || m.opts.IdleUnload > 0 {
+		return m.opts.CacheMetrics
+	}
+	return nil
 }
 
 // flight is one on-demand load that every request for the model waits on.
@@ -80,7 +92,7 @@ type flight struct {
 func (m *Manager) AcquireOnDemand(ctx context.Context, name, ver string) (*Handle, error) {
 	h, load, err := m.acquire(name, ver, true)
 	if err == nil {
-		if cm := m.opts.CacheMetrics; cm != nil {
+		if cm := m.cacheMetrics(); cm != nil {
 			cm.Hit(name)
 		}
 		return h, nil
@@ -88,7 +100,7 @@ func (m *Manager) AcquireOnDemand(ctx context.Context, name, ver string) (*Handl
 	if !load {
 		return nil, err
 	}
-	if cm := m.opts.CacheMetrics; cm != nil {
+	if cm := m.cacheMetrics(); cm != nil {
 		cm.Miss(name)
 	}
 	h, lerr := m.loadOnDemand(ctx, name, ver)

@@ -82,6 +82,8 @@ func (r *recordingCache) Evicted(model string, idle bool) {
 	r.evictions = append(r.evictions, fmt.Sprintf("%s:%v", model, idle))
 }
 
+func (r *recordingCache) Forget(string) {}
+
 func (r *recordingCache) Usage(used, budget int64) {
 	r.mu.Lock()
 	r.used, r.budget = used, budget

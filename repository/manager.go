@@ -254,6 +254,9 @@ func (m *Manager) unload(ctx context.Context, name string, cascade bool, seen ma
 	m.unloadLocked(md)
 	m.mu.Unlock()
 	md.unlock()
+	if cm := m.opts.CacheMetrics; cm != nil {
+		cm.Forget(name)
+	}
 	m.log.Info().Str("model", name).Msg("unloading")
 	if !cascade {
 		return nil
