@@ -22,7 +22,6 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 
-	"github.com/nereid-project/nereid/backends"
 	_ "github.com/nereid-project/nereid/backends/aggregate" // registers the aggregate backend
 	_ "github.com/nereid-project/nereid/backends/identity"  // registers the identity backend
 	_ "github.com/nereid-project/nereid/backends/repeat"    // registers the repeat backend
@@ -30,8 +29,6 @@ import (
 	_ "github.com/nereid-project/nereid/backends/square"    // registers the square backend
 	"github.com/nereid-project/nereid/logging"
 	"github.com/nereid-project/nereid/payload"
-	"github.com/nereid-project/nereid/ratelimit"
-	"github.com/nereid-project/nereid/repository"
 	"github.com/nereid-project/nereid/server"
 	grpcfront "github.com/nereid-project/nereid/server/grpc"
 	httpfront "github.com/nereid-project/nereid/server/http"
@@ -96,49 +93,12 @@ func run(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	// Models that call the server (ensembles, BLS) get an Inferer bound
-	// once the server exists, after the repository.
-	inferer := new(backends.LateInferer)
-	loader := server.NewLoader(server.LoaderOptions{
-		Inferer:       inferer,
-		BackendConfig: c.backendConfig, Logger: log, Metrics: obs.metricsFactory(),
-		RateLimiter: ratelimit.New(c.sched.rateLimit), Cache: c.sched.newCache(),
-	})
-	models, err := repository.New(repository.Options{
-		Paths:           c.repositories,
-		Mode:            c.controlMode,
-		StartupModels:   c.loadModels,
-		PollInterval:    c.pollInterval,
-		AutoComplete:    c.autoComplete(),
-		ModelConfigName: c.modelConfigName,
-		Loader:          loader,
-		Logger:          log,
-		LoadThreads:     c.cache.loadThreads,
-		LoadRetries:     c.loadRetries,
-		OnDemand:        c.cache.onDemand,
-		MemoryBudget:    c.cache.budget,
-		IdleUnload:      c.cache.idle,
-		CacheMetrics:    obs.cacheMetrics(),
-	})
+	p, err := buildCore(c, log, obs)
 	if err != nil {
-		log.Error().Err(err).Msg("cannot open the model repository")
+		log.Error().Err(err).Msg("cannot start")
 		return 1
 	}
-	router, err := c.traffic.newRouter(models, obs.registerer(), log)
-	if err != nil {
-		log.Error().Err(err).Msg("cannot read the traffic routes")
-		return 1
-	}
-	core := server.New(models, server.Options{
-		Traffic:         router,
-		ID:              c.id,
-		Version:         version,
-		StrictReadiness: c.strictReadiness,
-		Logger:          log,
-		AllowClientShm:  c.allowClientShm,
-		MaxShmRegions:   c.maxShmRegions,
-	})
-	inferer.Bind(core)
+	models, router, core := p.models, p.router, p.core
 
 	shutdownModels := func() {
 		sctx, cancel := context.WithTimeout(context.Background(), c.exitTimeout)
