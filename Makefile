@@ -47,7 +47,7 @@ ORT_STAMP   := $(ORT_DIR)/.onnxruntime-node-$(ORT_VERSION)
 MODELS_SCRIPT := scripts/make_models.py
 MODELS_STAMP  := model_repo_examples/.models-$(shell sha256sum $(MODELS_SCRIPT) | cut -c1-16)
 
-PROTO_SOURCES := model_config.proto grpc_service.proto health.proto
+PROTO_SOURCES := model_config.proto grpc_service.proto health.proto modelmesh/model_runtime.proto
 # protoc comes from the venv's grpcio-tools; the plugins are pinned in go.mod.
 # $(1) is the directory protoc runs in (a copy of proto/ for the freshness
 # check); paths are relative to it, as in proto/.

@@ -46,6 +46,8 @@ type config struct {
 	httpTLS, metricsTLS tlsFlags
 	// sagemaker holds the SageMaker listener's flags.
 	sagemaker sagemakerConfig
+	// modelmesh is ModelMesh's model-runtime service (modelmesh.go).
+	modelmesh modelmeshConfig
 
 	allowGRPC   bool
 	grpcAddress string
@@ -153,6 +155,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c.metricsTLS = tlsFlags{prefix: "metrics"}
 	c.metricsTLS.register(fs, "metrics", true)
 	c.sagemaker.register(fs)
+	c.modelmesh.register(fs)
 
 	compatFlags(fs)
 	httpForward := fs.String("http-header-forward-pattern", "", "forward HTTP request headers whose names match this regular expression (case-insensitive) as inference request parameters")
@@ -242,6 +245,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, err
 	}
 	if err := c.obs.finish(); err != nil {
+		return nil, err
+	}
+	if err := c.modelmesh.finish(c); err != nil {
 		return nil, err
 	}
 	if err := c.sched.finish(); err != nil {

@@ -32,6 +32,7 @@ import (
 	"github.com/nereid-project/nereid/server"
 	grpcfront "github.com/nereid-project/nereid/server/grpc"
 	httpfront "github.com/nereid-project/nereid/server/http"
+	"github.com/nereid-project/nereid/server/modelmesh"
 	"github.com/nereid-project/nereid/server/sagemaker"
 )
 
@@ -183,11 +184,16 @@ type servers struct {
 
 	// sagemaker is the SageMaker listener (--allow-sagemaker); sagemaker.go.
 	sagemaker *sagemaker.Server
+	// modelmesh is ModelMesh's model-runtime listener (--allow-modelmesh); modelmesh.go.
+	modelmesh *modelmesh.Server
 }
 
 func (s *servers) listen(c *config, core *server.Server) error {
 	serve := func(what string, fn func() error) { s.group.run(what, fn, s.log) }
 	if err := s.listenSageMaker(c, core, serve); err != nil {
+		return err
+	}
+	if err := s.listenModelMesh(c, core, serve); err != nil {
 		return err
 	}
 	if c.allowHTTP {
@@ -309,6 +315,7 @@ func (s *servers) shutdown(timeout time.Duration) {
 		})
 	}
 	wg.Go(func() { s.shutdownSageMaker(ctx) })
+	wg.Go(func() { s.shutdownModelMesh(ctx) })
 	if s.grpc != nil {
 		wg.Go(func() {
 			if err := s.grpc.Shutdown(ctx); err != nil {
