@@ -23,3 +23,13 @@ func TestResident(t *testing.T) {
 		t.Errorf("Resident of no process = %d", got)
 	}
 }
+
+func TestMallocInUse(t *testing.T) {
+	n, ok := MallocInUse()
+	if !ok {
+		t.Skip("no mallinfo2 in this C library")
+	}
+	if n <= 0 {
+		t.Fatalf("MallocInUse = %d", n)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/procmem"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 )
 
@@ -252,7 +253,9 @@ func dirBytes(dir string) int64 {
 
 // estimateLocked is the memory a load of p is expected to take: what the
 // configuration declares, else what the model's versions took when they
-// last loaded, else the size of their files.
+// last loaded, else the size of their files. Only a declared size may
+// exceed the whole budget: a measure that did is tried again with the
+// whole budget made free, and measured anew.
 func (m *Manager) estimateLocked(md *model, p *prepared) int64 {
 	var total int64
 	for _, v := range p.versions {
@@ -265,12 +268,43 @@ func (m *Manager) estimateLocked(md *model, p *prepared) int64 {
 			total += p.cache.diskBytes[v]
 		}
 	}
+	if b := m.opts.MemoryBudget; b > 0 && p.cache.declared == 0 && total > b {
+		total = b
+	}
 	return total
 }
 
+// memoryMark is the process's memory before a load: the C allocator's
+// bytes in use where they can be read (frameworks allocate there; a
+// library's mapped code and pages reused from freed memory do not mislead
+// it), else the resident memory.
+type memoryMark struct {
+	malloc int64
+	ok     bool
+	rss    int64
+}
+
+func markMemory() memoryMark {
+	n, ok := procmem.MallocInUse()
+	if ok {
+		return memoryMark{malloc: n, ok: true}
+	}
+	return memoryMark{rss: procmem.Resident(0)}
+}
+
+// grown is what the process took since the mark (0 when it shrank).
+func (mk memoryMark) grown() int64 {
+	if mk.ok {
+		if n, ok := procmem.MallocInUse(); ok {
+			return max(n-mk.malloc, 0)
+		}
+	}
+	return max(procmem.Resident(0)-mk.rss, 0)
+}
+
 // measure is the memory one loaded version takes: declared, else what the
-// process grew by while it loaded (never less than its files) plus what
-// the servable reports it holds outside the process.
+// process took while it loaded (never less than its files) plus what the
+// servable reports it holds outside the process.
 func measure(p *prepared, r versionResult, grew int64) int64 {
 	if p.cache.declared > 0 {
 		return p.cache.declared
@@ -303,7 +337,7 @@ func (m *Manager) makeRoomLocked(md *model, need int64) (_ []chan struct{}, busy
 		inUse    int64 // bytes of unpinned models that are busy now
 		reserved = m.cacheUsed
 	)
-	for _, c := range m.models {
+	for c := range m.resident {
 		b := c.bytesLocked()
 		reserved -= b
 		switch {
@@ -480,7 +514,7 @@ func (m *Manager) reportUsageLocked() {
 func (m *Manager) nextIdleLocked() (time.Time, bool) {
 	var next time.Time
 	found := false
-	for _, md := range m.models {
+	for md := range m.resident {
 		if md.pinned || md.highestReadyLocked() == nil {
 			continue
 		}
@@ -499,7 +533,7 @@ func (m *Manager) unloadIdle(now time.Time) {
 	defer m.mu.Unlock()
 	idle := m.opts.IdleUnload
 	reason := reasonIdlePrefix + strconv.FormatFloat(idle.Seconds(), 'f', -1, 64) + " s"
-	for _, md := range m.models {
+	for md := range m.resident {
 		if md.pinned || md.highestReadyLocked() == nil || md.lastUse.Add(idle).After(now) {
 			continue
 		}

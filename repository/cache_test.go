@@ -583,3 +583,19 @@ func (l *flakyLoader) LoadVersion(ctx context.Context, spec VersionSpec) (Servab
 	}
 	return l.fakeLoader.LoadVersion(ctx, spec)
 }
+
+func TestMeasuredAboveBudgetIsRetried(t *testing.T) {
+	repo := t.TempDir()
+	writeModel(t, repo, "sized", simpleConfig("sized"), 1)
+	writeModel(t, repo, "small", sizedConfig("small", 10, false), 1)
+	// sized reports 4096 bytes on top of its files: more than the budget.
+	m := cacheManager(t, sizingLoader{newFakeLoader()}, repo, Options{OnDemand: true, MemoryBudget: 1000})
+	use(t, m, "sized")
+	use(t, m, "small") // evicts sized
+	// Its last measure exceeds the whole budget; it is tried again with
+	// the budget made free rather than refused for good.
+	use(t, m, "sized")
+	if e, _ := entry(m, "small", "1"); !strings.HasPrefix(e.Reason, reasonEvictedPrefix) {
+		t.Errorf("small: %+v", e)
+	}
+}

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/nereid-project/nereid/inference"
-	"github.com/nereid-project/nereid/procmem"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 )
 
@@ -441,6 +440,7 @@ func (m *Manager) apply(ctx context.Context, md *model, p *prepared) error {
 		md.sizes[r.version] = r.bytes
 		m.cacheUsed += r.bytes
 	}
+	m.resident[md] = struct{}{}
 	for n, v := range md.versions {
 		if slices.Contains(p.versions, n) {
 			continue
@@ -523,7 +523,7 @@ func (m *Manager) loadVersions(ctx context.Context, name string, p *prepared) []
 				VersionDir: filepath.Join(p.dir, strconv.FormatInt(n, 10)),
 				Config:     p.cfg,
 			}
-			before := procmem.Resident(0)
+			before := markMemory()
 			var (
 				s   Servable
 				err error
@@ -540,7 +540,7 @@ func (m *Manager) loadVersions(ctx context.Context, name string, p *prepared) []
 			}
 			results[i] = versionResult{version: n, servable: s, err: err}
 			if err == nil {
-				results[i].bytes = measure(p, results[i], procmem.Resident(0)-before)
+				results[i].bytes = measure(p, results[i], before.grown())
 			}
 		})
 	}

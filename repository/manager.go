@@ -64,6 +64,9 @@ type Manager struct {
 	cacheUsed int64         // bytes of the serving versions, and of the loads reserving room
 	idleArmed bool          // Run's idle timer is armed (or about to be)
 	room      chan struct{} // closed at the next event that may make room; nil when none waits
+	// resident holds the models with a serving version: what the cache
+	// may evict or idle out, without walking every model ever known.
+	resident map[*model]struct{}
 }
 
 // model is everything known about one model name.
@@ -175,6 +178,7 @@ func New(opts Options) (*Manager, error) {
 		cancelBase: cancel,
 		done:       make(chan struct{}),
 		models:     map[string]*model{},
+		resident:   map[*model]struct{}{},
 		sources:    newSourceSet(opts.Paths),
 		loadSem:    make(chan struct{}, opts.LoadThreads),
 		kick:       make(chan struct{}, 1),
@@ -320,6 +324,9 @@ func (m *Manager) retireLocked(md *model, v *version) {
 	v.bytes = 0
 	m.reportUsageLocked()
 	m.signalRoomLocked()
+	if md.highestReadyLocked() == nil {
+		delete(m.resident, md)
+	}
 	v.drained = make(chan struct{})
 	v.closed = make(chan struct{})
 	if v.refs == 0 {
