@@ -219,6 +219,17 @@ bench-python: build venv ort
 	scripts/install-triton.sh >/dev/null
 	$(VENV)/bin/python perf/python_bench.py $(BENCH_PYTHON_ARGS)
 
+# The model cache under Zipf traffic over 10,000 generated models, against a
+# client-side LRU over the repository API and a server with every model
+# preloaded (perf/model_cache.md). A benchmark, not a test. The plot is drawn
+# in the report venv (perf/setup venv: matplotlib). Options through
+# BENCH_MODEL_CACHE_ARGS, e.g. '--quick' or '--rounds 2 --pprof'.
+BENCH_MODEL_CACHE_ARGS ?=
+.PHONY: bench-model-cache
+bench-model-cache: build venv ort
+	perf/setup venv
+	$(VENV)/bin/python perf/model_cache_bench.py $(BENCH_MODEL_CACHE_ARGS)
+
 # The performance harness (perf/README.md): perf_analyzer against Nereid,
 # its peers and the ceiling, report in perf/results/. perf/run sets up
 # .perf/ (perf_analyzer, peer venvs) on first use. A benchmark, not a test:
