@@ -523,7 +523,10 @@ func (m *Manager) loadVersions(ctx context.Context, name string, p *prepared) []
 				VersionDir: filepath.Join(p.dir, strconv.FormatInt(n, 10)),
 				Config:     p.cfg,
 			}
-			before := markMemory()
+			var before memoryMark
+			if p.cache.declared == 0 { // a declared size needs no measure
+				before = markMemory()
+			}
 			var (
 				s   Servable
 				err error
@@ -540,7 +543,11 @@ func (m *Manager) loadVersions(ctx context.Context, name string, p *prepared) []
 			}
 			results[i] = versionResult{version: n, servable: s, err: err}
 			if err == nil {
-				results[i].bytes = measure(p, results[i], before.grown())
+				var grew int64
+				if p.cache.declared == 0 {
+					grew = before.grown()
+				}
+				results[i].bytes = measure(p, results[i], grew)
 			}
 		})
 	}
