@@ -253,12 +253,13 @@ func dirBytes(dir string) int64 {
 
 // estimateLocked is the memory a load of p is expected to take: what the
 // configuration declares, else what the model's versions took when they
-// last loaded, else the size of their files. Only a declared size may
-// exceed the whole budget: a measure that did is tried again with the
-// whole budget made free, and measured anew.
+// last loaded, else the size of their files. A measure that exceeded the
+// whole budget is tried again with the whole budget made free, and
+// measured anew; a declared size or files larger than the budget are not.
 func (m *Manager) estimateLocked(md *model, p *prepared) int64 {
-	var total int64
+	var total, files int64
 	for _, v := range p.versions {
+		files += p.cache.diskBytes[v]
 		switch {
 		case p.cache.declared > 0:
 			total += p.cache.declared
@@ -268,8 +269,10 @@ func (m *Manager) estimateLocked(md *model, p *prepared) int64 {
 			total += p.cache.diskBytes[v]
 		}
 	}
+	// Files larger than the budget cannot fit; a measure larger than it
+	// may have been charged for others' allocations.
 	if b := m.opts.MemoryBudget; b > 0 && p.cache.declared == 0 && total > b {
-		total = b
+		total = max(b, files)
 	}
 	return total
 }

@@ -599,3 +599,11 @@ func TestMeasuredAboveBudgetIsRetried(t *testing.T) {
 		t.Errorf("small: %+v", e)
 	}
 }
+
+func TestFilesLargerThanTheBudgetAreRefused(t *testing.T) {
+	repo := t.TempDir()
+	writeModel(t, repo, "big", simpleConfig("big"), 1) // its file is 9 bytes
+	m := cacheManager(t, newFakeLoader(), repo, Options{OnDemand: true, MemoryBudget: 5})
+	_, err := m.AcquireOnDemand(context.Background(), "big", "")
+	wantErr(t, err, inference.CodeResourceExhausted, "more than the whole model cache budget of 5 bytes")
+}
