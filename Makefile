@@ -40,6 +40,19 @@ ORT_DIR     := .ort
 ORT_LIB     := $(CURDIR)/$(ORT_DIR)/lib/libonnxruntime.so.1
 ORT_STAMP   := $(ORT_DIR)/.onnxruntime-node-$(ORT_VERSION)
 
+# TensorFlow's shared libraries for backends/tensorflow: the PyPI wheel
+# tensorflow-cpu (linux x86_64, any CPython: the libraries are the same),
+# fetched with the venv's pip and checked against its sha256. Only the two
+# libraries and the C API headers are kept; nothing else of the wheel is
+# installed. Nereid loads libtensorflow_cc.so.2 at run time, which finds
+# libtensorflow_framework.so.2 next to it.
+TF_VERSION := 2.21.0
+TF_WHEEL   := tensorflow_cpu-$(TF_VERSION)-cp311-cp311-manylinux_2_27_x86_64.whl
+TF_SHA256  := 2b847d217b02ee7731ed91431daf3250daa0196c3c94614d23be27232e6e5b6c
+TF_DIR     := .tf
+TF_LIB     := $(CURDIR)/$(TF_DIR)/lib/libtensorflow_cc.so.2
+TF_STAMP   := $(TF_DIR)/.tensorflow-cpu-$(TF_VERSION)
+
 # The example models are made by scripts/make_models.py with the venv's
 # onnx. The committed stamp is named after the script's content, so the
 # models are remade when the script changes, whatever the files' mtimes
@@ -61,7 +74,7 @@ define protoc
 endef
 
 .PHONY: all build run test test-go test-fuzz test-e2e check fmt-check vet lint \
-	tidy-check proto proto-check venv tools clean distclean help ort models bench-ort bench-stream perf \
+	tidy-check proto proto-check venv tools clean distclean help ort tf models bench-ort bench-stream perf \
 	bench-batching bench-python reliability reliability-short
 
 all: build
@@ -77,6 +90,7 @@ help:
 	@echo 'make proto   regenerate proto/inferencepb and proto/healthpb'
 	@echo 'make venv    Python virtualenv for the end-to-end tests (.venv)'
 	@echo 'make ort     ONNX Runtime shared library into .ort/ (from the npm package onnxruntime-node)'
+	@echo 'make tf      TensorFlow shared libraries and C headers into .tf/ (from the PyPI wheel tensorflow-cpu)'
 	@echo 'make models  regenerate the ONNX example models when scripts/make_models.py changed'
 	@echo 'make tools   pinned protoc plugins and golangci-lint (.tools)'
 	@echo 'make perf    perf_analyzer against Nereid, MLServer, KServe and a ceiling (perf/README.md; PERF_ARGS=--quick)'
@@ -90,7 +104,7 @@ build: models
 	$(GO) build -o bin/nereid ./cmd/nereid
 
 # The Python examples' stubs run in the project's virtualenv (numpy).
-run: build ort venv
+run: build ort tf venv
 	bin/nereid --model-repository=model_repo_examples --backend-config=python,python-executable=$(VENV)/bin/python
 
 # The committed .onnx files are what the script makes. The venv is made
@@ -121,6 +135,26 @@ $(ORT_STAMP):
 	echo "$(ORT_SHA256)  $$tgz" | sha256sum --check --quiet; \
 	tar -xzf "$$tgz" -C "$$tmp" package/bin/napi-v6/linux/x64; \
 	cp "$$tmp"/package/bin/napi-v6/linux/x64/libonnxruntime.so.1* $(ORT_DIR)/lib/
+	touch $@
+
+tf: $(TF_STAMP)
+
+# linux x86_64 only: that is the wheel pinned here. The venv's pip fetches
+# it (the venv is made in the recipe, as for the models).
+$(TF_STAMP):
+	@if [ "$$(uname -sm)" != "Linux x86_64" ]; then \
+		echo "make tf: the pinned tensorflow-cpu wheel carries the libraries for linux x86_64 only; on $$(uname -sm)"; \
+		echo "pass --backend-config=tensorflow,library=PATH to a libtensorflow_cc.so.2 of TensorFlow $(TF_VERSION) instead"; exit 1; fi
+	$(MAKE) --no-print-directory venv
+	rm -rf $(TF_DIR)
+	mkdir -p $(TF_DIR)/lib $(TF_DIR)/include
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	echo "pip download tensorflow-cpu==$(TF_VERSION) ($(TF_WHEEL))"; \
+	PIP_DISABLE_PIP_VERSION_CHECK=1 $(VENV)/bin/python -m pip download --quiet --no-deps --only-binary=:all: \
+		--platform manylinux_2_27_x86_64 --python-version 3.11 --implementation cp --abi cp311 \
+		--dest "$$tmp" tensorflow-cpu==$(TF_VERSION); \
+	echo "$(TF_SHA256)  $$tmp/$(TF_WHEEL)" | sha256sum --check --quiet; \
+	$(VENV)/bin/python scripts/extract_tf.py "$$tmp/$(TF_WHEEL)" $(TF_DIR)
 	touch $@
 
 ## ---- tool installation ----------------------------------------------------
@@ -163,12 +197,12 @@ $(GOLANGCI_STAMP):
 
 test: test-go test-fuzz test-e2e reliability-short
 
-# NEREID_ORT_LIBRARY makes the ONNX Runtime tests fail, not skip, when the
-# library is missing.
+# NEREID_ORT_LIBRARY and NEREID_TF_LIBRARY make the ONNX Runtime and
+# TensorFlow tests fail, not skip, when the library is missing.
 # NEREID_TEST_PYTHON is the interpreter the Python backend's tests run
 # their stubs with (they fail, not skip, when it is set and broken).
-test-go: ort venv
-	NEREID_ORT_LIBRARY=$(ORT_LIB) NEREID_TEST_PYTHON=$(CURDIR)/$(VENV)/bin/python $(GO) test -race ./...
+test-go: ort tf venv
+	NEREID_ORT_LIBRARY=$(ORT_LIB) NEREID_TF_LIBRARY=$(TF_LIB) NEREID_TEST_PYTHON=$(CURDIR)/$(VENV)/bin/python $(GO) test -race ./...
 
 # Runs every native fuzz target for $(FUZZTIME) (scripts/fuzz-one.sh, which
 # reruns once a run that fails only by Go 1.26's fuzztime deadline race).
@@ -184,7 +218,7 @@ test-fuzz:
 		done; \
 	done <<< "$$targets"
 
-test-e2e: build venv ort
+test-e2e: build venv ort tf
 	$(VENV)/bin/python -m pytest -q tests/e2e $(PYTEST_ARGS)
 
 # The ONNX Runtime backend's per-request overhead against onnxruntime_go
@@ -254,7 +288,7 @@ RELIABILITY_FUZZ_JOBS ?= 1
 RELIABILITY_PARTS     ?= attacks,soak,fuzz
 RELIABILITY_ARGS      ?=
 
-reliability: build venv ort
+reliability: build venv ort tf
 	$(VENV)/bin/python tests/reliability/run.py --nereid bin/nereid --parts $(RELIABILITY_PARTS) \
 		--soak-seconds $(SOAK_SECONDS) --fuzz-time $(RELIABILITY_FUZZTIME) --fuzz-jobs $(RELIABILITY_FUZZ_JOBS) \
 		$(RELIABILITY_ARGS)
@@ -262,7 +296,7 @@ reliability: build venv ort
 # The short form that make test runs: a 20 s soak whose results go to a
 # temporary folder, so the committed report stays as it is; the folder is
 # kept, and named, when the soak fails.
-reliability-short: build venv ort
+reliability-short: build venv ort tf
 	@tmp=$$(mktemp -d -t nereid-reliability-short.XXXXXX); \
 	$(VENV)/bin/python tests/reliability/run.py --nereid bin/nereid --parts soak --soak-seconds 20 \
 		--results-dir "$$tmp" --work-dir "$$tmp/logs" \
@@ -309,4 +343,5 @@ clean:
 	find . -type d -name '.?*' -prune -o -type d -name __pycache__ -print | xargs rm -rf
 
 distclean: clean
-	rm -rf $(VENV) $(TOOLS) $(ORT_DIR) .pytest_cache .perf
+	rm -rf $(VENV) $(TOOLS) $(ORT_DIR) $(TF_DIR) .pytest_cache .perf
+

@@ -2,6 +2,7 @@
 """Writes the ONNX models of the example repository.
 
     python scripts/make_models.py model_repo_examples [--testdata DIR]
+    python scripts/make_models.py --tensorflow model_repo_examples [--testdata DIR]
 
 makes, for each model below, <repo>/<name>/config.pbtxt and
 <repo>/<name>/1/model.onnx. The output is deterministic: the same script
@@ -16,6 +17,13 @@ mlp_fp32 (real compute that benefits from batching) and two stateful
 sequence models (implicit state of fixed and of growing size). The
 end-to-end tests import the helpers below to build their own ONNX test
 models.
+
+With --tensorflow it writes the TensorFlow models instead (SavedModels and
+a GraphDef, see the TensorFlow section below) and, with --testdata, those
+of the Go tests of backends/tensorflow. That part needs the pinned
+TensorFlow (tensorflow-cpu 2.21.0, the version `make tf` installs the
+library of) in the interpreter that runs it; neither `make models` nor CI
+runs it: its output is committed.
 """
 
 from __future__ import annotations
@@ -154,21 +162,31 @@ def add_sub_model(name: str, datatype: str, compute: str | None = None) -> onnx.
 MLP_IN, MLP_HIDDEN, MLP_OUT = 64, 512, 16
 
 
+def mlp_weights() -> list:
+    """The MLP's (weight, bias) per layer, He-initialised from a fixed seed:
+    the ONNX and the TensorFlow versions share them."""
+    rng = np.random.default_rng(20240229)
+    sizes = [MLP_IN, MLP_HIDDEN, MLP_HIDDEN, MLP_OUT]
+    out = []
+    for n_in, n_out in zip(sizes, sizes[1:]):
+        w = (rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / n_in)).astype(np.float32)
+        b = (rng.standard_normal(n_out) * 0.01).astype(np.float32)
+        out.append((w, b))
+    return out
+
+
 def mlp_model(name: str) -> onnx.ModelProto:
     """[batch, 64] -> Gemm 512 -> Relu -> Gemm 512 -> Relu -> Gemm 16, FP32.
 
     Weights are He-initialised from a fixed seed, so the file and its
     outputs are the same on every run.
     """
-    rng = np.random.default_rng(20240229)
-    sizes = [MLP_IN, MLP_HIDDEN, MLP_HIDDEN, MLP_OUT]
+    layers = mlp_weights()
     nodes, inits = [], []
     x = "INPUT0"
-    for layer, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
-        w = (rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / n_in)).astype(np.float32)
-        b = (rng.standard_normal(n_out) * 0.01).astype(np.float32)
+    for layer, (w, b) in enumerate(layers):
         inits += [numpy_helper.from_array(w, f"w{layer}"), numpy_helper.from_array(b, f"b{layer}")]
-        last = layer == len(sizes) - 2
+        last = layer == len(layers) - 1
         y = "OUTPUT0" if last else f"h{layer}"
         gemm_out = y if last else f"g{layer}"
         nodes.append(helper.make_node("Gemm", [x, f"w{layer}", f"b{layer}"], [gemm_out], name=f"gemm{layer}"))
@@ -399,15 +417,21 @@ def write_testdata(out: pathlib.Path) -> None:
 
 def main(argv: list[str]) -> int:
     args = argv[1:]
+    tensorflow = bool(args) and args[0] == "--tensorflow"
+    if tensorflow:
+        args = args[1:]
     testdata = None
     if len(args) == 3 and args[1] == "--testdata":
         testdata = pathlib.Path(args[2])
         args = args[:1]
     if len(args) != 1:
         print(__doc__.strip().splitlines()[0], file=sys.stderr)
-        print(f"usage: {argv[0]} REPOSITORY_DIR [--testdata DIR]", file=sys.stderr)
+        print(f"usage: {argv[0]} [--tensorflow] REPOSITORY_DIR [--testdata DIR]", file=sys.stderr)
         return 2
     repo = pathlib.Path(args[0])
+    if tensorflow:
+        write_tensorflow(repo, testdata)
+        return 0
     if testdata is not None:
         write_testdata(testdata)
 
@@ -555,6 +579,207 @@ def main(argv: list[str]) -> int:
     ))
     write_fruit(repo)
     return 0
+
+
+# ---- TensorFlow ----------------------------------------------------------------
+#
+# SavedModels (a tf.Module with a serving_default signature whose keys are
+# the tensor names config.pbtxt uses, as Triton maps them) and a GraphDef
+# (its Placeholder and op names are the configured names). Made with
+# --tensorflow by the pinned TensorFlow; their bytes are committed.
+
+TF_PRODUCER = "nereid scripts/make_models.py (tensorflow)"
+
+
+def tf_config_text(name, platform, max_batch_size, inputs, outputs, comment="", extra=""):
+    """config.pbtxt of a TensorFlow model; inputs/outputs None are left to
+    auto-complete, max_batch_size None too."""
+    text = config_text(name, max_batch_size or 0, inputs or [], outputs or [], comment, extra)
+    text = text.replace('platform: "onnxruntime_onnx"', f'platform: "{platform}"')
+    if max_batch_size is None:
+        text = text.replace("max_batch_size: 0\n", "")
+    if inputs is None:
+        text = text.replace("input [\n\n]\n", "")
+    if outputs is None:
+        text = text.replace("output [\n\n]\n", "")
+    return text
+
+
+def write_tensorflow(repo: pathlib.Path, testdata: pathlib.Path | None) -> None:
+    import os
+    import shutil
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.random.set_seed(0)
+
+    def save(module, path: pathlib.Path, signatures) -> None:
+        if path.exists():
+            shutil.rmtree(path)
+        tf.saved_model.save(module, str(path), signatures=signatures)
+        # fingerprint.pb carries a random UUID (and the loader does without
+        # it); assets/ is empty and would not survive git anyway.
+        (path / "fingerprint.pb").unlink()
+        (path / "assets").rmdir()
+
+    def savedmodel(name: str, module, signatures, config: str | None) -> None:
+        save(module, repo / name / "1" / "model.savedmodel", signatures)
+        if config is not None:
+            (repo / name / "config.pbtxt").write_text(config)
+
+    def spec(name, dtype, shape):
+        return tf.TensorSpec(shape, dtype, name=name)
+
+    # simple_savedmodel: the SavedModel twin of `simple`.
+    class AddSub(tf.Module):
+        @tf.function(input_signature=[spec("INPUT0", tf.int32, [None, 16]), spec("INPUT1", tf.int32, [None, 16])])
+        def serve(self, INPUT0, INPUT1):  # noqa: N803 (the signature keys)
+            return {"OUTPUT0": INPUT0 + INPUT1, "OUTPUT1": INPUT0 - INPUT1}
+
+    m = AddSub()
+    ins, outs = add_sub_io("INT32")
+    savedmodel("simple_savedmodel", m, {"serving_default": m.serve}, tf_config_text(
+        "simple_savedmodel", "tensorflow_savedmodel", 8, ins, outs,
+        "Triton's `simple` example as a TensorFlow SavedModel: OUTPUT0 = INPUT0 +\n"
+        "INPUT1, OUTPUT1 = INPUT0 - INPUT1, element-wise over 16 INT32 values.\n"
+        "The tensor names are the keys of the serving_default signature.",
+        extra="instance_group [ { count: 1 kind: KIND_CPU } ]\n",
+    ))
+
+    # simple_string_savedmodel: `simple` on decimal strings; the
+    # configuration leaves everything but the platform to auto-complete.
+    class StringAddSub(tf.Module):
+        @tf.function(input_signature=[spec("INPUT0", tf.string, [None, 16]), spec("INPUT1", tf.string, [None, 16])])
+        def serve(self, INPUT0, INPUT1):  # noqa: N803
+            a = tf.strings.to_number(INPUT0, out_type=tf.int32)
+            b = tf.strings.to_number(INPUT1, out_type=tf.int32)
+            return {"OUTPUT0": tf.strings.as_string(a + b), "OUTPUT1": tf.strings.as_string(a - b)}
+
+    m = StringAddSub()
+    savedmodel("simple_string_savedmodel", m, {"serving_default": m.serve}, tf_config_text(
+        "simple_string_savedmodel", "tensorflow_savedmodel", None, None, None,
+        "`simple` on strings as a TensorFlow SavedModel: each element of the BYTES\n"
+        "inputs holds a decimal integer; OUTPUT0 and OUTPUT1 hold the decimal sum\n"
+        "and difference. An element that is not a number fails its request.\n"
+        "Everything but the platform is auto-completed from the signature:\n"
+        "inputs, outputs, max_batch_size (4) and dynamic batching.",
+        extra="instance_group [ { count: 1 kind: KIND_CPU } ]\n",
+    ))
+
+    # mlp_savedmodel: the MLP of mlp_fp32, same weights, as variables.
+    class MLP(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = [(tf.Variable(w, name=f"w{i}"), tf.Variable(b, name=f"b{i}"))
+                           for i, (w, b) in enumerate(mlp_weights())]
+
+        @tf.function(input_signature=[spec("INPUT0", tf.float32, [None, MLP_IN])])
+        def serve(self, INPUT0):  # noqa: N803
+            x = INPUT0
+            for i, (w, b) in enumerate(self.layers):
+                x = tf.matmul(x, w) + b
+                if i < len(self.layers) - 1:
+                    x = tf.nn.relu(x)
+            return {"OUTPUT0": x}
+
+    m = MLP()
+    savedmodel("mlp_savedmodel", m, {"serving_default": m.serve}, tf_config_text(
+        "mlp_savedmodel", "tensorflow_savedmodel", 64, [("INPUT0", "FP32", [MLP_IN])], [("OUTPUT0", "FP32", [MLP_OUT])],
+        "mlp_fp32 as a TensorFlow SavedModel (the same weights): 64 -> 512 -> 512\n"
+        "-> 16 with ReLU, FP32, real compute that gains from batching. Warmed up\n"
+        "with one zero sample.",
+        extra=(
+            "dynamic_batching { }\n"
+            "model_warmup [\n"
+            "  {\n"
+            '    name: "zeros"\n'
+            "    batch_size: 1\n"
+            "    inputs {\n"
+            '      key: "INPUT0"\n'
+            f"      value {{ data_type: TYPE_FP32 dims: [ {MLP_IN} ] zero_data: true }}\n"
+            "    }\n"
+            "  }\n"
+            "]\n"
+        ),
+    ))
+
+    # simple_graphdef: `simple` in INT8 as a GraphDef (wrapping sums).
+    def graphdef(build) -> bytes:
+        g = tf.Graph()
+        with g.as_default():
+            build()
+        return g.as_graph_def().SerializeToString(deterministic=True)
+
+    def add_sub_graph(dtype):
+        def build():
+            a = tf.compat.v1.placeholder(dtype, [None, 16], name="INPUT0")
+            b = tf.compat.v1.placeholder(dtype, [None, 16], name="INPUT1")
+            tf.identity(a + b, name="OUTPUT0")
+            tf.identity(a - b, name="OUTPUT1")
+        return build
+
+    ins, outs = add_sub_io("INT8")
+    vdir = repo / "simple_graphdef" / "1"
+    vdir.mkdir(parents=True, exist_ok=True)
+    (vdir / "model.graphdef").write_bytes(graphdef(add_sub_graph(tf.int8)))
+    (repo / "simple_graphdef" / "config.pbtxt").write_text(tf_config_text(
+        "simple_graphdef", "tensorflow_graphdef", 8, ins, outs,
+        "`simple` in INT8 as a TensorFlow GraphDef: sums and differences wrap\n"
+        "around as INT8 does. A GraphDef's configuration is never auto-completed:\n"
+        "inputs name its Placeholders, outputs its operations (op or op:index).",
+        extra="instance_group [ { count: 1 kind: KIND_CPU } ]\n",
+    ))
+
+    if testdata is None:
+        return
+    testdata.mkdir(parents=True, exist_ok=True)
+
+    # Every protocol type, each INPUTi echoed to OUTPUTi, [batch, n].
+    tf_types = {
+        "BOOL": tf.bool, "UINT8": tf.uint8, "UINT16": tf.uint16, "UINT32": tf.uint32, "UINT64": tf.uint64,
+        "INT8": tf.int8, "INT16": tf.int16, "INT32": tf.int32, "INT64": tf.int64, "FP16": tf.float16,
+        "FP32": tf.float32, "FP64": tf.float64, "BYTES": tf.string, "BF16": tf.bfloat16,
+    }
+
+    def all_types():
+        for i, dtype in enumerate(tf_types.values()):
+            x = tf.compat.v1.placeholder(dtype, [None, None], name=f"INPUT{i}")
+            tf.identity(x, name=f"OUTPUT{i}")
+
+    (testdata / "all_types.graphdef").write_bytes(graphdef(all_types))
+
+    # A graph whose run fails on its data: CheckNumerics on a NaN.
+    def check_numerics():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 4], name="INPUT0")
+        tf.debugging.check_numerics(x, "INPUT0 holds a NaN or an infinity", name="OUTPUT0")
+
+    (testdata / "check_numerics.graphdef").write_bytes(graphdef(check_numerics))
+
+    # A SavedModel with two signatures and a fixed, non-batching shape.
+    class TwoSignatures(tf.Module):
+        @tf.function(input_signature=[spec("X", tf.float32, [2, 3])])
+        def double(self, X):  # noqa: N803
+            return {"Y": X * 2.0}
+
+        @tf.function(input_signature=[spec("X", tf.float32, [2, 3])])
+        def negate(self, X):  # noqa: N803
+            return {"Y": -X}
+
+    m = TwoSignatures()
+    save(m, testdata / "two_signatures.savedmodel", {"serving_default": m.double, "negate": m.negate})
+
+    # A sequence model with a START control and an implicit state, as
+    # backends/onnxruntime's sequence_acc: OUTPUT0 = STATE_OUT = INPUT0 +
+    # STATE_IN * (1 - START).
+    class SequenceAcc(tf.Module):
+        @tf.function(input_signature=[spec(n, tf.int32, [None, 1]) for n in ("INPUT0", "START", "STATE_IN")])
+        def serve(self, INPUT0, START, STATE_IN):  # noqa: N803
+            out = INPUT0 + STATE_IN * (1 - START)
+            return {"OUTPUT0": out, "STATE_OUT": tf.identity(out)}
+
+    m = SequenceAcc()
+    save(m, testdata / "sequence_acc.savedmodel", {"serving_default": m.serve})
 
 
 if __name__ == "__main__":

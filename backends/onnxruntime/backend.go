@@ -16,6 +16,7 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 
 	"github.com/nereid-project/nereid/backends"
+	"github.com/nereid-project/nereid/backends/modelio"
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 )
@@ -214,7 +215,7 @@ func latestModelPath(modelDir string, cfg *inferencepb.ModelConfig) (string, err
 // inputs or outputs. With auto-complete off the configuration is only
 // checked, at load.
 func (b *Backend) Complete(_ context.Context, modelDir string, cfg *inferencepb.ModelConfig, autoComplete bool) error {
-	if !autoComplete || !needsCompletion(cfg) {
+	if !autoComplete || !modelio.NeedsCompletion(cfg) {
 		return nil
 	}
 	if _, err := b.ensureRuntime(); err != nil {
@@ -233,7 +234,7 @@ func (b *Backend) completeFrom(path string, cfg *inferencepb.ModelConfig) error 
 	if err != nil {
 		return inference.InvalidArg("unable to auto-complete the configuration of model '%s': %v", cfg.GetName(), err)
 	}
-	return autoComplete(cfg, ins, outs, b.options().DefaultMaxBatchSize)
+	return modelio.AutoComplete(cfg, modelTensors(ins), modelTensors(outs), b.options().DefaultMaxBatchSize, rules)
 }
 
 // readModelIO opens the model once, without graph optimisation, to read

@@ -15,6 +15,7 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 
 	"github.com/nereid-project/nereid/backends"
+	"github.com/nereid-project/nereid/backends/batching"
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/payload"
 )
@@ -119,7 +120,7 @@ func (i *instance) ExecuteWithPhases(ctx context.Context, batch []*inference.Req
 	if len(batch) == 0 {
 		return nil, ph, nil
 	}
-	if len(batch) == 1 || i.batchable(batch) {
+	if len(batch) == 1 || batching.Batchable(batch, i.m.maxBatch) {
 		resps, err := i.runGroup(ctx, batch, &ph)
 		return resps, ph, err
 	}
@@ -134,49 +135,14 @@ func (i *instance) ExecuteWithPhases(ctx context.Context, batch []*inference.Req
 	return out, ph, nil
 }
 
-// batchable reports whether the requests can run as one: a batching
-// model, the same inputs with the same shapes past the batch dimension.
-func (i *instance) batchable(batch []*inference.Request) bool {
-	if i.m.maxBatch == 0 {
-		return false
-	}
-	first := batch[0]
-	for _, req := range batch[1:] {
-		if len(req.Inputs) != len(first.Inputs) {
-			return false
-		}
-		for k := range req.Inputs {
-			a := &req.Inputs[k]
-			b := first.Input(a.Name)
-			if b == nil || len(a.Shape) == 0 || len(b.Shape) == 0 || !slices.Equal(a.Shape[1:], b.Shape[1:]) {
-				return false
-			}
-		}
-	}
-	return true
-}
-
 // wantedOutputs returns the outputs any request of the group asked for, in
 // configuration order, and the implicit state outputs; all of them when
 // one asked for none in particular.
 func (i *instance) wantedOutputs(group []*inference.Request) []*tensorSpec {
-	for _, req := range group {
-		if len(req.Outputs) == 0 {
-			return i.m.outputs
-		}
-	}
-	var out []*tensorSpec
-	for _, o := range i.m.outputs {
-		if o.state {
-			out = append(out, o)
-			continue
-		}
-		for _, req := range group {
-			if slices.ContainsFunc(req.Outputs, func(r inference.RequestedOutput) bool { return r.Name == o.name }) {
-				out = append(out, o)
-				break
-			}
-		}
+	idx := batching.Wanted(group, i.m.wanted)
+	out := make([]*tensorSpec, len(idx))
+	for k, j := range idx {
+		out[k] = i.m.outputs[j]
 	}
 	return out
 }
@@ -216,7 +182,7 @@ func (i *instance) runGroup(ctx context.Context, group []*inference.Request, ph 
 			return nil, i.fail(inference.InvalidArg("unexpected inference input '%s'", t.Name))
 		}
 		spec := i.m.inputs[idx]
-		v, shape, err := i.inputValue(spec, group, t, batchSize)
+		v, shape, err := i.inputValue(spec, group, t)
 		if err != nil {
 			return nil, i.fail(err)
 		}
@@ -327,7 +293,7 @@ func (i *instance) runGroup(ctx context.Context, group []*inference.Request, ph 
 			}
 			learned[o.index] = slices.Clone(modelShape)
 		}
-		if err := i.split(o, data, shape, group, resps); err != nil {
+		if err := batching.Split(inference.Tensor{Name: o.name, DataType: o.dt, Shape: shape, Data: data}, group, resps); err != nil {
 			return nil, i.fail(err)
 		}
 	}
@@ -401,53 +367,19 @@ func (i *instance) fullShape(t *tensorSpec, batchSize int64) []int64 {
 	return append([]int64{batchSize}, dims...)
 }
 
-// modelShape turns a request shape into the shape the model sees: the
-// configured reshape, whose variable dimensions take the request's
-// variable dimensions in order.
+// modelShape turns a request shape into the shape the model sees (its
+// reshape, when configured).
 func (i *instance) modelShape(t *tensorSpec, shape []int64) []int64 {
-	if t.reshape == nil {
-		return shape
-	}
-	var batch, dims []int64
-	if i.m.maxBatch > 0 && len(shape) > 0 {
-		batch, dims = shape[:1], shape[1:]
-	} else {
-		dims = shape
-	}
-	var vars []int64
-	for k, d := range t.dims {
-		if d == -1 && k < len(dims) {
-			vars = append(vars, dims[k])
-		}
-	}
-	out := append([]int64{}, batch...)
-	for _, d := range t.reshape {
-		if d == -1 && len(vars) > 0 {
-			d, vars = vars[0], vars[1:]
-		}
-		out = append(out, d)
-	}
-	return out
+	return batching.ModelShape(t.dims, t.reshape, shape, i.m.maxBatch > 0)
 }
 
 // inputValue builds the ONNX Runtime value of one input for the group —
 // over the request's own bytes when the group has one request, over a
 // concatenation along the batch dimension otherwise — and returns the
 // shape the model sees.
-func (i *instance) inputValue(spec *tensorSpec, group []*inference.Request, t *inference.Tensor, batchSize int64) (value, []int64, error) {
-	data := t.Data
-	shape := t.Shape
-	if len(group) > 1 {
-		shape = append([]int64{batchSize}, t.Shape[1:]...)
-		total := 0
-		for _, req := range group {
-			total += len(req.Input(t.Name).Data)
-		}
-		data = make([]byte, 0, total)
-		for _, req := range group {
-			data = append(data, req.Input(t.Name).Data...)
-		}
-	}
+func (i *instance) inputValue(spec *tensorSpec, group []*inference.Request, t *inference.Tensor) (value, []int64, error) {
+	shape, parts := batching.Input(group, t.Name)
+	data := batching.Concat(parts)
 	shape = i.modelShape(spec, shape)
 	if spec.dt == inference.Bytes {
 		v, err := stringTensor(data, shape, inference.ElementCount(shape))
@@ -510,71 +442,7 @@ func (i *instance) outputData(o *tensorSpec, v value, prealloc []byte, preShape 
 	return data, modelShape, i.clientShape(o, modelShape), nil
 }
 
-// clientShape undoes an output's reshape: the configured dims, whose
-// variable dimensions take the model's values where the reshape has its
-// variable ones.
+// clientShape undoes an output's reshape.
 func (i *instance) clientShape(o *tensorSpec, shape []int64) []int64 {
-	if o.reshape == nil {
-		return shape
-	}
-	var batch, rest []int64
-	if i.m.maxBatch > 0 && len(shape) > 0 {
-		batch, rest = shape[:1], shape[1:]
-	} else {
-		rest = shape
-	}
-	var vars []int64
-	for k, d := range o.reshape {
-		if d == -1 && k < len(rest) {
-			vars = append(vars, rest[k])
-		}
-	}
-	out := append([]int64{}, batch...)
-	for _, d := range o.dims {
-		if d == -1 && len(vars) > 0 {
-			d, vars = vars[0], vars[1:]
-		}
-		out = append(out, d)
-	}
-	return out
-}
-
-// split hands each request its part of an output: the whole tensor for a
-// group of one, consecutive batch rows otherwise. The parts share the
-// output buffer; none aliases an input.
-func (i *instance) split(o *tensorSpec, data []byte, shape []int64, group []*inference.Request, resps []*inference.Response) error {
-	if len(group) == 1 {
-		resps[0].Outputs = append(resps[0].Outputs, inference.Tensor{Name: o.name, DataType: o.dt, Shape: shape, Data: data})
-		return nil
-	}
-	if len(shape) == 0 {
-		return inference.Internal("output '%s' has no batch dimension", o.name)
-	}
-	rowElems := inference.ElementCount(shape[1:])
-	off := 0
-	for r, req := range group {
-		rows := int64(max(req.BatchSize, 1))
-		var part []byte
-		if o.dt == inference.Bytes {
-			end := off
-			for range rows * rowElems {
-				if len(data)-end < 4 {
-					return inference.Internal("output '%s' holds fewer strings than its shape", o.name)
-				}
-				end += 4 + int(binary.LittleEndian.Uint32(data[end:]))
-			}
-			part = data[off:end:end]
-			off = end
-		} else {
-			n := int(rows*rowElems) * o.dt.Size()
-			if off+n > len(data) {
-				return inference.Internal("output '%s' is smaller than its shape", o.name)
-			}
-			part = data[off : off+n : off+n]
-			off += n
-		}
-		s := append([]int64{rows}, shape[1:]...)
-		resps[r].Outputs = append(resps[r].Outputs, inference.Tensor{Name: o.name, DataType: o.dt, Shape: s, Data: part})
-	}
-	return nil
+	return batching.ClientShape(o.dims, o.reshape, shape, i.m.maxBatch > 0)
 }

@@ -14,6 +14,9 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 
 	"github.com/nereid-project/nereid/backends"
+	"github.com/nereid-project/nereid/backends/batching"
+	"github.com/nereid-project/nereid/backends/modelio"
+	"github.com/nereid-project/nereid/backends/warmup"
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 )
@@ -68,8 +71,10 @@ type model struct {
 	outputs  []*tensorSpec
 	inputIdx map[string]int
 	params   sessionParams
-	warmup   []warmupSample
-	log      zerolog.Logger
+	warmup   []warmup.Sample
+	// wanted lists outputs for batching.Wanted.
+	wanted []batching.Output
+	log    zerolog.Logger
 	// modelInputs and modelOutputs are the model's own tensor names, in
 	// its order, for the sessions.
 	modelInputs, modelOutputs []string
@@ -101,7 +106,7 @@ func (b *Backend) Load(_ context.Context, spec backends.ModelSpec) (backends.Mod
 	if err != nil {
 		return nil, inference.InvalidArg("model '%s': %v", spec.Name, err)
 	}
-	if err := validateIO(cfg, ins, outs); err != nil {
+	if err := modelio.Validate(cfg, modelTensors(ins), modelTensors(outs), rules); err != nil {
 		return nil, err
 	}
 	params, err := parseParams(cfg)
@@ -122,33 +127,37 @@ func (b *Backend) Load(_ context.Context, spec backends.ModelSpec) (backends.Mod
 	for _, t := range outs {
 		m.modelOutputs = append(m.modelOutputs, t.name)
 	}
-	for _, in := range configuredInputs(cfg) {
-		m.inputIdx[in.name] = len(m.inputs)
-		m.inputs = append(m.inputs, newTensorSpec(in))
+	var warmIns []warmup.Input
+	for _, in := range modelio.ConfiguredInputs(cfg) {
+		t := newTensorSpec(in)
+		m.inputIdx[in.Name] = len(m.inputs)
+		m.inputs = append(m.inputs, t)
+		warmIns = append(warmIns, warmup.Input{Name: t.name, DataType: t.dt, Dims: t.dims, Implicit: t.implicit})
 	}
-	for k, out := range configuredOutputs(cfg) {
+	for k, out := range modelio.ConfiguredOutputs(cfg) {
 		t := newTensorSpec(out)
 		t.index = k
 		m.outputs = append(m.outputs, t)
+		m.wanted = append(m.wanted, batching.Output{Name: t.name, State: t.state})
 	}
 	if acc := cfg.GetOptimization().GetExecutionAccelerators(); len(acc.GetGpuExecutionAccelerator())+len(acc.GetCpuExecutionAccelerator()) > 0 {
 		m.log.Warn().Msg("optimization.execution_accelerators (TensorRT, OpenVINO) are not supported by the onnxruntime backend yet: the model runs on the default execution provider")
 	}
-	if m.warmup, err = m.warmupSamples(cfg, spec.ModelDir); err != nil {
+	if m.warmup, err = warmup.Samples(cfg, spec.ModelDir, warmIns); err != nil {
 		_ = m.Close()
 		return nil, err
 	}
 	return m, nil
 }
 
-func newTensorSpec(c configured) *tensorSpec {
-	dt := inference.DataType(c.dt)
-	t := &tensorSpec{name: c.name, cname: C.CString(c.name), dt: dt, dims: c.dims, fixed: dt != inference.Bytes, state: c.state, implicit: c.implicit}
+func newTensorSpec(c modelio.Configured) *tensorSpec {
+	dt := inference.DataType(c.Type)
+	t := &tensorSpec{name: c.Name, cname: C.CString(c.Name), dt: dt, dims: c.Dims, fixed: dt != inference.Bytes, state: c.State, implicit: c.Implicit}
 	t.onnxType, _ = toONNX(dt)
-	if c.reshape != nil {
-		t.reshape = append([]int64{}, c.reshape.GetShape()...)
+	if c.Reshape != nil {
+		t.reshape = append([]int64{}, c.Reshape.GetShape()...)
 	}
-	for _, d := range c.dims {
+	for _, d := range c.Dims {
 		if d < 0 {
 			t.fixed = false
 		}

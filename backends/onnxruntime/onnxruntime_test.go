@@ -459,7 +459,7 @@ func TestWarmup(t *testing.T) {
 		},
 	}}
 	m, _ := loadModel(t, b, dir, cfg)
-	if len(m.warmup) != 1 || len(m.warmup[0].batch) != 3 {
+	if len(m.warmup) != 1 || len(m.warmup[0].Batch) != 3 {
 		t.Fatalf("warm-up samples: %+v", m.warmup)
 	}
 

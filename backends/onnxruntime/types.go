@@ -8,7 +8,6 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 
 	"github.com/nereid-project/nereid/inference"
-	"github.com/nereid-project/nereid/proto/inferencepb"
 )
 
 // ONNX's TensorProto.DataType values (ONNXTensorElementDataType).
@@ -85,9 +84,6 @@ func onnxTypeName(t int) string {
 	}
 	return fmt.Sprintf("tensor(type %d)", t)
 }
-
-// configType returns the config.pbtxt data type of a protocol data type.
-func configType(dt inference.DataType) inferencepb.DataType { return inferencepb.DataType(dt) }
 
 // tensorInfo is what the model says about one of its inputs or outputs.
 type tensorInfo struct {
