@@ -13,6 +13,9 @@ import (
 // binary must be listed here, or be one of warnedFlags or refusedFlags:
 // TestEveryFlagHasADecision fails otherwise.
 var implementedFlags = []string{
+	"allow-async", "async-address", "async-dir", "async-max-attempts", "async-max-concurrent-invocations",
+	"async-max-queue", "async-max-request-bytes", "async-notify-attempts", "async-notify-timeout-secs", "async-port",
+	"async-result-ttl-secs",
 	"allow-client-shm", "allow-cpu-metrics", "allow-gpu-metrics", "allow-grpc", "allow-http", "allow-metrics",
 	"allow-sagemaker", "backend-config", "cache-config", "disable-auto-complete-config", "exit-on-error",
 	"exit-timeout-secs", "grpc-address", "grpc-header-forward-pattern", "grpc-http2-max-ping-strikes",

@@ -46,6 +46,7 @@ type config struct {
 	httpTLS, metricsTLS tlsFlags
 	// sagemaker holds the SageMaker listener's flags.
 	sagemaker sagemakerConfig
+	async     asyncConfig // asynchronous inference (async.go)
 	// modelmesh is ModelMesh's model-runtime service (modelmesh.go).
 	modelmesh modelmeshConfig
 
@@ -156,6 +157,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c.metricsTLS.register(fs, "metrics", true)
 	c.sagemaker.register(fs)
 	c.modelmesh.register(fs)
+	c.async.register(fs)
 
 	compatFlags(fs)
 	httpForward := fs.String("http-header-forward-pattern", "", "forward HTTP request headers whose names match this regular expression (case-insensitive) as inference request parameters")
@@ -245,6 +247,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, err
 	}
 	if err := c.obs.finish(); err != nil {
+		return nil, err
+	}
+	if err := c.async.finish(c); err != nil {
 		return nil, err
 	}
 	if err := c.modelmesh.finish(c); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 
+	"github.com/nereid-project/nereid/asyncinfer"
 	_ "github.com/nereid-project/nereid/backends/aggregate" // registers the aggregate backend
 	_ "github.com/nereid-project/nereid/backends/identity"  // registers the identity backend
 	_ "github.com/nereid-project/nereid/backends/repeat"    // registers the repeat backend
@@ -186,6 +187,8 @@ type servers struct {
 	sagemaker *sagemaker.Server
 	// modelmesh is ModelMesh's model-runtime listener (--allow-modelmesh); modelmesh.go.
 	modelmesh *modelmesh.Server
+	// async is the asynchronous inference listener (--allow-async); async.go.
+	async *asyncinfer.Service
 }
 
 func (s *servers) listen(c *config, core *server.Server) error {
@@ -194,6 +197,9 @@ func (s *servers) listen(c *config, core *server.Server) error {
 		return err
 	}
 	if err := s.listenModelMesh(c, core, serve); err != nil {
+		return err
+	}
+	if err := s.listenAsync(c, core, serve); err != nil {
 		return err
 	}
 	if c.allowHTTP {
@@ -316,6 +322,7 @@ func (s *servers) shutdown(timeout time.Duration) {
 	}
 	wg.Go(func() { s.shutdownSageMaker(ctx) })
 	wg.Go(func() { s.shutdownModelMesh(ctx) })
+	wg.Go(func() { s.shutdownAsync(ctx) })
 	if s.grpc != nil {
 		wg.Go(func() {
 			if err := s.grpc.Shutdown(ctx); err != nil {
