@@ -44,9 +44,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "model_repo_examples"
 
 
-def make_repo(root: pathlib.Path) -> pathlib.Path:
+def make_repo(root: pathlib.Path, intra_op: int | None) -> pathlib.Path:
     src = EXAMPLES / "mlp_fp32"
     cfg = (src / "config.pbtxt").read_text()
+    if intra_op is not None:
+        cfg += f'parameters {{ key: "intra_op_thread_count" value {{ string_value: "{intra_op}" }} }}\n'
     for name in ("primary", "candidate"):
         shutil.copytree(src, root / name)
         (root / name / "config.pbtxt").write_text(cfg.replace('name: "mlp_fp32"', f'name: "{name}"'))
@@ -109,11 +111,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--fraction", type=float, default=0.1)
+    ap.add_argument("--intra-op", type=int, default=None,
+                    help="intra_op_thread_count of both models (default: ONNX Runtime's, a thread per core)")
     ap.add_argument("--out", default=str(ROOT / "perf" / "results" / "traffic" / f"{datetime.date.today()}.md"))
     a = ap.parse_args()
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="nereid-traffic-"))
-    repo = make_repo(work / "repo")
+    repo = make_repo(work / "repo", a.intra_op)
     cfg = work / "traffic.json"
     stamp = time.time()
     write_routes(cfg, routes(None), stamp)
@@ -167,7 +171,8 @@ def main() -> None:
         f"- Revision `{rev}`; machine: {os.cpu_count()} cores, a noisy shared VM; client and server share the cores.",
         f"- Model: mlp_fp32 (ONNX Runtime) as `primary` and `candidate`; input {dims}; gRPC, {a.threads} client threads, "
         f"closed loop; {a.seconds:.0f} s per case, {a.rounds} rounds, the cases in turn within a round; medians over rounds.",
-        f"- Mirrored requests compared during the run: {shadows:.0f}.", "",
+        f"- Mirrored requests compared during the run: {shadows:.0f}. intra_op_thread_count: "
+        f"{a.intra_op if a.intra_op is not None else 'ONNX Runtime default'}.", "",
         "| case | req/s | p50 ms | p99 ms | req/s ÷ unrouted | p99 ÷ unrouted |", "|---|---:|---:|---:|---:|---:|",
     ]
     for name in cases:
