@@ -92,14 +92,16 @@ func (p *inProcess) closeModels(timeout time.Duration, log zerolog.Logger) {
 // backends, the core, and the start-up loads. close undoes it all.
 func openInProcess(ctx context.Context, args []string, stderr io.Writer) (_ *inProcess, _ *config, _ zerolog.Logger, closeAll func(), err error) {
 	var undo []func()
-	closeAll = func() {
+	// undoAll, not the named result, which each failing return sets to
+	// nil before the deferred call runs.
+	undoAll := func() {
 		for i := len(undo) - 1; i >= 0; i-- {
 			undo[i]()
 		}
 	}
 	defer func() {
 		if err != nil {
-			closeAll()
+			undoAll()
 		}
 	}()
 	c, err := parseFlags(args, stderr)
@@ -135,5 +137,5 @@ func openInProcess(ctx context.Context, args []string, stderr io.Writer) (_ *inP
 		}
 		log.Error().Msg(err.Error())
 	}
-	return p, c, log, closeAll, nil
+	return p, c, log, undoAll, nil
 }
