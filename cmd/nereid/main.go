@@ -50,6 +50,9 @@ func run(args []string, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "serve" {
 		return runServe(args[1:], stderr) // serve.go: SageMaker's entry point
 	}
+	if len(args) > 0 && args[0] == "batch" {
+		return runBatch(args[1:], stderr) // batch.go: batch transform of a data set
+	}
 	if len(args) > 0 && args[0] == "analyze" {
 		return runAnalyze(args[1:], os.Stdout, stderr) // analyze.go: the configuration recommender
 	}
