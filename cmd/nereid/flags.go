@@ -109,6 +109,15 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c := &config{backendConfig: map[string]map[string]string{}}
 	fs := flag.NewFlagSet("nereid", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `usage: nereid --model-repository=DIR [flags]   serve the repository (Triton's flags)
+       nereid serve                              SageMaker's entry point: SAGEMAKER_* variables to flags
+       nereid batch --help                       run a data set through a model (batch transform)
+       nereid analyze --help                     sweep a model's configurations and recommend one
+flags:
+`)
+		fs.PrintDefaults()
+	}
 
 	var repos, loads, backendCfg stringList
 	fs.Var(&repos, "model-repository", "model repository path (repeatable)")
