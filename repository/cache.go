@@ -134,8 +134,9 @@ func (m *Manager) loadOnDemand(ctx context.Context, name, ver string) (*Handle, 
 	}
 	m.mu.Lock()
 	md := m.models[name]
+	out := md != nil && md.cacheOut // guarded by mu, as every cache field
 	m.mu.Unlock()
-	if md == nil || !md.cacheOut {
+	if !out {
 		// Only names with a directory get a record: a request for any
 		// other name costs a stat, not memory.
 		if _, err := locateModel(m.sources.snapshot(), name); err != nil {

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -308,45 +307,7 @@ func (s *service) unloadAndWait(ctx context.Context, names []string) error {
 			return err
 		}
 	}
-	deadline := time.Now().Add(s.opts.UnloadTimeout)
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return inference.Errorf(inference.CodeCancelled, "unload of model '%s' was cancelled: %w", names[0], ctx.Err())
-		case <-t.C:
-		}
-		entries, err := s.core.RepositoryIndex(ctx, false)
-		if err != nil {
-			return err
-		}
-		busy := slices.IndexFunc(names, func(n string) bool { return stillLoaded(entries, n) })
-		if busy < 0 {
-			return nil
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			return inference.Unavailable("model '%s' did not finish unloading within %s", names[busy], s.opts.UnloadTimeout)
-		}
-		t.Reset(min(s.opts.UnloadPoll, left))
-	}
-}
-
-// stillLoaded reports whether any version of model is ready, loading or
-// unloading in the index.
-func stillLoaded(entries []repository.IndexEntry, model string) bool {
-	for _, e := range entries {
-		if e.Name != model {
-			continue
-		}
-		switch e.State {
-		case repository.StateReady, repository.StateLoading, repository.StateUnloading:
-			return true
-		default: // unavailable (unloaded, or failed), unknown, never loaded
-		}
-	}
-	return false
+	return repository.AwaitUnloaded(ctx, s.core.RepositoryIndex, names, s.opts.UnloadTimeout, s.opts.UnloadPoll)
 }
 
 // ModelSize is the memory of a loaded model as the model cache measured

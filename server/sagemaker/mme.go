@@ -4,7 +4,6 @@ import (
 	"context"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -295,45 +294,6 @@ func (s *Server) unloadModel(ctx *fasthttp.RequestCtx, name string) {
 
 // awaitUnloaded returns once the repository index shows no version of
 // the model loaded, loading or unloading, or fails after UnloadTimeout.
-// The index is read every UnloadPoll: the core tells nobody when an
-// unload completes.
 func (s *Server) awaitUnloaded(ctx context.Context, model string) error {
-	deadline := time.Now().Add(s.opts.UnloadTimeout)
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return inference.Errorf(inference.CodeCancelled, "unload of model '%s' was cancelled: %w", model, ctx.Err())
-		case <-t.C:
-		}
-		entries, err := s.core.RepositoryIndex(ctx, false)
-		if err != nil {
-			return err
-		}
-		if !stillLoaded(entries, model) {
-			return nil
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			return inference.Unavailable("model '%s' did not finish unloading within %s", model, s.opts.UnloadTimeout)
-		}
-		t.Reset(min(s.opts.UnloadPoll, left))
-	}
-}
-
-// stillLoaded reports whether any version of model is ready, loading or
-// unloading in the index.
-func stillLoaded(entries []repository.IndexEntry, model string) bool {
-	for _, e := range entries {
-		if e.Name != model {
-			continue
-		}
-		switch e.State {
-		case repository.StateReady, repository.StateLoading, repository.StateUnloading:
-			return true
-		default: // unavailable (unloaded, or failed), unknown, never loaded
-		}
-	}
-	return false
+	return repository.AwaitUnloaded(ctx, s.core.RepositoryIndex, []string{model}, s.opts.UnloadTimeout, s.opts.UnloadPoll)
 }
