@@ -3,6 +3,7 @@ package ensemble
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -507,5 +508,90 @@ func TestReadyFollowsComposingModels(t *testing.T) {
 	delete(m.cfgs, "second")
 	if e.Ready(context.Background()) {
 		t.Fatal("ready although 'second' is gone")
+	}
+}
+
+// fakeSpan records what the executor reports of a traced request.
+type fakeSpan struct {
+	model    string
+	mu       sync.Mutex
+	children []*fakeSpan
+	served   string // "version start<end"
+	finished bool
+}
+
+func (s *fakeSpan) Child(model string) inference.Span {
+	c := &fakeSpan{model: model}
+	s.mu.Lock()
+	s.children = append(s.children, c)
+	s.mu.Unlock()
+	return c
+}
+
+func (s *fakeSpan) Attach(req *inference.Request) { req.Span = s }
+
+func (s *fakeSpan) Served(req *inference.Request, version string, start, end time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.served = fmt.Sprintf("%s %s %v", req.ModelName, version, start.Before(end) || start.Equal(end))
+}
+
+func (s *fakeSpan) Finish() {
+	s.mu.Lock()
+	s.finished = true
+	s.mu.Unlock()
+}
+
+// A traced ensemble request traces each step as a child of its span, the
+// step's request carrying the child (so a nested ensemble nests further);
+// an untraced request opens none.
+func TestStepsTracedAsChildren(t *testing.T) {
+	m := &models{cfgs: map[string]*inferencepb.ModelConfig{"first": unit(t, "first", false), "second": unit(t, "second", false)}}
+	var mu sync.Mutex
+	spans := map[string]inference.Span{}
+	m.run = map[string]func(context.Context, *inference.Request, inference.ResponseFunc) error{}
+	for _, name := range []string{"first", "second"} {
+		f := add(1)
+		m.run[name] = func(ctx context.Context, req *inference.Request, out inference.ResponseFunc) error {
+			mu.Lock()
+			spans[req.ModelName] = req.Span
+			mu.Unlock()
+			return f(ctx, req, func(resp *inference.Response, final bool) error {
+				if resp != nil {
+					resp.ModelVersion = "7"
+				}
+				return out(resp, final)
+			})
+		}
+	}
+	e := build(t, pipeline, m)
+	defer e.Close()
+
+	req := request(i32(1))
+	rec := backendtest.NewRecorder(t, req)
+	if err := e.Infer(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	rec.Events()[0].Resp.Done()
+	if spans["first"] != nil || spans["second"] != nil {
+		t.Fatalf("an untraced request traced its steps: %v", spans)
+	}
+
+	root := &fakeSpan{model: "ens"}
+	req = request(i32(1))
+	req.Span = root
+	rec = backendtest.NewRecorder(t, req)
+	if err := e.Infer(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	rec.Events()[0].Resp.Done()
+	if len(root.children) != 2 {
+		t.Fatalf("%d children, want one per step", len(root.children))
+	}
+	for k, name := range []string{"first", "second"} {
+		c := root.children[k]
+		if c.model != name || !c.finished || c.served != name+" 7 true" || spans[name] != inference.Span(c) {
+			t.Errorf("step %s: child %+v, step span %v", name, c, spans[name])
+		}
 	}
 }

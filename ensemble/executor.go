@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nereid-project/nereid/backends"
 	"github.com/nereid-project/nereid/inference"
@@ -98,8 +99,11 @@ type run struct {
 // its parent's tensors and that response's, in which the steps downstream
 // of the decoupled step run.
 type frame struct {
-	creator  int // the decoupled step whose response started it; -1: root
-	tensors  map[string]inference.Tensor
+	creator int // the decoupled step whose response started it; -1: root
+	// tensors holds the ensemble tensors by slot (Plan.slots); have marks
+	// the slots filled.
+	tensors  []inference.Tensor
+	have     []bool
 	started  []bool
 	children []*frame
 	emitted  bool
@@ -112,23 +116,34 @@ func newRun(ctx context.Context, e *Executor, req *inference.Request) *run {
 	return r
 }
 
-func (r *run) newFrame(creator int, from map[string]inference.Tensor) *frame {
-	f := &frame{creator: creator, tensors: make(map[string]inference.Tensor, r.e.plan.tensors), started: make([]bool, len(r.e.plan.steps))}
-	for k, v := range from {
-		f.tensors[k] = v
+// newFrame returns a frame holding from's tensors (none when from is nil)
+// with no step started.
+func (r *run) newFrame(creator int, from *frame) *frame {
+	p := r.e.plan
+	f := &frame{creator: creator, tensors: make([]inference.Tensor, p.tensors), have: make([]bool, p.tensors), started: make([]bool, len(p.steps))}
+	if from != nil {
+		copy(f.tensors, from.tensors)
+		copy(f.have, from.have)
 	}
 	return f
+}
+
+// slotted is an ensemble tensor with its slot.
+type slotted struct {
+	slot int
+	t    inference.Tensor
 }
 
 func (r *run) execute() error {
 	defer r.cancel()
 	p := r.e.plan
-	inputs := make(map[string]inference.Tensor, len(r.req.Inputs))
-	for _, t := range r.req.Inputs {
-		inputs[t.Name] = t
-	}
 	r.mu.Lock()
-	r.root = r.newFrame(-1, inputs)
+	r.root = r.newFrame(-1, nil)
+	for _, t := range r.req.Inputs {
+		if k, ok := p.slots[t.Name]; ok {
+			r.root.tensors[k], r.root.have[k] = t, true
+		}
+	}
 	ready := r.readyLocked(r.root)
 	r.mu.Unlock()
 	r.steps.Add(1)
@@ -151,8 +166,8 @@ func (r *run) execute() error {
 	if len(results) == 0 {
 		r.mu.Lock()
 		var missing []string
-		for _, o := range p.outputs {
-			if _, ok := r.root.tensors[o]; !ok {
+		for k, o := range p.outputs {
+			if !r.root.have[p.outputSlots[k]] {
 				missing = append(missing, "'"+o+"'")
 			}
 		}
@@ -179,7 +194,7 @@ func (r *run) readyLocked(f *frame) []started {
 		}
 		all := true
 		for _, b := range s.inputs {
-			if _, ok := f.tensors[b.ensemble]; !ok {
+			if !f.have[b.slot] {
 				all = false
 				break
 			}
@@ -216,44 +231,59 @@ func (r *run) spawn(ready []started) {
 // runStep sends one step to its model, takes in its responses, and returns
 // the steps they made ready that have not been started (those after a
 // decoupled step's responses start at once, while it is still answering).
-func (r *run) runStep(f *frame, s *step) (next []started) {
+func (r *run) runStep(f *frame, s *step) []started {
 	req := &inference.Request{
 		ID:           r.req.ID,
 		ModelName:    s.model,
 		ModelVersion: s.version,
 		Inputs:       make([]inference.Tensor, len(s.inputs)),
+		Outputs:      s.requested,
 		Parameters:   r.req.Parameters,
-	}
-	if !s.router { // a route model answers with the one output it picks
-		req.Outputs = make([]inference.RequestedOutput, len(s.outputs))
-		for k, b := range s.outputs {
-			req.Outputs[k] = inference.RequestedOutput{Name: b.model}
-		}
 	}
 	r.mu.Lock()
 	for k, b := range s.inputs {
-		t := f.tensors[b.ensemble]
+		t := f.tensors[b.slot]
 		t.Name = b.model
 		req.Inputs[k] = t
 	}
 	r.mu.Unlock()
+	// A sampled ensemble request traces each step as its child.
+	var (
+		span  inference.Span
+		start time.Time
+		// What the responses leave, in one variable for the callback.
+		got struct {
+			next    []started
+			version string // the answering version, for the trace
+		}
+	)
+	if r.req.Span != nil {
+		span = r.req.Span.Child(s.model)
+		span.Attach(req)
+		start = time.Now()
+	}
 	err := r.e.inferer.InferStream(r.ctx, req, func(resp *inference.Response, _ bool) error {
 		if resp == nil {
 			return nil
 		}
+		got.version = resp.ModelVersion
 		ready, err := r.deliver(f, s, resp)
 		if s.decoupled {
 			r.spawn(ready)
 		} else {
-			next = append(next, ready...)
+			got.next = append(got.next, ready...)
 		}
 		return err
 	})
+	if span != nil {
+		span.Served(req, got.version, start, time.Now())
+		span.Finish()
+	}
 	if err != nil {
 		r.fail(s, err)
 		return nil
 	}
-	return next
+	return got.next
 }
 
 // deliver takes in one response of step s, run in frame f: its tensors join
@@ -266,13 +296,13 @@ func (r *run) deliver(f *frame, s *step, resp *inference.Response) ([]started, e
 		r.mu.Unlock()
 		return nil, r.err
 	}
-	outs := make(map[string]inference.Tensor, len(s.outputs))
+	outs := make([]slotted, 0, len(s.outputs))
 	for _, b := range s.outputs {
 		var found bool
 		for _, t := range resp.Outputs {
 			if t.Name == b.model {
 				t.Name = b.ensemble
-				outs[b.ensemble], found = t, true
+				outs, found = append(outs, slotted{b.slot, t}), true
 				break
 			}
 		}
@@ -288,7 +318,7 @@ func (r *run) deliver(f *frame, s *step, resp *inference.Response) ([]started, e
 	}
 	target := f
 	if s.decoupled {
-		target = r.newFrame(s.index, f.tensors)
+		target = r.newFrame(s.index, f)
 		copy(target.started, f.started)
 		f.children = append(f.children, target)
 	}
@@ -318,10 +348,10 @@ func (r *run) deliver(f *frame, s *step, resp *inference.Response) ([]started, e
 
 // addLocked puts tensors into f and the frames forked from it, and returns
 // the steps that became ready.
-func (r *run) addLocked(f *frame, tensors map[string]inference.Tensor) []started {
-	for k, v := range tensors {
-		if _, ok := f.tensors[k]; !ok {
-			f.tensors[k] = v
+func (r *run) addLocked(f *frame, tensors []slotted) []started {
+	for _, st := range tensors {
+		if !f.have[st.slot] {
+			f.tensors[st.slot], f.have[st.slot] = st.t, true
 		}
 	}
 	ready := r.readyLocked(f)
@@ -339,12 +369,11 @@ func (r *run) collectLocked(f *frame, emit *[]*inference.Response) {
 	p := r.e.plan
 	if !f.emitted && p.emits(f.creator) {
 		outs := make([]inference.Tensor, 0, len(p.outputs))
-		for _, name := range p.outputs {
-			t, ok := f.tensors[name]
-			if !ok {
+		for _, k := range p.outputSlots {
+			if !f.have[k] {
 				break
 			}
-			outs = append(outs, t)
+			outs = append(outs, f.tensors[k])
 		}
 		if len(outs) == len(p.outputs) {
 			f.emitted = true

@@ -34,8 +34,12 @@ type Plan struct {
 	// frames hold the ensemble's outputs.
 	scope     []int
 	answering int
-	// tensors counts the ensemble tensors, to size a frame.
-	tensors int
+	// tensors counts the ensemble tensors, to size a frame: each has a
+	// slot, its index in a frame's tensors; slots maps names to them, and
+	// outputSlots are the outputs' slots in the order of outputs.
+	tensors     int
+	slots       map[string]int
+	outputSlots []int
 }
 
 // step is one ensemble step, resolved against its model.
@@ -49,6 +53,10 @@ type step struct {
 	// router: the step's model is a route model, which answers with one of
 	// its outputs; the steps that read the others do not run.
 	router bool
+	// requested are the outputs the step's requests ask for (nil for a
+	// router, which answers with the one it picks); shared by every
+	// request, which the server only reads.
+	requested []inference.RequestedOutput
 }
 
 // routeBackend is the built-in backend whose models pick a branch.
@@ -58,6 +66,7 @@ const routeBackend = "route"
 type binding struct {
 	model    string // the tensor's name in the step's model
 	ensemble string // the ensemble tensor
+	slot     int    // the ensemble tensor's slot in a frame
 }
 
 // Decoupled reports whether the ensemble may answer other than once.
@@ -229,7 +238,42 @@ func Build(ctx context.Context, cfg *inferencepb.ModelConfig, version int64, mod
 	if err := p.resolveScopes(producer); err != nil {
 		return nil, fail("%v", err)
 	}
+	p.assignSlots(produced)
 	return p, nil
+}
+
+// assignSlots numbers the ensemble tensors, so that a request's frames
+// hold them in slices indexed by slot rather than in maps by name.
+func (p *Plan) assignSlots(produced map[string]tensorSpec) {
+	names := make([]string, 0, len(produced))
+	for n := range produced {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	p.slots = make(map[string]int, len(names))
+	for i, n := range names {
+		p.slots[n] = i
+	}
+	for _, s := range p.steps {
+		for k := range s.inputs {
+			s.inputs[k].slot = p.slots[s.inputs[k].ensemble]
+		}
+		for k := range s.outputs {
+			s.outputs[k].slot = p.slots[s.outputs[k].ensemble]
+		}
+	}
+	for _, s := range p.steps {
+		if !s.router {
+			s.requested = make([]inference.RequestedOutput, len(s.outputs))
+			for k, b := range s.outputs {
+				s.requested[k] = inference.RequestedOutput{Name: b.model}
+			}
+		}
+	}
+	p.outputSlots = make([]int, len(p.outputs))
+	for k, o := range p.outputs {
+		p.outputSlots[k] = p.slots[o]
+	}
 }
 
 // resolveScopes works out, for a plan with decoupled steps, which frame

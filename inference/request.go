@@ -67,6 +67,11 @@ type Request struct {
 	// the core one comparison at each point.
 	TensorTrace TensorTracer
 
+	// Span, when not nil, is the request's trace (see Span): set by the
+	// front end for a sampled request, so that models that send requests
+	// on its behalf can trace them as its children.
+	Span Span
+
 	// sender is the response path (SetSender, Send).
 	sender ResponseSender
 }

@@ -340,13 +340,14 @@ func (m *Manager) makeRoomLocked(md *model, need int64) (_ []chan struct{}, busy
 		cands    []*model
 		inUse    int64 // bytes of unpinned models that are busy now
 		reserved = m.cacheUsed
+		held     = m.composingLocked()
 	)
 	for c := range m.resident {
 		b := c.bytesLocked()
 		reserved -= b
 		switch {
 		case c == md || c.pinned:
-		case m.evictableLocked(c):
+		case m.evictableLocked(c, held):
 			cands = append(cands, c)
 		default:
 			inUse += b
@@ -430,9 +431,10 @@ func (m *Manager) reserveLocked(ctx context.Context, md *model, need int64) ([]c
 
 // evictableLocked reports whether the cache may take a model out now: it
 // serves READY versions, none of them held by a request, it is not
-// loading or pinned.
-func (m *Manager) evictableLocked(c *model) bool {
-	if c.pinned || c.flight != nil || c.waiters > 0 || len(c.op) > 0 {
+// loading or pinned, and no loaded ensemble composes it (held, from
+// composingLocked).
+func (m *Manager) evictableLocked(c *model, held map[string]bool) bool {
+	if c.pinned || held[c.name] || c.flight != nil || c.waiters > 0 || len(c.op) > 0 {
 		return false
 	}
 	ready := false
@@ -513,13 +515,37 @@ func (m *Manager) reportUsageLocked() {
 	}
 }
 
+// tracksUse reports whether a model's last use matters: to the LRU order
+// of a memory budget or to idle unloading. Without either, requests do not
+// read the clock for it.
+func (m *Manager) tracksUse() bool { return m.opts.MemoryBudget > 0 || m.opts.IdleUnload > 0 }
+
+// composingLocked returns the models that an ensemble serving now lists
+// among its steps. The cache keeps them while it is loaded, so that no
+// step of a running ensemble request finds its model taken out between
+// two steps; the ensemble itself stays evictable, and its composing models
+// become so once it is out. Nil when no resident model has steps.
+func (m *Manager) composingLocked() map[string]bool {
+	var held map[string]bool
+	for md := range m.resident {
+		for _, d := range md.deps {
+			if held == nil {
+				held = map[string]bool{}
+			}
+			held[d] = true
+		}
+	}
+	return held
+}
+
 // nextIdleLocked is when the next idle unload is due; false when no model
 // can become due.
 func (m *Manager) nextIdleLocked() (time.Time, bool) {
 	var next time.Time
 	found := false
+	held := m.composingLocked()
 	for md := range m.resident {
-		if md.pinned || md.highestReadyLocked() == nil {
+		if md.pinned || held[md.name] || md.highestReadyLocked() == nil {
 			continue
 		}
 		due := md.lastUse.Add(m.opts.IdleUnload)
@@ -537,11 +563,12 @@ func (m *Manager) unloadIdle(now time.Time) {
 	defer m.mu.Unlock()
 	idle := m.opts.IdleUnload
 	reason := reasonIdlePrefix + strconv.FormatFloat(idle.Seconds(), 'f', -1, 64) + " s"
+	held := m.composingLocked()
 	for md := range m.resident {
-		if md.pinned || md.highestReadyLocked() == nil || md.lastUse.Add(idle).After(now) {
+		if md.pinned || held[md.name] || md.highestReadyLocked() == nil || md.lastUse.Add(idle).After(now) {
 			continue
 		}
-		if !m.evictableLocked(md) {
+		if !m.evictableLocked(md, held) {
 			md.lastUse = now
 			continue
 		}

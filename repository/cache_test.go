@@ -607,3 +607,63 @@ func TestFilesLargerThanTheBudgetAreRefused(t *testing.T) {
 	_, err := m.AcquireOnDemand(context.Background(), "big", "")
 	wantErr(t, err, inference.CodeResourceExhausted, "more than the whole model cache budget of 5 bytes")
 }
+
+// An ensemble's composing models stay while it is loaded, so that the
+// cache never takes a step's model out between two steps of a request; the
+// ensemble itself is evicted like any model, and then its steps may be.
+func TestEnsembleKeepsItsComposingModels(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		repo := t.TempDir()
+		for _, n := range []string{"step", "x", "y"} {
+			writeModel(t, repo, n, sizedConfig(n, 100, false), 1)
+		}
+		writeModel(t, repo, "ens", `name: "ens"
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "IN" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 4 ] } ]
+parameters { key: "`+ParamMemoryBytes+`" value { string_value: "10" } }
+ensemble_scheduling { step [ { model_name: "step" model_version: -1
+  input_map { key: "INPUT0" value: "IN" } output_map { key: "OUTPUT0" value: "OUT" } } ] }
+`, 1)
+		loader := newFakeLoader()
+		m := cacheManager(t, loader, repo, Options{OnDemand: true, MemoryBudget: 220, IdleUnload: time.Minute})
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Go(func() { m.Run(ctx) })
+		defer func() { cancel(); wg.Wait() }()
+
+		use(t, m, "ens") // loads step too
+		time.Sleep(time.Second)
+		use(t, m, "ens") // the ensemble is used; its step's last use is older
+		time.Sleep(time.Second)
+		use(t, m, "x")
+		// 100 (step) + 10 (ens) + 100 (x) = 210: y needs room, and the
+		// least recently used model, step, is composed by ens; the next
+		// is ens itself.
+		use(t, m, "y")
+		loader.servable(t, "ens", 1).waitClosed(t)
+		if loader.servable(t, "step", 1).isClosed() {
+			t.Fatal("step was evicted while its ensemble was loaded")
+		}
+		if got := m.usedBytes(); got > 220 {
+			t.Fatalf("%d bytes in use over the 220-byte budget", got)
+		}
+
+		// Idle unload: step is kept while ens is loaded again and used.
+		use(t, m, "ens")
+		for range 3 {
+			time.Sleep(50 * time.Second)
+			use(t, m, "ens")
+		}
+		synctest.Wait()
+		if loader.servable(t, "step", 1).isClosed() {
+			t.Fatal("step was idle-unloaded while its ensemble was loaded")
+		}
+		time.Sleep(2 * time.Minute) // both idle now
+		synctest.Wait()
+		if !loader.servable(t, "step", 1).isClosed() {
+			t.Fatal("step stayed after its ensemble was unloaded for idling")
+		}
+	})
+}

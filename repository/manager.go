@@ -477,7 +477,7 @@ func (m *Manager) acquireLocked(name, ver string, use bool) (_ *Handle, load boo
 		}
 	}
 	rec.refs++
-	if use {
+	if use && m.tracksUse() {
 		md.lastUse = time.Now()
 	}
 	return &Handle{
@@ -506,7 +506,7 @@ func (md *model) highestReadyLocked() *version {
 func (m *Manager) release(md *model, v *version, used bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if used {
+	if used && m.tracksUse() {
 		md.lastUse = time.Now()
 	}
 	v.refs--

@@ -28,8 +28,6 @@ type Execution struct {
 // Recorder receives what the scheduler measures. The server's per-model
 // statistics implement it.
 type Recorder interface {
-	// Queued records how long one request waited for an instance.
-	Queued(d time.Duration)
 	// Executed records one execution of a batch.
 	Executed(e Execution)
 	// Pending tracks requests accepted but not yet started (+1 / -1).
@@ -73,7 +71,6 @@ func (d *Direct) Infer(ctx context.Context, req *inference.Request) error {
 	if closed {
 		return inference.Unavailable("model '%s' is unloading", req.ModelName)
 	}
-	start := time.Now()
 	d.pending(1)
 	var inst int
 	select {
@@ -89,9 +86,6 @@ func (d *Direct) Infer(ctx context.Context, req *inference.Request) error {
 	}
 	if d.gate != nil {
 		defer d.gate.Release(inst)
-	}
-	if d.rec != nil {
-		d.rec.Queued(time.Since(start))
 	}
 	exec, err := ExecuteBatch(ctx, d.instances[inst], []*inference.Request{req})
 	if err != nil {

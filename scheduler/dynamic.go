@@ -496,13 +496,9 @@ func (d *DynamicBatcher) removeLocked(p *pending) {
 func (d *DynamicBatcher) execute(inst int, batch []*pending) {
 	defer d.runs.Done()
 	reqs := make([]*inference.Request, len(batch))
-	start := time.Now()
 	for i, p := range batch {
 		reqs[i] = p.req
 		d.pending(-1)
-		if d.rec != nil {
-			d.rec.Queued(start.Sub(p.enqueued))
-		}
 	}
 	// The batch runs until every one of its requests is cancelled.
 	ctx, cancel := batchContext(batch)

@@ -122,15 +122,11 @@ func (s *SequenceBatcher) formDirectLocked(r *seqRunner, now time.Time) ([]direc
 func (s *SequenceBatcher) runDirect(r *seqRunner, rows []directRow) {
 	reqs := make([]*inference.Request, len(rows))
 	var ctxs []context.Context
-	start := time.Now()
 	for i, row := range rows {
 		reqs[i] = row.req
 		if row.sr != nil {
 			ctxs = append(ctxs, row.sr.ctx)
 			s.pending(-1)
-			if s.rec != nil {
-				s.rec.Queued(start.Sub(row.sr.enqueued))
-			}
 		}
 	}
 	ctx, cancel := allDone(ctxs)

@@ -95,6 +95,9 @@ func newLoadedModel(name string, version int64, cfg *inferencepb.ModelConfig, m 
 		stats:     newModelStats(),
 		decoupled: cfg.GetModelTransactionPolicy().GetDecoupled(),
 	}
+	if isEnsemble(cfg) {
+		lm.stats.failAs = FailureOther
+	}
 	lm.injected = injectedInputs(cfg)
 	for _, in := range cfg.GetInput() {
 		lm.inputs[in.GetName()] = in

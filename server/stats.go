@@ -92,6 +92,10 @@ func (r *responseStats) proto() *inferencepb.InferResponseStatistics {
 // It implements scheduler.Recorder.
 type modelStats struct {
 	metrics ModelMetrics // may be nil
+	// failAs, when set, is the reason every failure counts under: an
+	// ensemble's own failures are OTHER, as in Triton (its steps' models
+	// count theirs by their own reasons).
+	failAs string
 
 	mu             sync.Mutex // guards the fields below
 	lastInference  time.Time
@@ -114,11 +118,6 @@ func newModelStats() *modelStats {
 	return &modelStats{batches: map[uint64]*batchStats{}, responses: map[string]*responseStats{}}
 }
 
-// Queued is part of scheduler.Recorder. Queue time is taken from each
-// request's Timing when it succeeds, so that the queue count is the
-// success count as in Triton.
-func (s *modelStats) Queued(time.Duration) {}
-
 // Pending forwards the pending-request gauge to the metrics.
 func (s *modelStats) Pending(delta int) {
 	if s.metrics != nil {
@@ -132,8 +131,8 @@ func (s *modelStats) Executed(e scheduler.Execution) {
 	size := uint64(max(e.BatchSize, 1))
 	s.mu.Lock()
 	s.executionCount++
-	if now := time.Now(); now.After(s.lastInference) {
-		s.lastInference = now
+	if e.End.After(s.lastInference) {
+		s.lastInference = e.End
 	}
 	b := s.batches[size]
 	if b == nil {
@@ -164,7 +163,10 @@ func (s *modelStats) finished(req *inference.Request, end time.Time, err error, 
 	request := end.Sub(req.Arrival)
 	executed := !t.ComputeStart.IsZero()
 	if err != nil {
-		reason := failureReason(err)
+		reason := s.failAs
+		if reason == "" {
+			reason = failureReason(err)
+		}
 		s.mu.Lock()
 		s.fail.add(request)
 		if unaryResponse {

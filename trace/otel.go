@@ -67,20 +67,15 @@ var (
 	computeEvents = map[string]bool{"COMPUTE_START": true, "COMPUTE_INPUT_END": true, "COMPUTE_OUTPUT_START": true, "COMPUTE_END": true}
 )
 
-func (e *otelExporter) export(id uint64, model string, version int64, requestID string, events []event) {
-	if len(events) == 0 {
+// export sends a finished trace: the root span with the front end's
+// events, the request span, and under the request span its compute span
+// and the request spans of its children (an ensemble's steps), nested.
+func (e *otelExporter) export(sp *spanRecord) {
+	if len(sp.events) == 0 {
 		return
 	}
-	first, last := events[0].at, events[0].at
-	find := func(name string) (time.Time, bool) {
-		for _, ev := range events {
-			if ev.name == name {
-				return ev.at, true
-			}
-		}
-		return time.Time{}, false
-	}
-	for _, ev := range events {
+	first, last := sp.events[0].at, sp.events[0].at
+	for _, ev := range sp.events {
 		if ev.at.Before(first) {
 			first = ev.at
 		}
@@ -90,43 +85,62 @@ func (e *otelExporter) export(id uint64, model string, version int64, requestID 
 	}
 	ctx, root := e.tracer.Start(context.Background(), "InferRequest",
 		oteltrace.WithSpanKind(oteltrace.SpanKindServer), oteltrace.WithTimestamp(first))
-	for _, ev := range events {
+	for _, ev := range sp.events {
 		if !requestEvents[ev.name] && !computeEvents[ev.name] {
 			root.AddEvent(ev.name, oteltrace.WithTimestamp(ev.at))
 		}
 	}
-	if start, ok := find("REQUEST_START"); ok {
-		end, _ := find("REQUEST_END")
-		if end.IsZero() {
-			end = last
-		}
-		rctx, req := e.tracer.Start(ctx, model, oteltrace.WithSpanKind(oteltrace.SpanKindServer), oteltrace.WithTimestamp(start),
-			oteltrace.WithAttributes(
-				attribute.String("triton.model_name", model),
-				attribute.Int64("triton.model_version", version),
-				attribute.Int64("triton.trace_id", int64(id)),
-				attribute.Int64("triton.trace_parent_id", 0)))
-		if requestID != "" {
-			req.SetAttributes(attribute.String("triton.request_id", requestID))
-		}
-		for _, ev := range events {
-			if requestEvents[ev.name] {
-				req.AddEvent(ev.name, oteltrace.WithTimestamp(ev.at))
-			}
-		}
-		if cstart, ok := find("COMPUTE_START"); ok {
-			cend, _ := find("COMPUTE_END")
-			_, compute := e.tracer.Start(rctx, "compute", oteltrace.WithSpanKind(oteltrace.SpanKindServer), oteltrace.WithTimestamp(cstart))
-			for _, ev := range events {
-				if computeEvents[ev.name] {
-					compute.AddEvent(ev.name, oteltrace.WithTimestamp(ev.at))
-				}
-			}
-			compute.End(oteltrace.WithTimestamp(cend))
-		}
-		req.End(oteltrace.WithTimestamp(end))
-	}
+	e.exportRequest(ctx, sp, last)
 	root.End(oteltrace.WithTimestamp(last))
+}
+
+// exportRequest sends sp's request span (when it has REQUEST_START) under
+// ctx, with its compute span and its children's request spans below it.
+func (e *otelExporter) exportRequest(ctx context.Context, sp *spanRecord, last time.Time) {
+	find := func(name string) (time.Time, bool) {
+		for _, ev := range sp.events {
+			if ev.name == name {
+				return ev.at, true
+			}
+		}
+		return time.Time{}, false
+	}
+	start, ok := find("REQUEST_START")
+	if !ok {
+		return
+	}
+	end, _ := find("REQUEST_END")
+	if end.IsZero() {
+		end = last
+	}
+	rctx, req := e.tracer.Start(ctx, sp.model, oteltrace.WithSpanKind(oteltrace.SpanKindServer), oteltrace.WithTimestamp(start),
+		oteltrace.WithAttributes(
+			attribute.String("triton.model_name", sp.model),
+			attribute.Int64("triton.model_version", sp.version),
+			attribute.Int64("triton.trace_id", int64(sp.id)),
+			attribute.Int64("triton.trace_parent_id", int64(sp.parent))))
+	if sp.requestID != "" {
+		req.SetAttributes(attribute.String("triton.request_id", sp.requestID))
+	}
+	for _, ev := range sp.events {
+		if requestEvents[ev.name] {
+			req.AddEvent(ev.name, oteltrace.WithTimestamp(ev.at))
+		}
+	}
+	if cstart, ok := find("COMPUTE_START"); ok {
+		cend, _ := find("COMPUTE_END")
+		_, compute := e.tracer.Start(rctx, "compute", oteltrace.WithSpanKind(oteltrace.SpanKindServer), oteltrace.WithTimestamp(cstart))
+		for _, ev := range sp.events {
+			if computeEvents[ev.name] {
+				compute.AddEvent(ev.name, oteltrace.WithTimestamp(ev.at))
+			}
+		}
+		compute.End(oteltrace.WithTimestamp(cend))
+	}
+	for _, c := range sp.children {
+		e.exportRequest(rctx, c, end)
+	}
+	req.End(oteltrace.WithTimestamp(end))
 }
 
 // shutdown sends the spans still batched and stops the exporter.

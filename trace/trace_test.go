@@ -67,6 +67,7 @@ type record struct {
 	ModelName    string `json:"model_name"`
 	ModelVersion *int64 `json:"model_version"`
 	RequestID    string `json:"request_id"`
+	ParentID     uint64 `json:"parent_id"`
 	Timestamps   []struct {
 		Name string `json:"name"`
 		NS   int64  `json:"ns"`
@@ -328,7 +329,10 @@ func TestParseConfig(t *testing.T) {
 
 // TestOpenTelemetryExport sends spans to an in-test OTLP/HTTP receiver and
 // decodes the protobuf it receives.
-func TestOpenTelemetryExport(t *testing.T) {
+// otlpReceiver is an in-test OTLP/HTTP receiver: the URL to export to,
+// and a function that returns what it received once the tracer is closed.
+func otlpReceiver(t *testing.T) (string, func() []*tracepb.TracesData) {
+	t.Helper()
 	var mu sync.Mutex
 	// TracesData has the wire form of the collector's ExportTraceServiceRequest.
 	var received []*tracepb.TracesData
@@ -345,17 +349,25 @@ func TestOpenTelemetryExport(t *testing.T) {
 		mu.Unlock()
 		w.Header().Set("Content-Type", "application/x-protobuf")
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://") + "/v1/traces", func() []*tracepb.TracesData {
+		mu.Lock()
+		defer mu.Unlock()
+		return received
+	}
+}
+
+func TestOpenTelemetryExport(t *testing.T) {
+	url, receivedSpans := otlpReceiver(t)
 	tr := newTracer(t, "level=TIMESTAMPS", "rate=1", "mode=opentelemetry",
-		"opentelemetry,url="+strings.TrimPrefix(srv.URL, "http://")+"/v1/traces", "opentelemetry,resource=deployment=test")
+		"opentelemetry,url="+url, "opentelemetry,resource=deployment=test")
 	if !traceRequest(tr, "simple") {
 		t.Fatal("not sampled")
 	}
 	if err := tr.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	received := receivedSpans()
 	spans := map[string][]string{}
 	attrs := map[string]string{}
 	var service string
@@ -642,5 +654,129 @@ func TestTensorData(t *testing.T) {
 	if len(parsed) != 2 || parsed[0].Tensor.Name != "we\"ird\\" || parsed[0].Tensor.Data != "\"\"\\\x00\"" || parsed[0].Activity != "TENSOR_BACKEND_OUTPUT" ||
 		parsed[1].Tensor.Data != "0" || parsed[1].ID != 7 {
 		t.Errorf("%+v", parsed)
+	}
+}
+
+// tracedEnsemble traces one request to an ensemble of two steps as the
+// front end and the ensemble's executor do: the front end attaches the
+// trace, each step runs under a child of it, and the front end finishes
+// the parent after the steps.
+func tracedEnsemble(t *testing.T, tr *Tracer) (parent *Trace, steps [2]inference.Span) {
+	t.Helper()
+	parent = tr.Sample("ens")
+	if parent == nil {
+		t.Fatal("not sampled")
+	}
+	req := &inference.Request{ModelName: "ens", ID: "e-1"}
+	parent.Attach(req)
+	if req.Span != inference.Span(parent) {
+		t.Fatal("Attach did not set the request's span")
+	}
+	now := time.Now()
+	parent.Record("GRPC_WAITREAD_END", now)
+	for i, model := range []string{"pre", "main"} {
+		child := req.Span.Child(model)
+		stepReq := &inference.Request{ModelName: model, ID: req.ID}
+		child.Attach(stepReq)
+		if stepReq.Span != child {
+			t.Fatal("a child's Attach did not set the step's span")
+		}
+		at := now.Add(time.Duration(10*(i+1)) * time.Microsecond)
+		stepReq.Timing = inference.Timing{QueueStart: at.Add(time.Microsecond), ComputeStart: at.Add(2 * time.Microsecond),
+			ComputeInputEnd: at.Add(3 * time.Microsecond), ComputeOutputStart: at.Add(4 * time.Microsecond), ComputeEnd: at.Add(5 * time.Microsecond)}
+		child.Served(stepReq, "1", at, at.Add(6*time.Microsecond))
+		child.Finish()
+		steps[i] = child
+	}
+	req.Timing.QueueStart = now.Add(2 * time.Microsecond)
+	parent.Request(req, &inference.Response{ModelVersion: "1"}, now.Add(time.Microsecond), now.Add(40*time.Microsecond))
+	parent.Finish()
+	return parent, steps
+}
+
+// An ensemble's steps are traced as children of its request, with
+// Triton's parent_id, whatever the sampling rate; a nil trace has none.
+func TestChildTraces(t *testing.T) {
+	var none *Trace
+	if none.Child("m") != nil {
+		t.Fatal("a nil trace opened a child")
+	}
+	file := filepath.Join(t.TempDir(), "trace.json")
+	tr := newTracer(t, "level=TIMESTAMPS", "rate=1", "count=1", "triton,file="+file)
+	parent, steps := tracedEnsemble(t, tr)
+	if tr.Sample("ens") != nil {
+		t.Fatal("the children used up the trace count")
+	}
+	if err := tr.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The count is used up once the parent and its children are done.
+	recs := readRecords(t, file+".0")
+	heads := map[string]record{}
+	stamps := map[uint64][]string{}
+	for _, r := range recs {
+		if r.ModelName != "" {
+			heads[r.ModelName] = r
+		}
+		for _, ts := range r.Timestamps {
+			stamps[r.ID] = append(stamps[r.ID], ts.Name)
+		}
+	}
+	if h := heads["ens"]; h.ID != parent.ID() || h.ParentID != 0 || h.RequestID != "e-1" {
+		t.Errorf("ensemble record %+v", h)
+	}
+	for i, model := range []string{"pre", "main"} {
+		h := heads[model]
+		if h.ID != steps[i].(*Trace).ID() || h.ParentID != parent.ID() || h.ID == parent.ID() || h.ModelVersion == nil || *h.ModelVersion != 1 {
+			t.Errorf("step %s record %+v, want parent_id %d", model, h, parent.ID())
+		}
+		want := "REQUEST_START QUEUE_START COMPUTE_START COMPUTE_INPUT_END COMPUTE_OUTPUT_START COMPUTE_END REQUEST_END"
+		if got := strings.Join(stamps[h.ID], " "); got != want {
+			t.Errorf("step %s timestamps %q, want %q", model, got, want)
+		}
+	}
+}
+
+// In opentelemetry mode an ensemble's steps are request spans nested under
+// the ensemble's request span, each with its compute span.
+func TestOpenTelemetryChildSpans(t *testing.T) {
+	url, receivedSpans := otlpReceiver(t)
+	tr := newTracer(t, "level=TIMESTAMPS", "rate=1", "mode=opentelemetry", "opentelemetry,url="+url)
+	tracedEnsemble(t, tr)
+	if err := tr.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]string{} // span id -> name
+	parentOf := map[string]string{}
+	count := map[string]int{}
+	for _, req := range receivedSpans() {
+		for _, rs := range req.GetResourceSpans() {
+			for _, ss := range rs.GetScopeSpans() {
+				for _, sp := range ss.GetSpans() {
+					byID[string(sp.GetSpanId())] = sp.GetName()
+					count[sp.GetName()]++
+				}
+			}
+		}
+	}
+	for _, req := range receivedSpans() {
+		for _, rs := range req.GetResourceSpans() {
+			for _, ss := range rs.GetScopeSpans() {
+				for _, sp := range ss.GetSpans() {
+					if sp.GetName() != "compute" {
+						parentOf[sp.GetName()] = byID[string(sp.GetParentSpanId())]
+					}
+				}
+			}
+		}
+	}
+	want := map[string]string{"InferRequest": "", "ens": "InferRequest", "pre": "ens", "main": "ens"}
+	for name, parent := range want {
+		if got, ok := parentOf[name]; !ok || got != parent {
+			t.Errorf("span %s has parent %q (present %v), want %q; spans %v", name, got, ok, parent, count)
+		}
+	}
+	if count["InferRequest"] != 1 || count["compute"] != 2 {
+		t.Errorf("span counts %v: want one root, and a compute span for each step", count)
 	}
 }

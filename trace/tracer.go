@@ -380,6 +380,7 @@ type Trace struct {
 	scope  *scope
 	id     uint64
 	model  string
+	parent *Trace // the trace of the request this one serves (Child), or nil
 
 	mu        sync.Mutex // guards the fields below
 	version   int64
@@ -387,9 +388,25 @@ type Trace struct {
 	events    []event
 	tensors   []tensorChunk
 	finished  bool
+	// children are the finished child traces an opentelemetry export
+	// nests under this one's span; Triton's mode writes each on its own.
+	children []*spanRecord
 }
 
-var _ inference.TensorTracer = (*Trace)(nil)
+var (
+	_ inference.TensorTracer = (*Trace)(nil)
+	_ inference.Span         = (*Trace)(nil)
+)
+
+// spanRecord is a finished trace as an export sees it.
+type spanRecord struct {
+	id, parent uint64
+	model      string
+	version    int64
+	requestID  string
+	events     []event
+	children   []*spanRecord
+}
 
 type event struct {
 	name string
@@ -423,12 +440,21 @@ func (tr *Trace) Request(req *inference.Request, resp *inference.Response, start
 	if tr == nil {
 		return
 	}
-	version := int64(-1)
+	version := req.ModelVersion
 	if resp != nil {
-		if v, err := strconv.ParseInt(resp.ModelVersion, 10, 64); err == nil {
-			version = v
-		}
-	} else if v, err := strconv.ParseInt(req.ModelVersion, 10, 64); err == nil {
+		version = resp.ModelVersion
+	}
+	tr.Served(req, version, start, end)
+}
+
+// Served is Request for a caller that holds the answering version rather
+// than the response: a model tracing the requests it sends (inference.Span).
+func (tr *Trace) Served(req *inference.Request, modelVersion string, start, end time.Time) {
+	if tr == nil {
+		return
+	}
+	version := int64(-1)
+	if v, err := strconv.ParseInt(modelVersion, 10, 64); err == nil {
 		version = v
 	}
 	tr.mu.Lock()
@@ -444,14 +470,35 @@ func (tr *Trace) Request(req *inference.Request, resp *inference.Response, start
 	tr.Record("REQUEST_END", end)
 }
 
-// Attach makes req record its tensors into the trace (req.TensorTrace)
-// when the trace's level includes TENSORS. The front end calls it before
-// handing req to the core. Triton's opentelemetry mode records no tensors
-// ("Tensor level tracing is not supported"), and neither does Nereid's.
+// Attach makes req report into the trace: req.Span, so that the models
+// serving req can trace the requests they send as children, and its
+// tensors (req.TensorTrace) when the trace's level includes TENSORS. The
+// front end calls it before handing req to the core. Triton's
+// opentelemetry mode records no tensors ("Tensor level tracing is not
+// supported"), and neither does Nereid's.
 func (tr *Trace) Attach(req *inference.Request) {
-	if tr != nil && tr.scope.settings.Level&LevelTensors != 0 {
-		tr.attach(req) // kept out of line: Attach inlines to a nil check
+	if tr == nil {
+		return
 	}
+	req.Span = tr
+	if tr.scope.settings.Level&LevelTensors != 0 {
+		tr.attach(req)
+	}
+}
+
+// Child opens the trace of a request sent on tr's behalf to model (an
+// ensemble's step): it has an id of its own, tr's settings, and tr's id as
+// its parent_id. It is taken whatever the sampling rate and count, which
+// the parent's request has passed. A nil tr has no children.
+func (tr *Trace) Child(model string) inference.Span {
+	if tr == nil {
+		return nil
+	}
+	sc := tr.scope
+	sc.mu.Lock()
+	sc.created++ // collected when it finishes: the scope flushes after it
+	sc.mu.Unlock()
+	return &Trace{tracer: tr.tracer, scope: sc, id: tr.tracer.nextID.Add(1), model: model, parent: tr}
 }
 
 func (tr *Trace) attach(req *inference.Request) {
@@ -491,10 +538,14 @@ func (tr *Trace) Finish() {
 		return
 	}
 	tr.finished = true
-	events, tensors := tr.events, tr.tensors
+	tensors := tr.tensors
 	tr.tensors = nil // a pooled request may hold tr until it is reused
-	version, reqID := tr.version, tr.requestID
+	sp := &spanRecord{id: tr.id, model: tr.model, version: tr.version, requestID: tr.requestID, events: tr.events, children: tr.children}
+	tr.children = nil
 	tr.mu.Unlock()
+	if tr.parent != nil {
+		sp.parent = tr.parent.id
+	}
 	t := tr.tracer
 	t.mu.Lock()
 	closed, exp := t.closed, t.otel
@@ -504,13 +555,27 @@ func (tr *Trace) Finish() {
 	}
 	switch tr.scope.settings.Mode {
 	case ModeOpenTelemetry:
+		if tr.parent != nil && tr.parent.adopt(sp) {
+			return // exported under the parent's span
+		}
 		if exp != nil {
-			exp.export(tr.id, tr.model, version, reqID, events)
+			exp.export(sp)
 		}
 	default:
-		tr.scope.record(t, tritonRecords(tr.id, tr.model, version, reqID, events, tensors,
-			tr.scope.settings.Level&LevelTimestamps != 0))
+		tr.scope.record(t, tritonRecords(sp, tensors, tr.scope.settings.Level&LevelTimestamps != 0))
 	}
+}
+
+// adopt keeps a finished child for tr's export, unless tr is finished
+// already (a child that outlives its parent is exported on its own).
+func (tr *Trace) adopt(child *spanRecord) bool {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if tr.finished {
+		return false
+	}
+	tr.children = append(tr.children, child)
+	return true
 }
 
 // tritonRecords renders a trace as Triton does. At the TIMESTAMPS level:
@@ -521,7 +586,8 @@ func (tr *Trace) Finish() {
 // tensorAnchor) or, without that timestamp, at the end in the order
 // reported. Triton writes the model record with REQUEST_START, a
 // timestamp, so TENSORS alone writes tensor records only.
-func tritonRecords(id uint64, model string, version int64, requestID string, events []event, tensors []tensorChunk, timestamps bool) []byte {
+func tritonRecords(sp *spanRecord, tensors []tensorChunk, timestamps bool) []byte {
+	id, events := sp.id, sp.events
 	var b bytes.Buffer
 	next := func() {
 		if b.Len() > 0 {
@@ -532,12 +598,12 @@ func tritonRecords(id uint64, model string, version int64, requestID string, eve
 	if timestamps {
 		wroteHeader := !slices.ContainsFunc(events, func(e event) bool { return e.name == "REQUEST_START" })
 		if wroteHeader {
-			writeHeader(&b, id, model, version, requestID)
+			writeHeader(&b, sp)
 		}
 		for _, e := range events {
 			if e.name == "REQUEST_START" && !wroteHeader {
 				next()
-				writeHeader(&b, id, model, version, requestID)
+				writeHeader(&b, sp)
 				wroteHeader = true
 			}
 			next()
@@ -560,10 +626,15 @@ func tritonRecords(id uint64, model string, version int64, requestID string, eve
 	return b.Bytes()
 }
 
-func writeHeader(b *bytes.Buffer, id uint64, model string, version int64, requestID string) {
-	fmt.Fprintf(b, `{"id":%d,"model_name":%s,"model_version":%d`, id, jsonString(model), version)
-	if requestID != "" {
-		fmt.Fprintf(b, `,"request_id":%s`, jsonString(requestID))
+// writeHeader writes the record naming the trace's model; a child trace
+// (an ensemble's step) names its parent's id as Triton does.
+func writeHeader(b *bytes.Buffer, sp *spanRecord) {
+	fmt.Fprintf(b, `{"id":%d,"model_name":%s,"model_version":%d`, sp.id, jsonString(sp.model), sp.version)
+	if sp.requestID != "" {
+		fmt.Fprintf(b, `,"request_id":%s`, jsonString(sp.requestID))
+	}
+	if sp.parent != 0 {
+		fmt.Fprintf(b, `,"parent_id":%d`, sp.parent)
 	}
 	b.WriteByte('}')
 }

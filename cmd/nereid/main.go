@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"google.golang.org/grpc"
 
 	"github.com/nereid-project/nereid/asyncinfer"
 	_ "github.com/nereid-project/nereid/backends/aggregate" // registers the aggregate backend
@@ -244,7 +243,7 @@ func (s *servers) listen(c *config, core *server.Server) error {
 			Logging: s.logs, Tracer: s.obs.tracer, Restricted: c.obs.grpcRestricted,
 			Keepalive: c.grpc.keepalive, KeepalivePolicy: c.grpc.policy,
 			InferResponseCompression: c.grpc.compressionLevel, HeaderForwardPattern: c.grpcForward,
-			ServerOptions: append([]grpc.ServerOption{grpc.NumStreamWorkers(grpcStreamWorkers)}, creds...),
+			ServerOptions: creds,
 		})
 		serve("grpc", func() error { return s.grpc.Serve(ln) })
 		s.log.Info().Str("address", ln.Addr().String()).Bool("tls", c.grpc.tls.useSSL).Bool("mutual_tls", c.grpc.tls.mutual).
@@ -351,14 +350,6 @@ func (s *servers) shutdown(timeout time.Duration) {
 // httpDrainWindow is how long the HTTP front end answers with
 // Connection: close before it stops accepting and closes idle connections.
 const httpDrainWindow = 500 * time.Millisecond
-
-// grpcStreamWorkers is how many gRPC calls run on reused goroutines. A call
-// on a fresh goroutine grows its stack from the minimum on every request;
-// under perf_analyzer (simple, gRPC, concurrency 1) that stack copying was
-// about 10 % of Nereid's CPU and fell to under 2 % with workers (see
-// perf/profile.md). A call that finds every worker busy still gets its own
-// goroutine, so this bounds nothing.
-const grpcStreamWorkers = 64
 
 // runGroup owns the serving goroutines of the listeners: each runs until its
 // server is shut down, and wait joins them all. The first one that fails

@@ -3,7 +3,11 @@ HTTP and gRPC, composing models' statistics, explicit-mode loading of
 composing models, a decoupled step fanned out over a gRPC stream, and an
 ensemble that does not validate."""
 
+import json
 import queue
+import shutil
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +15,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import EXAMPLES, wait_for, write_identity_model, write_model
+from conftest import EXAMPLES, _free_ports, wait_for, write_identity_model, write_model
+from e2e_util import scrape
 
 IN0 = np.arange(32, dtype=np.int32).reshape(2, 16)
 IN1 = np.ones((2, 16), dtype=np.int32)
@@ -263,3 +268,192 @@ ensemble_scheduling { step [
     st = s.http().get_inference_statistics("slow")["model_stats"][0]
     assert st["inference_count"] == 8
     assert st["execution_count"] < 8, st  # batched
+
+
+# --------------------------------------------------------------------------
+# Traces, failure metrics, poll mode, reloads under load, sequence steps
+
+def test_ensemble_trace_has_a_child_per_step(nereid, good_repo, tmp_path):
+    trace_file = tmp_path / "trace.json"
+    s = nereid.start(good_repo, [f"--trace-config=triton,file={trace_file}",
+                                 "--trace-config=level=TIMESTAMPS", "--trace-config=rate=1"])
+    s.http().infer("simple_ensemble", simple_inputs(httpclient), request_id="t-http")
+    s.grpc().infer("simple_ensemble", simple_inputs(grpcclient), request_id="t-grpc")
+    s.stop_gracefully()
+    records = json.loads(trace_file.read_text())
+    heads = [r for r in records if "model_name" in r]
+    stamps = {}
+    for r in records:
+        stamps.setdefault(r["id"], []).extend(t["name"] for t in r.get("timestamps", []))
+    parents = [h for h in heads if h["model_name"] == "simple_ensemble"]
+    assert sorted(p["request_id"] for p in parents) == ["t-grpc", "t-http"], heads
+    core = ["REQUEST_START", "QUEUE_START", "COMPUTE_START", "COMPUTE_INPUT_END",
+            "COMPUTE_OUTPUT_START", "COMPUTE_END", "REQUEST_END"]
+    for p in parents:
+        assert "parent_id" not in p
+        steps = [h for h in heads if h.get("parent_id") == p["id"]]
+        # Two steps of simple, each its own trace under the ensemble's.
+        assert [h["model_name"] for h in steps] == ["simple", "simple"], heads
+        for h in steps:
+            assert h["model_version"] == 1 and h["request_id"] == p["request_id"] and h["id"] != p["id"]
+            assert [n for n in stamps[h["id"]] if n in core] == core
+    assert len(heads) == 6
+
+
+def test_ensemble_failures_count_as_other(nereid, good_repo):
+    port = _free_ports(1)[0]
+    s = nereid.start(good_repo, ["--model-control-mode=explicit", "--load-model=simple_ensemble",
+                                 "--allow-metrics=true", f"--metrics-port={port}"])
+    c = s.http()
+    c.infer("simple_ensemble", simple_inputs(httpclient))
+    c.unload_model("simple")
+    wait_for(lambda: not c.is_model_ready("simple"), what="simple unloaded")
+    with pytest.raises(InferenceServerException) as e:
+        c.infer("simple_ensemble", simple_inputs(httpclient))
+    assert "simple_ensemble" in e.value.message() and "'simple'" in e.value.message(), e.value.message()
+    samples = scrape(port)[0]
+
+    def failures(model, reason):
+        return samples.get(("nv_inference_request_failure",
+                            frozenset({"model": model, "version": "1", "reason": reason}.items())))
+
+    # The ensemble counts its own failure as OTHER, as Triton does.
+    assert failures("simple_ensemble", "OTHER") == 1, samples
+    for reason in ("BACKEND", "REJECTED", "CANCELED"):
+        assert failures("simple_ensemble", reason) == 0
+    assert samples.get(("nv_inference_request_success",
+                        frozenset({"model": "simple_ensemble", "version": "1"}.items()))) == 1
+
+
+SWAP = """name: "swap"
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "A" data_type: TYPE_INT32 dims: [ 16 ] }, { name: "B" data_type: TYPE_INT32 dims: [ 16 ] } ]
+output [ { name: "S" data_type: TYPE_INT32 dims: [ 16 ] }, { name: "D" data_type: TYPE_INT32 dims: [ 16 ] } ]
+ensemble_scheduling { step [ { model_name: "simple" model_version: -1
+  input_map { key: "INPUT0" value: "A" } input_map { key: "INPUT1" value: "B" }
+  output_map { key: "OUTPUT0" value: "%s" } output_map { key: "OUTPUT1" value: "%s" } } ] }
+"""
+
+
+def swap_infer(client):
+    inputs = [httpclient.InferInput("A", [2, 16], "INT32"), httpclient.InferInput("B", [2, 16], "INT32")]
+    inputs[0].set_data_from_numpy(IN0)
+    inputs[1].set_data_from_numpy(IN1)
+    r = client.infer("swap", inputs)
+    return r.as_numpy("S"), r.as_numpy("D")
+
+
+def test_poll_mode_follows_ensemble_and_composing_changes(nereid, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLES / "simple", repo / "simple")
+    write_model(repo, "swap", SWAP % ("S", "D"))
+    s = nereid.start(repo, ["--model-control-mode=poll", "--repository-poll-secs=1"])
+    c = s.http()
+    total, diff = swap_infer(c)
+    np.testing.assert_array_equal(total, IN0 + IN1)
+    np.testing.assert_array_equal(diff, IN0 - IN1)
+
+    # The ensemble's own configuration changes: the next poll reloads it.
+    write_model(repo, "swap", SWAP % ("D", "S"))
+
+    def swapped():
+        total, _ = swap_infer(c)
+        return np.array_equal(total, IN0 - IN1)
+
+    wait_for(swapped, what="the changed ensemble served")
+
+    # A composing model's configuration changes: it reloads, and the
+    # ensemble serves throughout.
+    cfg = (repo / "simple" / "config.pbtxt").read_text()
+    (repo / "simple" / "config.pbtxt").write_text(cfg + '\nparameters { key: "poll_marker" value { string_value: "2" } }\n')
+
+    def reloaded():
+        assert c.is_model_ready("swap")
+        swap_infer(c)
+        params = c.get_model_config("simple").get("parameters", {})
+        return params.get("poll_marker", {}).get("string_value") == "2"
+
+    wait_for(reloaded, what="simple reloaded by the poll")
+    _, diff = swap_infer(c)
+    np.testing.assert_array_equal(diff, IN0 + IN1)
+
+    # Removing a composing model makes the ensemble fail to serve.
+    shutil.rmtree(repo / "simple")
+    wait_for(lambda: not c.is_model_ready("swap"), what="swap not ready without simple")
+
+
+def test_reloading_a_composing_model_under_load_loses_nothing(nereid, good_repo):
+    s = nereid.start(good_repo, ["--model-control-mode=explicit", "--load-model=simple_ensemble"])
+    stop = threading.Event()
+    errors, counts = [], []
+
+    def load():
+        c = s.grpc()
+        n = 0
+        while not stop.is_set():
+            try:
+                r = c.infer("simple_ensemble", simple_inputs(grpcclient))
+                np.testing.assert_array_equal(r.as_numpy("OUTPUT0"), 2 * IN0)
+                np.testing.assert_array_equal(r.as_numpy("OUTPUT1"), 2 * IN1)
+                n += 1
+            except Exception as e:  # noqa: BLE001 - every failure is reported
+                errors.append(repr(e))
+        counts.append(n)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    c = s.http()
+    cfg = (good_repo / "simple" / "config.pbtxt").read_text()
+    try:
+        for i in range(3):
+            time.sleep(0.3)
+            # A new configuration makes a new version load beside the old,
+            # whose steps in flight drain on it.
+            c.load_model("simple", config=json.dumps(c.get_model_config("simple") | {"parameters": {"reload": {"string_value": str(i)}}}))
+            assert c.get_model_config("simple")["parameters"]["reload"]["string_value"] == str(i)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors[:5]
+    assert sum(counts) > 20, counts
+    assert cfg  # the repository's own file is untouched
+
+
+SEQ_ENSEMBLE = """name: "seq_sum"
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "X" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "SUM" data_type: TYPE_INT32 dims: [ 1 ] } ]
+ensemble_scheduling { step [ { model_name: "sequence_accumulator" model_version: -1
+  input_map { key: "INPUT" value: "X" } output_map { key: "OUTPUT" value: "SUM" } } ] }
+"""
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_sequence_model_inside_an_ensemble(nereid, fresh_repo, protocol):
+    write_model(fresh_repo, "seq_sum", SEQ_ENSEMBLE)
+    s = nereid.start(fresh_repo)
+    client = s.http() if protocol == "http" else s.grpc()
+    mod = httpclient if protocol == "http" else grpcclient
+    values = {101: [0, 11, 7, 5], 202: [3, 2, 0, 1]}
+    got = {101: [], 202: []}
+    # Two sequences interleaved: the correlation id and the start and end
+    # flags of the ensemble request reach the step's sequence batcher.
+    for k in range(4):
+        for sid, vals in values.items():
+            x = mod.InferInput("X", [1, 1], "INT32")
+            x.set_data_from_numpy(np.array([[vals[k]]], dtype=np.int32))
+            r = client.infer("seq_sum", [x], sequence_id=sid, sequence_start=(k == 0), sequence_end=(k == 3))
+            got[sid].append(int(r.as_numpy("SUM")[0][0]))
+    assert got == {101: [0, 11, 18, 23], 202: [3, 5, 5, 6]}
+    # Without a correlation id the sequence model refuses the step, and
+    # the message names the ensemble's step.
+    x = mod.InferInput("X", [1, 1], "INT32")
+    x.set_data_from_numpy(np.array([[1]], dtype=np.int32))
+    with pytest.raises(InferenceServerException) as e:
+        client.infer("seq_sum", [x])
+    assert "seq_sum" in e.value.message() and "sequence_accumulator" in e.value.message(), e.value.message()
