@@ -24,6 +24,9 @@ type Config struct {
 	// SummaryQuantiles maps each quantile of the summaries to its allowed
 	// error (summary_quantiles).
 	SummaryQuantiles map[float64]float64
+	// HistogramLatencies adds nv_inference_first_response_histogram_ms to
+	// decoupled models (histogram_latencies, default false).
+	HistogramLatencies bool
 }
 
 // DefaultConfig is Triton's default: latency counters, no summaries, and
@@ -37,8 +40,8 @@ func DefaultConfig() Config {
 
 // ParseConfig applies --metrics-config values, each "<key>=<value>" or
 // Triton's grouped form "<group>,<key>=<value>" (only the global group,
-// without a name, configures anything today). Unknown keys are ignored as
-// Triton ignores them; malformed values are errors.
+// without a name, configures anything today). An unknown key is an error
+// naming the keys Nereid knows, as are malformed values.
 func ParseConfig(values []string) (Config, error) {
 	c := DefaultConfig()
 	for _, v := range values {
@@ -66,12 +69,20 @@ func ParseConfig(values []string) (Config, error) {
 				return c, fmt.Errorf("--metrics-config %s: %q is not a boolean", key, value)
 			}
 			c.SummaryLatencies = b
+		case "histogram_latencies":
+			b, err := strconv.ParseBool(value)
+			if err != nil {
+				return c, fmt.Errorf("--metrics-config %s: %q is not a boolean", key, value)
+			}
+			c.HistogramLatencies = b
 		case "summary_quantiles":
 			q, err := parseQuantiles(value)
 			if err != nil {
 				return c, err
 			}
 			c.SummaryQuantiles = q
+		default:
+			return c, fmt.Errorf("--metrics-config: unknown setting '%s' (Nereid knows counter_latencies, summary_latencies, summary_quantiles and histogram_latencies)", key)
 		}
 	}
 	return c, nil
@@ -103,5 +114,6 @@ func (c Config) String() string {
 		qs = append(qs, strconv.FormatFloat(q, 'g', -1, 64)+":"+strconv.FormatFloat(e, 'g', -1, 64))
 	}
 	sort.Strings(qs)
-	return fmt.Sprintf("counter_latencies=%t summary_latencies=%t summary_quantiles=%s", c.CounterLatencies, c.SummaryLatencies, strings.Join(qs, ","))
+	return fmt.Sprintf("counter_latencies=%t summary_latencies=%t summary_quantiles=%s histogram_latencies=%t",
+		c.CounterLatencies, c.SummaryLatencies, strings.Join(qs, ","), c.HistogramLatencies)
 }

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -61,7 +62,7 @@ func TestModelSeriesAfterKnownRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := m.Reporter("simple", 1, map[string]string{"team": "vision"})
+	r := m.Reporter("simple", 1, ReporterOptions{Tags: map[string]string{"team": "vision"}})
 	r.LoadDuration(1500 * time.Millisecond)
 	var wg sync.WaitGroup
 	for range 5 {
@@ -117,7 +118,7 @@ func TestCounterLatenciesOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, _ := NewModels(reg, cfg)
-	r := m.Reporter("a", 2, nil)
+	r := m.Reporter("a", 2, ReporterOptions{})
 	r.Success(1, time.Second, 0, 0, 0, 0)
 	for k := range series(t, reg) {
 		if strings.Contains(k, "_duration_us") || strings.Contains(k, "_summary_us") {
@@ -132,10 +133,10 @@ func TestCounterLatenciesOff(t *testing.T) {
 func TestSeriesDeletedOnLastClose(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m, _ := NewModels(reg, DefaultConfig())
-	a := m.Reporter("a", 1, nil)
-	b := m.Reporter("b", 1, nil)
+	a := m.Reporter("a", 1, ReporterOptions{})
+	b := m.Reporter("b", 1, ReporterOptions{})
 	// A reload of a@1 shares its series until both holders close.
-	a2 := m.Reporter("a", 1, nil)
+	a2 := m.Reporter("a", 1, ReporterOptions{})
 	if a2 != a {
 		t.Fatal("same labels must share one reporter, as Triton's reporter map does")
 	}
@@ -160,14 +161,18 @@ func TestSeriesDeletedOnLastClose(t *testing.T) {
 }
 
 func TestParseConfig(t *testing.T) {
-	c, err := ParseConfig([]string{"summary_latencies=true", "summary_quantiles=0.5:0.1,0.99:0.001", ",counter_latencies=false", "other,counter_latencies=true", "unknown_key=1"})
+	c, err := ParseConfig([]string{"summary_latencies=true", "summary_quantiles=0.5:0.1,0.99:0.001", ",counter_latencies=false", "other,counter_latencies=true", "histogram_latencies=true"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.SummaryLatencies || c.CounterLatencies || len(c.SummaryQuantiles) != 2 || c.SummaryQuantiles[0.99] != 0.001 {
+	if !c.SummaryLatencies || c.CounterLatencies || len(c.SummaryQuantiles) != 2 || c.SummaryQuantiles[0.99] != 0.001 || !c.HistogramLatencies {
 		t.Errorf("config %+v", c)
 	}
-	for _, bad := range []string{"summary_latencies=maybe", "summary_quantiles=0.5", "summary_quantiles=2:0.1", "novalue", "counter_latencies="} {
+	// An unknown setting is refused, naming it: never silently ignored.
+	if _, err := ParseConfig([]string{"histogram_latency=true"}); err == nil || !strings.Contains(err.Error(), "unknown setting 'histogram_latency'") {
+		t.Errorf("unknown setting: %v", err)
+	}
+	for _, bad := range []string{"summary_latencies=maybe", "summary_quantiles=0.5", "summary_quantiles=2:0.1", "novalue", "counter_latencies=", "histogram_latencies=often"} {
 		if _, err := ParseConfig([]string{bad}); err == nil {
 			t.Errorf("%q: want an error", bad)
 		}
@@ -280,7 +285,7 @@ func TestPollerGPU(t *testing.T) {
 func TestHandler(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m, _ := NewModels(reg, DefaultConfig())
-	m.Reporter("simple", 1, nil).Success(1, time.Millisecond, 0, 0, 0, 0)
+	m.Reporter("simple", 1, ReporterOptions{}).Success(1, time.Millisecond, 0, 0, 0, 0)
 	srv := httptest.NewServer(Handler(reg))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "/metrics")
@@ -309,5 +314,101 @@ func TestHandler(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("other path: %d", resp.StatusCode)
+	}
+}
+
+// A version that uses the response cache reports Triton's nv_cache_*
+// series; a hit is a success with its request duration, and no inference.
+func TestResponseCacheSeries(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg := DefaultConfig()
+	cfg.SummaryLatencies = true
+	m, _ := NewModels(reg, cfg)
+	plain := m.Reporter("plain", 1, ReporterOptions{})
+	plain.CacheHit(time.Millisecond, time.Microsecond) // counted as a success only
+	r := m.Reporter("cached", 1, ReporterOptions{ResponseCache: true})
+	r.CacheMiss(30 * time.Microsecond)
+	r.Success(1, 2*time.Millisecond, 0, 0, time.Millisecond, 0)
+	r.CacheHit(400*time.Microsecond, 20*time.Microsecond)
+	r.CacheHit(600*time.Microsecond, 40*time.Microsecond)
+	got := series(t, reg)
+	l := "{model=cached,version=1}"
+	want := map[string]float64{
+		"nv_cache_num_hits_per_model" + l:                     2,
+		"nv_cache_num_misses_per_model" + l:                   1,
+		"nv_cache_hit_duration_per_model" + l:                 60,
+		"nv_cache_miss_duration_per_model" + l:                30,
+		"nv_cache_hit_summary_per_model" + l:                  2,
+		"nv_cache_miss_summary_per_model" + l:                 1,
+		"nv_inference_request_success" + l:                    3,
+		"nv_inference_count" + l:                              1,
+		"nv_inference_request_duration_us" + l:                3000,
+		"nv_inference_request_success{model=plain,version=1}": 1,
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
+	}
+	if _, ok := got["nv_cache_num_hits_per_model{model=plain,version=1}"]; ok {
+		t.Error("a version without the response cache has cache series")
+	}
+	plain.Close()
+	r.Close()
+}
+
+// The first-response histogram: decoupled versions only, with
+// histogram_latencies on, in milliseconds, with the configuration's
+// buckets or Triton's.
+func TestFirstResponseHistogram(t *testing.T) {
+	buckets := func(reg prometheus.Gatherer, model string) (uint64, float64, []float64) {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != FirstResponseHistogram {
+				continue
+			}
+			for _, mm := range mf.GetMetric() {
+				for _, lp := range mm.GetLabel() {
+					if lp.GetName() == "model" && lp.GetValue() == model {
+						h := mm.GetHistogram()
+						var les []float64
+						for _, b := range h.GetBucket() {
+							les = append(les, b.GetUpperBound())
+						}
+						return h.GetSampleCount(), h.GetSampleSum(), les
+					}
+				}
+			}
+		}
+		return 0, 0, nil
+	}
+	off := prometheus.NewRegistry()
+	m, _ := NewModels(off, DefaultConfig())
+	m.Reporter("stream", 1, ReporterOptions{Decoupled: true}).FirstResponse(time.Second)
+	if n, _, les := buckets(off, "stream"); n != 0 || les != nil {
+		t.Fatalf("histogram without histogram_latencies: %d %v", n, les)
+	}
+
+	reg := prometheus.NewRegistry()
+	cfg := DefaultConfig()
+	cfg.HistogramLatencies = true
+	m, _ = NewModels(reg, cfg)
+	m.Reporter("unary", 1, ReporterOptions{})
+	s := m.Reporter("stream", 1, ReporterOptions{Decoupled: true})
+	s.FirstResponse(250 * time.Millisecond)
+	s.FirstResponse(1500 * time.Microsecond)
+	if n, sum, les := buckets(reg, "stream"); n != 2 || sum != 251.5 || !slices.Equal(les, DefaultFirstResponseBuckets) {
+		t.Errorf("stream: count %d sum %v buckets %v", n, sum, les)
+	}
+	if _, _, les := buckets(reg, "unary"); les != nil {
+		t.Error("a model that is not decoupled has the first-response histogram")
+	}
+	o := m.Reporter("own", 1, ReporterOptions{Decoupled: true, FirstResponseBuckets: []float64{-1, 0, 1, 2.5}})
+	o.FirstResponse(2 * time.Millisecond)
+	if n, _, les := buckets(reg, "own"); n != 1 || !slices.Equal(les, []float64{-1, 0, 1, 2.5}) {
+		t.Errorf("own buckets: %d %v", n, les)
 	}
 }

@@ -12,27 +12,36 @@ import (
 
 // Triton's per-model metric names and help texts.
 const (
-	nameSuccess       = "nv_inference_request_success"
-	nameFailure       = "nv_inference_request_failure"
-	nameCount         = "nv_inference_count"
-	nameExecCount     = "nv_inference_exec_count"
-	namePending       = "nv_inference_pending_request_count"
-	nameRequestDur    = "nv_inference_request_duration_us"
-	nameQueueDur      = "nv_inference_queue_duration_us"
-	nameInputDur      = "nv_inference_compute_input_duration_us"
-	nameInferDur      = "nv_inference_compute_infer_duration_us"
-	nameOutputDur     = "nv_inference_compute_output_duration_us"
-	nameRequestSum    = "nv_inference_request_summary_us"
-	nameQueueSum      = "nv_inference_queue_summary_us"
-	nameInputSum      = "nv_inference_compute_input_summary_us"
-	nameInferSum      = "nv_inference_compute_infer_summary_us"
-	nameOutputSum     = "nv_inference_compute_output_summary_us"
-	nameLoadDuration  = "nv_model_load_duration_secs"
-	labelModel        = "model"
-	labelVersion      = "version"
-	labelReason       = "reason"
-	summaryMaxAge     = time.Minute
-	summaryAgeBuckets = 5
+	nameSuccess      = "nv_inference_request_success"
+	nameFailure      = "nv_inference_request_failure"
+	nameCount        = "nv_inference_count"
+	nameExecCount    = "nv_inference_exec_count"
+	namePending      = "nv_inference_pending_request_count"
+	nameRequestDur   = "nv_inference_request_duration_us"
+	nameQueueDur     = "nv_inference_queue_duration_us"
+	nameInputDur     = "nv_inference_compute_input_duration_us"
+	nameInferDur     = "nv_inference_compute_infer_duration_us"
+	nameOutputDur    = "nv_inference_compute_output_duration_us"
+	nameRequestSum   = "nv_inference_request_summary_us"
+	nameQueueSum     = "nv_inference_queue_summary_us"
+	nameInputSum     = "nv_inference_compute_input_summary_us"
+	nameInferSum     = "nv_inference_compute_infer_summary_us"
+	nameOutputSum    = "nv_inference_compute_output_summary_us"
+	nameLoadDuration = "nv_model_load_duration_secs"
+	nameCacheHits    = "nv_cache_num_hits_per_model"
+	nameCacheMisses  = "nv_cache_num_misses_per_model"
+	nameCacheHitDur  = "nv_cache_hit_duration_per_model"
+	nameCacheMissDur = "nv_cache_miss_duration_per_model"
+	nameCacheHitSum  = "nv_cache_hit_summary_per_model"
+	nameCacheMissSum = "nv_cache_miss_summary_per_model"
+	// FirstResponseHistogram is the family a configuration's model_metrics
+	// may give buckets to.
+	FirstResponseHistogram = "nv_inference_first_response_histogram_ms"
+	labelModel             = "model"
+	labelVersion           = "version"
+	labelReason            = "reason"
+	summaryMaxAge          = time.Minute
+	summaryAgeBuckets      = 5
 )
 
 // FailureReasons are the values of nv_inference_request_failure's reason
@@ -56,6 +65,34 @@ var help = map[string]string{
 	nameInferSum:     "Summary of compute inference duration in microseconds (does not include cached requests)",
 	nameOutputSum:    "Summary of inference compute output duration in microseconds (does not include cached requests)",
 	nameLoadDuration: "Model load time in seconds",
+	nameCacheHits:    "Number of cache hits per model",
+	nameCacheMisses:  "Number of cache misses per model",
+	nameCacheHitDur:  "Total cache hit duration per model, in microseconds",
+	nameCacheMissDur: "Total cache miss (insert+lookup) duration per model, in microseconds",
+	nameCacheHitSum:  "Summary of cache hit duration per model, in microseconds",
+	nameCacheMissSum: "Summary of cache miss (insert+lookup) duration per model, in microseconds",
+
+	FirstResponseHistogram: "Duration from request to first response in milliseconds",
+}
+
+// DefaultFirstResponseBuckets are the first-response histogram's buckets,
+// in milliseconds, when the configuration's model_metrics gives none.
+var DefaultFirstResponseBuckets = []float64{100, 500, 2000, 5000}
+
+// ReporterOptions are what a model version's configuration says of its
+// series.
+type ReporterOptions struct {
+	// Tags are the configuration's metric_tags: a `_<key>` label each.
+	Tags map[string]string
+	// ResponseCache: the version uses the response cache, and reports
+	// the nv_cache_*_per_model series.
+	ResponseCache bool
+	// Decoupled: the version answers 0..N times, and reports the
+	// first-response histogram when histogram_latencies is on.
+	Decoupled bool
+	// FirstResponseBuckets overrides DefaultFirstResponseBuckets
+	// (model_metrics in the configuration); nil keeps them.
+	FirstResponseBuckets []float64
 }
 
 // Models is the collector of every loaded model version's series. Its
@@ -100,9 +137,9 @@ func (m *Models) Collect(ch chan<- prometheus.Metric) {
 // As in Triton, versions with the same labels share one reporter (a reload
 // keeps counting on the same series); each Reporter call must be matched
 // by one ModelReporter.Close, and the last Close deletes the series.
-func (m *Models) Reporter(name string, version int64, tags map[string]string) *ModelReporter {
+func (m *Models) Reporter(name string, version int64, opts ReporterOptions) *ModelReporter {
 	labels := prometheus.Labels{labelModel: name, labelVersion: strconv.FormatInt(version, 10)}
-	for k, v := range tags {
+	for k, v := range opts.Tags {
 		labels["_"+sanitizeLabel(k)] = v
 	}
 	key := labelKey(labels)
@@ -112,7 +149,7 @@ func (m *Models) Reporter(name string, version int64, tags map[string]string) *M
 		r.refs++
 		return r
 	}
-	r := newModelReporter(m, key, labels)
+	r := newModelReporter(m, key, labels, opts)
 	r.refs = 1
 	m.reporters[key] = r
 	return r
@@ -139,11 +176,17 @@ type ModelReporter struct {
 	// Latency counters and summaries; nil when --metrics-config turns them off.
 	requestDur, queueDur, inputDur, inferDur, outputDur prometheus.Counter
 	requestSum, queueSum, inputSum, inferSum, outputSum prometheus.Summary
+	// Response cache series; nil unless the version uses the cache.
+	cacheHits, cacheMisses, cacheHitDur, cacheMissDur prometheus.Counter
+	cacheHitSum, cacheMissSum                         prometheus.Summary
+	// firstResponse is nil unless the version is decoupled and
+	// histogram_latencies is on.
+	firstResponse prometheus.Histogram
 
 	all []prometheus.Metric // every series, for Collect
 }
 
-func newModelReporter(owner *Models, key string, labels prometheus.Labels) *ModelReporter {
+func newModelReporter(owner *Models, key string, labels prometheus.Labels, opts ReporterOptions) *ModelReporter {
 	r := &ModelReporter{owner: owner, key: key, failures: map[string]prometheus.Counter{}}
 	counter := func(name string, extra ...string) prometheus.Counter {
 		l := labels
@@ -192,6 +235,28 @@ func newModelReporter(owner *Models, key string, labels prometheus.Labels) *Mode
 		r.outputSum = summary(nameOutputSum)
 	}
 	r.loadDuration = gauge(nameLoadDuration)
+	if opts.ResponseCache {
+		r.cacheHits = counter(nameCacheHits)
+		r.cacheMisses = counter(nameCacheMisses)
+		if owner.cfg.CounterLatencies {
+			r.cacheHitDur = counter(nameCacheHitDur)
+			r.cacheMissDur = counter(nameCacheMissDur)
+		}
+		if owner.cfg.SummaryLatencies {
+			r.cacheHitSum = summary(nameCacheHitSum)
+			r.cacheMissSum = summary(nameCacheMissSum)
+		}
+	}
+	if opts.Decoupled && owner.cfg.HistogramLatencies {
+		buckets := opts.FirstResponseBuckets
+		if len(buckets) == 0 {
+			buckets = DefaultFirstResponseBuckets
+		}
+		r.firstResponse = prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: FirstResponseHistogram, Help: help[FirstResponseHistogram], ConstLabels: labels, Buckets: buckets,
+		})
+		r.all = append(r.all, r.firstResponse)
+	}
 	return r
 }
 
@@ -215,6 +280,52 @@ func (r *ModelReporter) Success(batchSize int, request, queue, computeInput, com
 		r.inputSum.Observe(micros(computeInput))
 		r.inferSum.Observe(micros(computeInfer))
 		r.outputSum.Observe(micros(computeOutput))
+	}
+}
+
+// CacheHit records a request answered from the response cache: a
+// success (its request duration counts, no inference or execution does)
+// and a cache hit with its lookup time.
+func (r *ModelReporter) CacheHit(request, lookup time.Duration) {
+	r.success.Inc()
+	if r.requestDur != nil {
+		r.requestDur.Add(micros(request))
+	}
+	if r.requestSum != nil {
+		r.requestSum.Observe(micros(request))
+	}
+	if r.cacheHits == nil {
+		return
+	}
+	r.cacheHits.Inc()
+	if r.cacheHitDur != nil {
+		r.cacheHitDur.Add(micros(lookup))
+	}
+	if r.cacheHitSum != nil {
+		r.cacheHitSum.Observe(micros(lookup))
+	}
+}
+
+// CacheMiss records a request the response cache did not hold, with its
+// lookup and insertion time; the request itself is a Success.
+func (r *ModelReporter) CacheMiss(d time.Duration) {
+	if r.cacheMisses == nil {
+		return
+	}
+	r.cacheMisses.Inc()
+	if r.cacheMissDur != nil {
+		r.cacheMissDur.Add(micros(d))
+	}
+	if r.cacheMissSum != nil {
+		r.cacheMissSum.Observe(micros(d))
+	}
+}
+
+// FirstResponse records how long a decoupled model's request took to its
+// first response, in the first-response histogram (milliseconds).
+func (r *ModelReporter) FirstResponse(d time.Duration) {
+	if r.firstResponse != nil {
+		r.firstResponse.Observe(float64(max(d, 0)) / float64(time.Millisecond))
 	}
 }
 

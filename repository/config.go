@@ -368,10 +368,24 @@ func validateModelConfig(cfg *inferencepb.ModelConfig) error {
 			return errors.New("metric control must specify 'histogram_options'")
 		case len(mc.GetHistogramOptions().GetBuckets()) == 0:
 			return errors.New("histogram options must specify non-empty 'buckets'")
+		case mc.GetMetricIdentifier().GetFamily() != firstResponseHistogram:
+			return fmt.Errorf("model_metrics of model '%s': metric family '%s' has no histogram; the one histogram family is '%s'",
+				name, mc.GetMetricIdentifier().GetFamily(), firstResponseHistogram)
+		}
+		b := mc.GetHistogramOptions().GetBuckets()
+		for i := 1; i < len(b); i++ {
+			if !(b[i] > b[i-1]) {
+				return fmt.Errorf("model_metrics of model '%s': the buckets of '%s' must increase, but %v follows %v",
+					name, firstResponseHistogram, b[i], b[i-1])
+			}
 		}
 	}
 	return nil
 }
+
+// firstResponseHistogram is the metric family model_metrics may give
+// buckets to (the metrics package's FirstResponseHistogram).
+const firstResponseHistogram = "nv_inference_first_response_histogram_ms"
 
 func validateDynamicBatching(cfg *inferencepb.ModelConfig) error {
 	db := cfg.GetDynamicBatching()

@@ -247,6 +247,9 @@ func (k *sink) Send(resp *inference.Response, final bool) error {
 		}
 		return inference.Errorf(inference.CodeCancelled, "request for model '%s' was cancelled: %v", k.lm.name, err)
 	}
+	if idx == 0 && k.lm.decoupled && !now.IsZero() {
+		k.lm.stats.firstResponse(now.Sub(k.req.Arrival))
+	}
 	switch {
 	case unaryTimes:
 		k.unaryStats = true // recorded with the request (modelStats.finished)

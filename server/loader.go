@@ -165,7 +165,7 @@ func (l *Loader) LoadVersion(ctx context.Context, spec repository.VersionSpec) (
 // metrics are on, and reports how long it took to load.
 func (l *Loader) attachMetrics(lm *loadedModel, spec repository.VersionSpec, loadStart time.Time) {
 	if l.opts.Metrics != nil {
-		lm.stats.metrics = l.opts.Metrics(spec.Name, spec.Version, spec.Config.GetMetricTags())
+		lm.stats.metrics = l.opts.Metrics(spec.Name, spec.Version, lm.cfg)
 		lm.stats.metrics.LoadDuration(time.Since(loadStart))
 	}
 }

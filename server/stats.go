@@ -39,8 +39,23 @@ type ModelMetrics interface {
 }
 
 // MetricsFactory returns the metrics reporter of a model version that has
-// loaded; tags are the configuration's metric_tags.
-type MetricsFactory func(name string, version int64, tags map[string]string) ModelMetrics
+// loaded, from the configuration it serves (metric_tags, response_cache,
+// its transaction policy, model_metrics).
+type MetricsFactory func(name string, version int64, cfg *inferencepb.ModelConfig) ModelMetrics
+
+// FirstResponseMetrics is implemented by model metrics that keep Triton's
+// first-response histogram (decoupled models, histogram_latencies).
+type FirstResponseMetrics interface {
+	FirstResponse(d time.Duration)
+}
+
+// firstResponse records how long a decoupled request took to its first
+// response.
+func (s *modelStats) firstResponse(d time.Duration) {
+	if m, ok := s.metrics.(FirstResponseMetrics); ok {
+		m.FirstResponse(d)
+	}
+}
 
 // duration is a count and a total, as the statistics extension reports.
 type duration struct{ count, ns uint64 }

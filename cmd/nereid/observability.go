@@ -15,6 +15,7 @@ import (
 
 	"github.com/nereid-project/nereid/logging"
 	"github.com/nereid-project/nereid/metrics"
+	"github.com/nereid-project/nereid/proto/inferencepb"
 	"github.com/nereid-project/nereid/repository"
 	"github.com/nereid-project/nereid/server"
 	"github.com/nereid-project/nereid/server/restricted"
@@ -167,8 +168,18 @@ func (o *observability) metricsFactory() server.MetricsFactory {
 	if o.models == nil {
 		return nil
 	}
-	return func(name string, version int64, tags map[string]string) server.ModelMetrics {
-		return o.models.Reporter(name, version, tags)
+	return func(name string, version int64, cfg *inferencepb.ModelConfig) server.ModelMetrics {
+		opts := metrics.ReporterOptions{
+			Tags:          cfg.GetMetricTags(),
+			ResponseCache: cfg.GetResponseCache().GetEnable(),
+			Decoupled:     cfg.GetModelTransactionPolicy().GetDecoupled(),
+		}
+		for _, mc := range cfg.GetModelMetrics().GetMetricControl() {
+			if mc.GetMetricIdentifier().GetFamily() == metrics.FirstResponseHistogram {
+				opts.FirstResponseBuckets = mc.GetHistogramOptions().GetBuckets()
+			}
+		}
+		return o.models.Reporter(name, version, opts)
 	}
 }
 

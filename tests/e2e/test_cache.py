@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import identity_config, write_model
-from e2e_util import http_inputs
+from conftest import _free_ports, identity_config, write_model
+from e2e_util import http_inputs, scrape
 
 CACHED = 'response_cache { enable: true }\ninstance_group [ { count: 1 kind: KIND_CPU } ]\n'
 
@@ -140,3 +140,34 @@ def test_rate_limiter_refuses_model_needing_more_than_exists(nereid, fresh_repo,
         'Resource count for "R" is limited to 1 which will prevent scheduling of one or more '
         "model instances, the minimum required count is 2" in entry["reason"]
     ), entry
+
+
+def _samples(port):
+    samples, _, _ = scrape(port)
+    return samples
+
+
+def _value(samples, name, **labels):
+    return samples.get((name, frozenset(labels.items())))
+
+
+def test_cache_metrics_have_triton_names(nereid, fresh_repo):
+    _cached_model(fresh_repo)
+    port = _free_ports(1)[0]
+    s = nereid.start(fresh_repo, ["--cache-config=local,size=1048576", "--allow-metrics=true",
+                                  f"--metrics-port={port}", "--metrics-config=summary_latencies=true"])
+    for values in ([1, 2, 3, 4], [1, 2, 3, 4], [5, 6, 7, 8], [1, 2, 3, 4]):
+        _infer(s, "cached", values)
+    got = _samples(port)
+    lab = {"model": "cached", "version": "1"}
+    assert _value(got, "nv_cache_num_hits_per_model", **lab) == 2, got
+    assert _value(got, "nv_cache_num_misses_per_model", **lab) == 2
+    assert _value(got, "nv_cache_hit_duration_per_model", **lab) > 0
+    assert _value(got, "nv_cache_miss_duration_per_model", **lab) > 0
+    assert _value(got, "nv_cache_hit_summary_per_model_count", **lab) == 2
+    # Hits are successful requests (with their duration), not inferences.
+    assert _value(got, "nv_inference_request_success", **lab) == 4
+    assert _value(got, "nv_inference_count", **lab) == 2
+    assert _value(got, "nv_inference_exec_count", **lab) == 2
+    # A model without the cache has no cache series.
+    assert not [k for k in got if k[0].startswith("nv_cache_") and ("model", "cached") not in k[1]]

@@ -382,3 +382,73 @@ def test_restricted_apis(nereid, tmp_path):
     assert g.as_numpy("OUTPUT0").shape == (1, 3)
     assert grpc_client.get_inference_statistics("obs_batch", headers=headers).model_stats[0].inference_count == 2
     assert grpc_client.is_server_live()
+
+
+def _stream_repeat(client, model, n_responses, delay_ms):
+    """One streaming request to a repeat model: n responses, delay_ms apart."""
+    import queue
+
+    q = queue.Queue()
+    client.start_stream(callback=lambda result, error: q.put((result, error)))
+    try:
+        ins = []
+        for name, dt, arr in (("IN", "INT32", np.arange(n_responses, dtype=np.int32)),
+                              ("DELAY", "UINT32", np.full(n_responses, delay_ms, dtype=np.uint32)),
+                              ("WAIT", "UINT32", np.array([0], dtype=np.uint32))):
+            x = grpcclient.InferInput(name, list(arr.shape), dt)
+            x.set_data_from_numpy(arr)
+            ins.append(x)
+        client.async_stream_infer(model, ins)
+        for _ in range(n_responses):
+            result, error = q.get(timeout=30)
+            assert error is None, error
+    finally:
+        client.stop_stream()
+
+
+def test_first_response_histogram(nereid, tmp_path):
+    repo = tmp_path / "repo"
+    examples = pathlib.Path(__file__).resolve().parents[2] / "model_repo_examples"
+    cfg = (examples / "repeat_int32" / "config.pbtxt").read_text()
+    write_model(repo, "repeat_int32", cfg)
+    write_model(repo, "repeat_own", cfg.replace('name: "repeat_int32"', 'name: "repeat_own"') + """
+model_metrics { metric_control [ { metric_identifier { family: "nv_inference_first_response_histogram_ms" }
+  histogram_options { buckets: [ -1, 0, 1, 2.5, 400 ] } } ] }
+""")
+    write_model(repo, "plain", identity_config("plain", [("INT32", [-1])]))
+    port = _free_ports(1)[0]
+    s = nereid.start(repo, ["--allow-metrics=true", f"--metrics-port={port}", "--metrics-address=127.0.0.1",
+                            "--metrics-config=histogram_latencies=true"])
+    c = s.grpc()
+    for _ in range(3):
+        # The first of 3 responses comes after its delay of 200 ms.
+        _stream_repeat(c, "repeat_int32", 3, 200)
+    _stream_repeat(c, "repeat_own", 2, 1)
+    infer_grpc(c, "plain", np.array([1], dtype=np.int32), "INT32")
+    samples, types, body = scrape(port)
+    name = "nv_inference_first_response_histogram_ms"
+    assert types[name] == "histogram"
+    assert f"# HELP {name} Duration from request to first response in milliseconds" in body
+    lab = {"model": "repeat_int32", "version": "1"}
+    assert value(samples, name + "_count", **lab) == 3
+    assert 600 <= value(samples, name + "_sum", **lab) < 3000
+    # Triton's default buckets (ms); none of the 200 ms first responses
+    # fits in 100.
+    les = sorted(dict(k[1])["le"] for k in samples if k[0] == name + "_bucket" and ("model", "repeat_int32") in k[1])
+    assert sorted(les) == sorted(["100", "500", "2000", "5000", "+Inf"]), les
+    assert value(samples, name + "_bucket", le="100", **lab) == 0
+    assert value(samples, name + "_bucket", le="+Inf", **lab) == 3
+    # The configuration's own buckets.
+    own = sorted(dict(k[1])["le"] for k in samples if k[0] == name + "_bucket" and ("model", "repeat_own") in k[1])
+    assert sorted(own) == sorted(["-1", "0", "1", "2.5", "400", "+Inf"]), own
+    assert value(samples, name + "_count", model="repeat_own", version="1") == 1
+    # A model that is not decoupled has none.
+    assert not [k for k in samples if k[0].startswith(name) and ("model", "plain") in k[1]]
+
+
+def test_unknown_metrics_config_is_refused(nereid, tmp_path):
+    repo = tmp_path / "repo"
+    write_model(repo, "plain", identity_config("plain", [("INT32", [-1])]))
+    s = nereid.start(repo, ["--metrics-config=histogram_latency=true"], wait=False)
+    assert s.proc.wait(timeout=30) != 0
+    assert "unknown setting 'histogram_latency'" in s.log_tail()
