@@ -99,6 +99,12 @@ def measure(url: str, model: str, seconds: float, threads: int, shape) -> tuple[
     return len(lat) / (time.monotonic() - start), lat
 
 
+def cpu_seconds(pid: int) -> float:
+    """The process's user + system CPU time so far (/proc/PID/stat)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(v: list[float], q: float) -> float:
     v = sorted(v)
     return v[min(len(v) - 1, int(q * len(v)))] * 1000
@@ -145,7 +151,7 @@ def main() -> None:
         dims = [1] + [int(d) for d in meta["inputs"][0]["shape"][1:]]
         url = f"127.0.0.1:{grpc_port}"
         cases = {"unrouted": ("primary", None), "routed": ("r", None), f"routed, {a.fraction:.0%} shadow": ("r", a.fraction)}
-        results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in cases}
+        results: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in cases}
         measure(url, "primary", 2, a.threads, dims)  # warm-up
         shadow_before = scrape(metrics_port, "nereid_traffic_shadow_total")
         for rnd in range(a.rounds):
@@ -153,9 +159,14 @@ def main() -> None:
                 stamp += 10
                 write_routes(cfg, routes(fraction), stamp)
                 time.sleep(1.5)  # the file is re-read within a second
+                cpu = cpu_seconds(proc.pid)
                 rps, lat = measure(url, model, a.seconds, a.threads, dims)
-                results[name].append((rps, pct(lat, 0.5), pct(lat, 0.99)))
-                print(f"round {rnd + 1} {name}: {rps:.0f} req/s, p50 {pct(lat, .5):.2f} ms, p99 {pct(lat, .99):.2f} ms", flush=True)
+                # The server's CPU per client request: the primary's and,
+                # with a shadow, the mirrored share's.
+                cpu_us = (cpu_seconds(proc.pid) - cpu) / max(len(lat), 1) * 1e6
+                results[name].append((rps, pct(lat, 0.5), pct(lat, 0.99), cpu_us))
+                print(f"round {rnd + 1} {name}: {rps:.0f} req/s, p50 {pct(lat, .5):.2f} ms, p99 {pct(lat, .99):.2f} ms, "
+                      f"server CPU {cpu_us:.0f} µs/req", flush=True)
         shadows = scrape(metrics_port, "nereid_traffic_shadow_total") - shadow_before
         outcomes = {o: scrape(metrics_port, f'nereid_traffic_shadow_total{{outcome="{o}"') for o in ()}
         del outcomes
@@ -164,7 +175,7 @@ def main() -> None:
         proc.wait(timeout=60)
 
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    base = [statistics.median(x[i] for x in results["unrouted"]) for i in range(3)]
+    base = [statistics.median(x[i] for x in results["unrouted"]) for i in range(4)]
     lines = [
         f"# Traffic routing and shadow mirroring, {datetime.date.today()}", "",
         "```sh", "." + "/".join(["", ".venv", "bin", "python"])[0:] + " perf/traffic_bench.py " + " ".join(sys.argv[1:]), "```", "",
@@ -173,11 +184,13 @@ def main() -> None:
         f"closed loop; {a.seconds:.0f} s per case, {a.rounds} rounds, the cases in turn within a round; medians over rounds.",
         f"- Mirrored requests compared during the run: {shadows:.0f}. intra_op_thread_count: "
         f"{a.intra_op if a.intra_op is not None else 'ONNX Runtime default'}.", "",
-        "| case | req/s | p50 ms | p99 ms | req/s ÷ unrouted | p99 ÷ unrouted |", "|---|---:|---:|---:|---:|---:|",
+        "| case | req/s | p50 ms | p99 ms | server CPU µs/req | req/s ÷ unrouted | p99 ÷ unrouted | CPU ÷ unrouted |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in cases:
-        med = [statistics.median(x[i] for x in results[name]) for i in range(3)]
-        lines.append(f"| {name} | {med[0]:.0f} | {med[1]:.2f} | {med[2]:.2f} | {med[0] / base[0]:.2f} | {med[2] / base[2]:.2f} |")
+        med = [statistics.median(x[i] for x in results[name]) for i in range(4)]
+        lines.append(f"| {name} | {med[0]:.0f} | {med[1]:.2f} | {med[2]:.2f} | {med[3]:.0f} | {med[0] / base[0]:.2f} | "
+                     f"{med[2] / base[2]:.2f} | {med[3] / base[3]:.2f} |")
     out = pathlib.Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
