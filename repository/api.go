@@ -67,7 +67,7 @@ type Loader interface {
 
 // Options configures a Manager.
 type Options struct {
-	Paths           []string // --model-repository, in flag order
+	Paths           []string // --model-repository, in flag order; s3:// URLs are copied into CloudCacheDir
 	Mode            ControlMode
 	StartupModels   []string      // --load-model (explicit mode); "*" loads all
 	PollInterval    time.Duration // --repository-poll-secs; 0 disables periodic polling
@@ -95,6 +95,10 @@ type Options struct {
 	IdleUnload time.Duration
 	// CacheMetrics, when set, receives the model cache's events.
 	CacheMetrics CacheMetrics
+	// CloudCacheDir is where the cloud repositories (s3:// Paths) are
+	// copied; "" makes a directory under the OS temporary directory.
+	// Close removes the copies.
+	CloudCacheDir string
 }
 
 // LoadOptions are the parameters of a repository load request.

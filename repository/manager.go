@@ -51,6 +51,8 @@ type Manager struct {
 
 	overrideSeq atomic.Uint64 // makes every load with request parameters a change
 	sources     *sourceSet
+	remotes     *remoteRepositories // the cloud repositories' local copies; nil when none
+	remotesOnce sync.Once           // Close removes the copies once, after their versions closed
 
 	loadSem chan struct{}  // bounds the versions loading at once (--model-load-thread-count)
 	flights sync.WaitGroup // on-demand loads running
@@ -146,6 +148,9 @@ func New(opts Options) (*Manager, error) {
 		return nil, inference.InvalidArg("--model-repository must be specified")
 	}
 	for _, p := range opts.Paths {
+		if isRemotePath(p) {
+			continue // checked by openRemoteRepositories
+		}
 		st, err := os.Stat(p)
 		if err != nil {
 			return nil, inference.InvalidArg("failed to stat model repository '%s': %w", p, err)
@@ -170,6 +175,10 @@ func New(opts Options) (*Manager, error) {
 	}
 	opts.Paths = slices.Clone(opts.Paths)
 	opts.StartupModels = slices.Clone(opts.StartupModels)
+	paths, remotes, err := openRemoteRepositories(opts.Paths, opts.CloudCacheDir, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
 	base, cancel := context.WithCancel(context.Background())
 	return &Manager{
 		opts:       opts,
@@ -179,7 +188,8 @@ func New(opts Options) (*Manager, error) {
 		done:       make(chan struct{}),
 		models:     map[string]*model{},
 		resident:   map[*model]struct{}{},
-		sources:    newSourceSet(opts.Paths),
+		sources:    newSourceSet(paths),
+		remotes:    remotes,
 		loadSem:    make(chan struct{}, opts.LoadThreads),
 		kick:       make(chan struct{}, 1),
 	}, nil
@@ -191,7 +201,9 @@ func New(opts Options) (*Manager, error) {
 // UNAVAILABLE with a reason, and whether to go on is the caller's choice
 // (--exit-on-error).
 func (m *Manager) Start(ctx context.Context) error {
+	fetchErr := m.remotes.fetch(ctx)
 	scanned, scanErr := m.sources.scan(true)
+	scanErr = errors.Join(fetchErr, scanErr)
 	var names []string
 	loadAll := m.opts.Mode != ModeExplicit || (len(m.opts.StartupModels) == 1 && m.opts.StartupModels[0] == "*")
 	if !loadAll {
@@ -225,6 +237,9 @@ func (m *Manager) Load(ctx context.Context, name string, opts LoadOptions) error
 	}
 	if len(opts.Files) > 0 && opts.Config == "" {
 		return inference.InvalidArg("failed to load '%s', Load parameter 'config' must be specified for model file override", name)
+	}
+	if err := m.remotes.fetch(ctx); err != nil {
+		return inference.Errorf(inference.CodeOf(err), "failed to load '%s': %w", name, err)
 	}
 	errs := m.loadBatch(ctx, []loadRequest{{name: name, override: &opts}}, true)
 	return errs[name]
@@ -430,6 +445,7 @@ func (m *Manager) Close(ctx context.Context) error {
 	}
 	m.cancelBase()
 	m.flights.Wait() // each sees the Manager closed and ends
+	m.remotesOnce.Do(m.remotes.close)
 	return errors.Join(errs...)
 }
 

@@ -52,7 +52,9 @@ func (m *Manager) Poll(ctx context.Context) error {
 	m.pollMu.Lock()
 	defer m.pollMu.Unlock()
 
+	fetchErr := m.remotes.fetch(ctx)
 	scanned, scanErr := m.sources.scan(true)
+	scanErr = errors.Join(fetchErr, scanErr) // a copy that failed to sync unloads nothing
 	var (
 		reqs []loadRequest
 		errs = []error{scanErr}

@@ -17,7 +17,7 @@ var implementedFlags = []string{
 	"async-max-queue", "async-max-request-bytes", "async-notify-attempts", "async-notify-timeout-secs", "async-port",
 	"async-result-ttl-secs",
 	"allow-client-shm", "allow-cpu-metrics", "allow-gpu-metrics", "allow-grpc", "allow-http", "allow-metrics",
-	"allow-sagemaker", "backend-config", "cache-config", "disable-auto-complete-config", "exit-on-error",
+	"allow-sagemaker", "backend-config", "cache-config", "cloud-mount-directory", "disable-auto-complete-config", "exit-on-error",
 	"exit-timeout-secs", "grpc-address", "grpc-header-forward-pattern", "grpc-http2-max-ping-strikes",
 	"grpc-http2-max-pings-without-data", "grpc-http2-min-recv-ping-interval-without-data",
 	"grpc-infer-response-compression-level", "grpc-keepalive-permit-without-calls", "grpc-keepalive-time",

@@ -54,6 +54,7 @@ func buildCore(c *config, log zerolog.Logger, obs *observability) (*inProcess, e
 		MemoryBudget:    c.cache.budget,
 		IdleUnload:      c.cache.idle,
 		CacheMetrics:    obs.cacheMetrics(),
+		CloudCacheDir:   c.cloudMountDir,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cannot open the model repository: %w", err)

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 // flags. No other package reads flags or the environment.
 type config struct {
 	repositories        []string
+	cloudMountDir       string // s3:// copies: --cloud-mount-directory, else TRITON_AWS_MOUNT_DIRECTORY; "": a temporary directory
 	controlMode         repository.ControlMode
 	loadModels          []string
 	pollInterval        time.Duration
@@ -120,8 +122,10 @@ flags:
 	}
 
 	var repos, loads, backendCfg stringList
-	fs.Var(&repos, "model-repository", "model repository path (repeatable)")
+	fs.Var(&repos, "model-repository", "model repository: a directory, or s3://[http[s]://host:port/]bucket/path (repeatable)")
 	fs.Var(&repos, "model-store", "alias of --model-repository")
+	fs.StringVar(&c.cloudMountDir, "cloud-mount-directory", "", "existing directory that s3:// model repositories are copied into "+
+		"(default $TRITON_AWS_MOUNT_DIRECTORY, else a new one under the OS temporary directory; the copies are removed at exit; Nereid only)")
 	mode := fs.String("model-control-mode", "none", "model control mode: none, poll or explicit")
 	fs.Var(&loads, "load-model", "model to load at start in explicit mode (repeatable; * loads all)")
 	pollSecs := fs.Int("repository-poll-secs", 15, "seconds between repository scans in poll mode")
@@ -201,6 +205,9 @@ flags:
 		return nil, errors.New("--model-repository must be given at least once")
 	}
 	c.repositories = repos
+	if c.cloudMountDir == "" {
+		c.cloudMountDir = os.Getenv("TRITON_AWS_MOUNT_DIRECTORY")
+	}
 	c.loadModels = loads
 	switch *mode {
 	case "none":
