@@ -95,6 +95,11 @@ type Options struct {
 	IdleUnload time.Duration
 	// CacheMetrics, when set, receives the model cache's events.
 	CacheMetrics CacheMetrics
+	// GPUs returns the ordinals of the machine's GPUs, which KIND_GPU
+	// instance groups are checked against (and filled with, when they name
+	// none). It is called once, at the first configuration that needs it;
+	// nil means the machine has none.
+	GPUs func() []int32
 	// CloudCacheDir is where the cloud repositories (s3:// Paths) are
 	// copied; "" makes a directory under the OS temporary directory.
 	// Close removes the copies.

@@ -291,9 +291,10 @@ func normalizeConfig(cfg *inferencepb.ModelConfig) {
 
 // normalizeInstanceGroups gives a non-ensemble model at least one instance
 // group and names, kinds and counts its groups as Triton does
-// (NormalizeInstanceGroup). No GPU is known here, so KIND_AUTO resolves to
-// KIND_CPU.
-func normalizeInstanceGroups(cfg *inferencepb.ModelConfig) {
+// (NormalizeInstanceGroup). KIND_AUTO resolves to KIND_CPU (Nereid's
+// backends run on the CPU unless a group asks for a GPU), and a KIND_GPU
+// group that names no GPU gets every GPU the machine has.
+func normalizeInstanceGroups(cfg *inferencepb.ModelConfig, gpus func() []int32) {
 	if cfg.GetEnsembleScheduling() != nil {
 		return
 	}
@@ -306,6 +307,9 @@ func normalizeInstanceGroups(cfg *inferencepb.ModelConfig) {
 		}
 		if g.Kind == inferencepb.ModelInstanceGroup_KIND_AUTO {
 			g.Kind = inferencepb.ModelInstanceGroup_KIND_CPU
+		}
+		if g.Kind == inferencepb.ModelInstanceGroup_KIND_GPU && len(g.Gpus) == 0 {
+			g.Gpus = slices.Clone(gpus())
 		}
 		if g.Count < 1 {
 			g.Count = 1
@@ -743,9 +747,10 @@ func validateBatchIO(cfg *inferencepb.ModelConfig, inputs, outputs map[string]bo
 }
 
 // validateInstanceGroups checks the groups after normalization
-// (ValidateInstanceGroup). Whether KIND_GPU groups can be served is the
-// loader's to decide: the repository knows no GPUs.
-func validateInstanceGroups(cfg *inferencepb.ModelConfig) error {
+// (ValidateInstanceGroup): a KIND_GPU group must name GPUs the machine has
+// (gpus, the device ordinals found at start), for every backend. Whether
+// the backend can run on them is the loader's to decide.
+func validateInstanceGroups(cfg *inferencepb.ModelConfig, gpus func() []int32) error {
 	if cfg.GetEnsembleScheduling() != nil {
 		return nil
 	}
@@ -763,6 +768,16 @@ func validateInstanceGroups(cfg *inferencepb.ModelConfig) error {
 				return fmt.Errorf("instance group %s of model %s has kind KIND_CPU but specifies one or more GPUs", g.Name, cfg.Name)
 			}
 		case inferencepb.ModelInstanceGroup_KIND_GPU:
+			if len(g.Gpus) == 0 {
+				return tritonErrorf("instance group %s of model %s has kind KIND_GPU but no GPUs are available", g.Name, cfg.Name)
+			}
+			for _, id := range g.Gpus {
+				if !slices.Contains(gpus(), id) {
+					return tritonErrorf("instance group %s of model %s specifies invalid or unsupported gpu id %d. "+
+						"GPUs with at least the minimum required CUDA compute compatibility of %s are: %s",
+						g.Name, cfg.Name, id, minComputeCapability, gpuList(gpus()))
+				}
+			}
 		default:
 			return fmt.Errorf("instance group %s of model %s has unexpected kind %s", g.Name, cfg.Name, g.Kind)
 		}
@@ -783,12 +798,28 @@ func validateInstanceGroups(cfg *inferencepb.ModelConfig) error {
 	return nil
 }
 
+// minComputeCapability is the CUDA compute capability Triton requires of a
+// GPU by default, as its messages print it.
+const minComputeCapability = "6.000000"
+
+// gpuList prints device ordinals as Triton's messages do: "0 1 ".
+func gpuList(gpus []int32) string {
+	var b strings.Builder
+	for _, id := range gpus {
+		b.WriteString(strconv.Itoa(int(id)))
+		b.WriteByte(' ')
+	}
+	return b.String()
+}
+
 // completeConfig turns a parsed configuration into the validated,
 // defaults-filled one a loader receives. complete, when non-nil, is the
 // loader's auto-complete; it runs on a copy, after the generic checks and
-// before the checks of completeness. A configuration error is returned as
-// configError, an error from complete as itself.
-func completeConfig(name, modelDir string, cfg *inferencepb.ModelConfig, complete func(*inferencepb.ModelConfig) error) (*inferencepb.ModelConfig, error) {
+// before the checks of completeness. gpus returns the machine's GPU
+// ordinals; it is called only for a KIND_GPU group.
+// A configuration error is returned as configError, an error from
+// complete as itself.
+func completeConfig(name, modelDir string, cfg *inferencepb.ModelConfig, gpus func() []int32, complete func(*inferencepb.ModelConfig) error) (*inferencepb.ModelConfig, error) {
 	if err := autoCompleteBackendFields(name, modelDir, cfg); err != nil {
 		return nil, configError{err}
 	}
@@ -813,11 +844,11 @@ func completeConfig(name, modelDir string, cfg *inferencepb.ModelConfig, complet
 			return nil, configError{err}
 		}
 	}
-	normalizeInstanceGroups(cfg)
+	normalizeInstanceGroups(cfg, gpus)
 	if err := validateIOConfig(cfg); err != nil {
 		return nil, configError{err}
 	}
-	if err := validateInstanceGroups(cfg); err != nil {
+	if err := validateInstanceGroups(cfg, gpus); err != nil {
 		return nil, configError{err}
 	}
 	return cfg, nil
@@ -871,7 +902,7 @@ func parseConfigForFuzz(data []byte) (*inferencepb.ModelConfig, error) {
 	if name == "" {
 		name = "fuzz.model"
 	}
-	cfg, err = completeConfig(name, "", cfg, nil)
+	cfg, err = completeConfig(name, "", cfg, func() []int32 { return []int32{0, 1} }, nil)
 	if err != nil {
 		return nil, err
 	}

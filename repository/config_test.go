@@ -21,7 +21,66 @@ func completeText(t *testing.T, name, text string) (*inferencepb.ModelConfig, er
 	if err != nil {
 		return nil, err
 	}
-	return completeConfig(name, "", cfg, nil)
+	return completeConfig(name, "", cfg, noGPUs, nil)
+}
+
+// noGPUs is a machine without GPUs.
+func noGPUs() []int32 { return nil }
+
+// TestGPUInstanceGroups checks KIND_GPU groups against the machine's GPUs
+// with Triton's texts (those of a Triton without GPUs, checked against
+// tritonserver 2.51 for the two refusals).
+func TestGPUInstanceGroups(t *testing.T) {
+	const io = `
+input [ { name: "IN" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 4 ] } ]`
+	two := func() []int32 { return []int32{0, 1} }
+	tests := []struct {
+		name, text string
+		gpus       func() []int32
+		want       string  // error text; "" means it is accepted
+		filled     []int32 // the group's GPUs after normalization
+	}{
+		{"no GPU on the machine", `backend: "fake" instance_group [ { kind: KIND_GPU } ]` + io, noGPUs,
+			"instance group m_0 of model m has kind KIND_GPU but no GPUs are available", nil},
+		{"named GPU missing", `backend: "fake" instance_group [ { kind: KIND_GPU gpus: [ 0 ] } ]` + io, noGPUs,
+			"instance group m_0 of model m specifies invalid or unsupported gpu id 0. " +
+				"GPUs with at least the minimum required CUDA compute compatibility of 6.000000 are: ", nil},
+		{"named GPU beyond the machine's", `backend: "fake" instance_group [ { name: "g" kind: KIND_GPU gpus: [ 1, 2 ] } ]` + io, two,
+			"instance group g of model m specifies invalid or unsupported gpu id 2. " +
+				"GPUs with at least the minimum required CUDA compute compatibility of 6.000000 are: 0 1 ", nil},
+		{"no GPUs named: all of them", `backend: "fake" instance_group [ { kind: KIND_GPU } ]` + io, two, "", []int32{0, 1}},
+		{"GPUs named", `backend: "fake" instance_group [ { kind: KIND_GPU gpus: [ 1 ] } ]` + io, two, "", []int32{1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := parseConfigText("config.pbtxt", []byte(tt.text))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := completeConfig("m", "", cfg, tt.gpus, nil)
+			if tt.want != "" {
+				if err == nil || err.Error() != tt.want {
+					t.Fatalf("error %v, want %q", err, tt.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g := got.InstanceGroup[0].Gpus; !slices.Equal(g, tt.filled) {
+				t.Fatalf("gpus %v, want %v", g, tt.filled)
+			}
+		})
+	}
+	// A model without a KIND_GPU group never asks for the GPUs.
+	cfg, err := parseConfigText("config.pbtxt", []byte(`backend: "fake"`+io))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := completeConfig("m", "", cfg, func() []int32 { panic("GPUs asked for a CPU model") }, nil); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestConfigValidationErrors(t *testing.T) {

@@ -162,7 +162,7 @@ func (m *Manager) prepare(ctx context.Context, req loadRequest) (p *prepared) {
 		}()
 		return m.opts.Loader.Complete(ctx, p.dir, c, m.opts.AutoComplete)
 	}
-	cfg, err := completeConfig(name, p.dir, cfg, complete)
+	cfg, err := completeConfig(name, p.dir, cfg, m.gpus, complete)
 	if err != nil {
 		err = fmt.Errorf("%s: %w", src, err)
 		if errors.As(err, new(configError)) {

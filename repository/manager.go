@@ -53,6 +53,7 @@ type Manager struct {
 	sources     *sourceSet
 	remotes     *remoteRepositories // the cloud repositories' local copies; nil when none
 	remotesOnce sync.Once           // Close removes the copies once, after their versions closed
+	gpus        func() []int32      // Options.GPUs, asked once
 
 	loadSem chan struct{}  // bounds the versions loading at once (--model-load-thread-count)
 	flights sync.WaitGroup // on-demand loads running
@@ -190,6 +191,7 @@ func New(opts Options) (*Manager, error) {
 		resident:   map[*model]struct{}{},
 		sources:    newSourceSet(paths),
 		remotes:    remotes,
+		gpus:       sync.OnceValue(func() []int32 { return gpusOf(opts.GPUs) }),
 		loadSem:    make(chan struct{}, opts.LoadThreads),
 		kick:       make(chan struct{}, 1),
 	}, nil
@@ -687,4 +689,12 @@ func validateModelName(name string) error {
 		return inference.InvalidArg("invalid model name '%s', model name must not contain path traversal characters", name)
 	}
 	return nil
+}
+
+// gpusOf asks Options.GPUs for the machine's GPUs; nil asks nothing.
+func gpusOf(find func() []int32) []int32 {
+	if find == nil {
+		return nil
+	}
+	return find()
 }

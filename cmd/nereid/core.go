@@ -14,6 +14,7 @@ import (
 	"github.com/nereid-project/nereid/ratelimit"
 	"github.com/nereid-project/nereid/repository"
 	"github.com/nereid-project/nereid/server"
+	"github.com/nereid-project/nereid/sharedmem/cudadriver"
 	"github.com/nereid-project/nereid/traffic"
 )
 
@@ -55,6 +56,7 @@ func buildCore(c *config, log zerolog.Logger, obs *observability) (*inProcess, e
 		IdleUnload:      c.cache.idle,
 		CacheMetrics:    obs.cacheMetrics(),
 		CloudCacheDir:   c.cloudMountDir,
+		GPUs:            func() []int32 { return machineGPUs(log) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cannot open the model repository: %w", err)
@@ -139,4 +141,21 @@ func openInProcess(ctx context.Context, args []string, stderr io.Writer) (_ *inP
 		log.Error().Msg(err.Error())
 	}
 	return p, c, log, undoAll, nil
+}
+
+// machineGPUs returns the ordinals of the CUDA devices the driver sees,
+// which KIND_GPU instance groups are checked against; none without a
+// driver. The repository asks once, at the first KIND_GPU group.
+func machineGPUs(log zerolog.Logger) []int32 {
+	n, err := cudadriver.Devices()
+	if err != nil {
+		log.Info().Err(err).Msg("no GPU for KIND_GPU instance groups")
+		return nil
+	}
+	ids := make([]int32, n)
+	for i := range ids {
+		ids[i] = int32(i)
+	}
+	log.Info().Int("gpus", n).Str("driver", cudadriver.Library()).Msg("GPUs for KIND_GPU instance groups")
+	return ids
 }
