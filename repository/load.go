@@ -184,6 +184,9 @@ func (m *Manager) prepare(ctx context.Context, req loadRequest) (p *prepared) {
 		err := fmt.Errorf("at least one version must be available under the version policy of model '%s'", name)
 		return fail(loadError(name, err), err.Error())
 	}
+	if err := runAgents(cfg, p.dir); err != nil {
+		return fail(loadError(name, err), err.Error())
+	}
 	facts, err := readCacheFacts(cfg, p.dir, load)
 	if err != nil {
 		err = fmt.Errorf("%s: %w", src, err)
