@@ -93,8 +93,9 @@ help:
 	@echo 'make tf      TensorFlow shared libraries and C headers into .tf/ (from the PyPI wheel tensorflow-cpu)'
 	@echo 'make models  regenerate the ONNX example models when scripts/make_models.py changed'
 	@echo 'make tools   pinned protoc plugins and golangci-lint (.tools)'
-	@echo 'make perf    perf_analyzer against Nereid, MLServer, KServe and a ceiling (perf/README.md; PERF_ARGS=--quick)'
-	@echo 'make bench-batching  mlp_fp32 with the dynamic batcher off and on at concurrency 1, 8, 32 (perf/batching.md)'
+	@echo 'make perf    perf_analyzer against Nereid, Triton, MLServer, KServe and a ceiling (perf/README.md; PERF_ARGS=--quick)'
+	@echo 'make test-perf  the performance harness'"'"'s unit tests (perf/test_harness.py)'
+	@echo 'make bench-batching  mlp_large with the dynamic batcher off and on at concurrency 1, 8, 32, 64 (perf/batching.md)'
 	@echo 'make bench-python  the Python backend against the ONNX identity and Triton'"'"'s Python backend (perf/python.md)'
 	@echo 'make clean   remove build outputs; make distclean also removes .venv and .tools'
 
@@ -237,12 +238,22 @@ bench-stream: build venv ort
 	$(VENV)/bin/python perf/stream_unread.py
 	NEREID_ORT_LIBRARY=$(ORT_LIB) $(VENV)/bin/python perf/compare_hotpath.py $(STREAM_BASE)
 
-# Throughput and p50 / p99 latency of mlp_fp32 with the dynamic batcher off
+# Throughput and p50 / p99 latency of a model with the dynamic batcher off
 # and on, one server, same run (perf/batching.md). A benchmark, not a test.
-# Options through BENCH_BATCHING_ARGS, e.g. '--duration 5 --concurrency 8'.
+# It runs on mlp_large (50 MiB of weights, too large to commit), which
+# scripts/make_models.py --mlp-large writes into .perf/models (ignored).
+# Options through BENCH_BATCHING_ARGS, e.g. '--duration 5 --concurrency 8';
+# another model with '--model-dir model_repo_examples/mlp_fp32' and its own
+# --out / --json (the last of each wins), or it replaces the day's report.
+MLP_LARGE := .perf/models/mlp_large/1/model.onnx
 BENCH_BATCHING_ARGS ?=
-bench-batching: build venv ort
-	$(VENV)/bin/python perf/batching_bench.py --nereid bin/nereid --ort-library $(ORT_LIB) $(BENCH_BATCHING_ARGS)
+$(MLP_LARGE): $(MODELS_SCRIPT)
+	$(MAKE) --no-print-directory venv
+	$(VENV)/bin/python $(MODELS_SCRIPT) --mlp-large .perf/models
+bench-batching: build venv ort $(MLP_LARGE)
+	$(VENV)/bin/python perf/batching_bench.py --nereid bin/nereid --ort-library $(ORT_LIB) \
+		--model-dir .perf/models/mlp_large --out perf/results/batching/$$(date +%F).md \
+		--json perf/results/batching/$$(date +%F).json $(BENCH_BATCHING_ARGS)
 
 # The Python backend's per-request overhead against the ONNX identity, and
 # Triton's Python backend on the same model (perf/python.md). A benchmark,
@@ -266,12 +277,22 @@ bench-model-cache: build venv ort
 
 # The performance harness (perf/README.md): perf_analyzer against Nereid,
 # its peers and the ceiling, report in perf/results/. perf/run sets up
-# .perf/ (perf_analyzer, peer venvs) on first use. A benchmark, not a test:
-# neither make test nor make check runs it. Options through PERF_ARGS,
-# e.g. make perf PERF_ARGS=--quick.
+# .perf/ (perf_analyzer, peer venvs) and .triton/ (scripts/install-triton.sh)
+# on first use. A benchmark, not a test: neither make test nor make check
+# runs it. Options through PERF_ARGS, e.g. make perf PERF_ARGS=--quick.
 PERF_ARGS ?=
 perf: models ort
 	perf/run $(PERF_ARGS)
+
+# The harness's own unit tests (perf/test_harness.py): the Triton launcher
+# against a fake tritonserver, perf_analyzer CSV parsing, the ratio tables,
+# the stability flags and the batching report. Seconds; no server, no
+# perf_analyzer, so part of make test.
+.PHONY: test-perf
+test-perf: venv
+	$(VENV)/bin/python -m pytest -q perf/test_harness.py -p no:cacheprovider
+
+test: test-perf
 
 ## ---- reliability ------------------------------------------------------------
 

@@ -38,6 +38,9 @@ import urllib.request
 
 from batching_bench import free_ports  # perf/ is on sys.path: this script's folder
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "peers"))
+import triton_launcher  # noqa: E402 - perf/peers, the Triton launcher perf/run uses too
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "model_repo_examples"
 PA = ROOT / "perf" / "perf_analyzer"
@@ -96,19 +99,16 @@ def start_nereid(tmp: pathlib.Path):
 
 
 def start_triton(tmp: pathlib.Path):
-    env_sh = ROOT / ".triton" / "triton-env.sh"
-    if not env_sh.exists():
-        sys.exit("no Triton: run scripts/install-triton.sh (or leave out --triton)")
+    try:
+        env = triton_launcher.environment()
+    except triton_launcher.NotInstalled as e:
+        sys.exit(f"no Triton: {e} (or leave out --triton)")
     repo = tmp / "triton_repo"
     shutil.copytree(EXAMPLES / "identity_python", repo / "identity_python")
     http, grpc, metrics = free_ports(3)
     log = tmp / "triton.log"
-    cmd = (
-        f'source {env_sh} && exec "$TRITONSERVER" --model-repository={repo} '
-        f'--backend-directory="$TRITON_BACKENDS" --backend-config=python,shm-region-prefix-name=bench{os.getpid()} '
-        f"--http-port={http} --grpc-port={grpc} --metrics-port={metrics} --log-verbose=0"
-    )
-    proc = subprocess.Popen(["bash", "-c", cmd], stdout=log.open("w"), stderr=subprocess.STDOUT)
+    argv = triton_launcher.command(env, repo, http, grpc, metrics, f"bench{os.getpid()}")
+    proc = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     ready = wait_ready(http, ["identity_python"], proc, log)
     return proc, grpc, ready
 

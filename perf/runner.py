@@ -1,5 +1,6 @@
-"""The performance harness: perf_analyzer against Nereid, its peers and the
-ceiling, one server at a time, with the same models and settings.
+"""The performance harness: perf_analyzer against Nereid, its peers (Triton,
+MLServer, KServe) and the ceiling, one server at a time, with the same models
+and settings.
 
 Run it through perf/run (which makes .perf/ with perf/setup first):
 
@@ -38,6 +39,9 @@ import urllib.request
 
 import report
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "peers"))
+import triton_launcher  # noqa: E402 - perf/peers: the Triton launcher python_bench.py uses too
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PERF = ROOT / ".perf"
 PERF_ANALYZER = ROOT / "perf" / "perf_analyzer"
@@ -57,6 +61,9 @@ NOT_SUPPORTED = {
     ("nereid-shm", "http-json"): "with shared memory no tensor data travels in the body",
 }
 
+# Why a server of the Python twins does not serve a model (shown in the summary).
+NO_TWIN = "no Python twin of this model in model_repo_examples (PYTHON_TWINS in perf/peers/triton_launcher.py)"
+
 # Default shapes for inputs with variable dims (perf_analyzer's --shape).
 DEFAULT_SHAPES = {("identity_fp32", "INPUT0"): [1024]}
 
@@ -64,11 +71,44 @@ DEFAULT_SHAPES = {("identity_fp32", "INPUT0"): [1024]}
 class Server:
     """One server under test: how to start it and what it serves."""
 
-    def __init__(self, name, label, protocols, models=None, shm=False, backend=None):
+    def __init__(self, name, label, protocols, models=None, shm=False, backend=None, python=False):
         self.name, self.label, self.protocols, self.models, self.shm = name, label, protocols, models, shm
         # backend: serve the models with this Nereid backend instead of the
         # one their configuration names (a repository made for the run).
         self.backend = backend
+        # python: serve the models' Python twins (ctx.python_repository).
+        self.python = python
+
+    def unavailable(self, ctx):
+        """Why this server cannot run here, or None. A server that cannot is
+        left out of the run with the reason in the report, not failed."""
+        if self.name == "triton":
+            return triton_launcher.missing(ctx.args.triton_dir)
+        if self.name == "nereid-python" and not pathlib.Path(ctx.args.python).exists():
+            return f"{ctx.args.python} is missing (the Python backend's interpreter): run make venv or pass --python"
+        if self.name in ("mlserver", "kserve") and not (PERF / self.name / "bin" / "python").exists():
+            return f"{PERF / self.name} is missing: run perf/setup {self.name}"
+        return None
+
+    def why_not_served(self, model):
+        """Why this server does not serve model, when there is a reason to
+        give (the report's Servers table)."""
+        if not self.python:
+            return None
+        if self.name == "triton":
+            return "the installed Triton has only the Python backend; " + NO_TWIN
+        return NO_TWIN
+
+    def env(self, ctx):
+        """The server's environment (None: the harness's)."""
+        if self.name == "triton":
+            return ctx.triton_env
+        return None
+
+    def repository(self, ctx):
+        if self.python:
+            return ctx.python_repository
+        return ctx.repository if self.backend is None else ctx.out / f"repository-{self.backend}"
 
     def supports(self, protocol, model):
         return protocol in self.protocols and (self.models is None or model in self.models)
@@ -76,13 +116,17 @@ class Server:
     def command(self, ctx, ports, models):
         http, grpc, metrics = ports
         if self.name.startswith("nereid"):
-            repository = ctx.repository if self.backend is None else ctx.out / f"repository-{self.backend}"
-            cmd = [ctx.nereid, f"--model-repository={repository}", "--http-address=127.0.0.1",
+            cmd = [ctx.nereid, f"--model-repository={self.repository(ctx)}", "--http-address=127.0.0.1",
                    "--grpc-address=127.0.0.1", f"--http-port={http}", f"--grpc-port={grpc}",
                    f"--metrics-port={metrics}", f"--backend-config=onnxruntime,library={ctx.ort_library}"]
+            if self.python:
+                cmd.append(f"--backend-config=python,python-executable={ctx.args.python}")
             if self.shm:
                 cmd.append("--allow-client-shm=true")
             return cmd
+        if self.name == "triton":
+            return triton_launcher.command(ctx.triton_env, self.repository(ctx), http, grpc, metrics,
+                                           f"nereid_perf_{os.getpid()}_{http}")
         if self.name == "ceiling":
             return [str(PERF / "bin" / "ceiling"), "--address=127.0.0.1", f"--http-port={http}",
                     f"--grpc-port={grpc}", "--models=" + ",".join(models)]
@@ -106,7 +150,14 @@ SERVERS = {s.name: s for s in [
     # ONNX Runtime's (the ceiling computes in Go, see perf/ceiling).
     Server("nereid-identity", "Nereid, identity backend", ["grpc", "http"], models={"identity_fp32"},
            backend="identity"),
+    # The same server on the Python twins of the models (the Python
+    # backend, the same model.py files as Triton's rows).
+    Server("nereid-python", "Nereid, Python backend", ["grpc", "http", "http-json"],
+           models=set(triton_launcher.PYTHON_TWINS), python=True),
     Server("ceiling", "ceiling", ["grpc", "http", "http-json"], models={"simple", "identity_fp32"}),
+    # The real Triton (scripts/install-triton.sh): Python backend only.
+    Server("triton", "Triton", ["grpc", "http", "http-json"], models=set(triton_launcher.PYTHON_TWINS),
+           python=True),
     Server("mlserver", "MLServer", ["grpc", "http-json"]),
     Server("kserve", "KServe", ["grpc", "http"]),
 ]}
@@ -144,6 +195,13 @@ def _children():
             kids.setdefault(ppid, []).append(int(entry.name))
     return kids
 
+
+# perf_analyzer's --warmup-request-count before each measurement (at least
+# four per concurrent request).
+WARMUP_REQUESTS = 200
+# -s for the fallback measurement that accepts any spread (see
+# run_perf_analyzer).
+ANY_SPREAD = 1000
 
 # A perf_analyzer this large is hung (see run_perf_analyzer); a healthy one
 # stays under a few hundred MiB even at concurrency 64.
@@ -264,7 +322,7 @@ class Running:
             # and made perf_analyzer's HTTP client spin and hang at
             # concurrency 16 and 64.
             self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT,
-                                         process_group=0)
+                                         process_group=0, env=server.env(ctx), stdin=subprocess.DEVNULL)
         self.url = f"127.0.0.1:{self.ports[0]}"
         self.grpc_url = f"127.0.0.1:{self.ports[1]}"
 
@@ -299,6 +357,16 @@ class Running:
             pass
 
 
+def server_metadata(running):
+    """The server's name and version (GET /v2), for the report."""
+    try:
+        with urllib.request.urlopen(f"http://{running.url}/v2", timeout=5) as r:
+            meta = json.loads(r.read())
+        return {"name": meta.get("name", ""), "version": meta.get("version", "")}
+    except (OSError, ValueError):
+        return {}
+
+
 def make_backend_repository(ctx, server, models):
     """A repository of the models the server serves, whose configurations
     name server.backend instead of their platform or backend."""
@@ -310,6 +378,35 @@ def make_backend_repository(ctx, server, models):
         text = re.sub(r'^(platform|backend):\s*"[^"]*"\s*$', "", text, flags=re.M)
         (repo / m / "1").mkdir(parents=True, exist_ok=True)
         (repo / m / "config.pbtxt").write_text(f'backend: "{server.backend}"\n' + text)
+
+
+def model_format(config_text):
+    """What serves a model, from its config.pbtxt: "ONNX", "Python", ..."""
+    found = re.search(r'^(platform|backend):\s*"([^"]*)"', config_text, re.M)
+    kind = found.group(2) if found else ""
+    return {"onnxruntime_onnx": "ONNX", "onnxruntime": "ONNX", "python": "Python",
+            "identity": "identity backend"}.get(kind, kind or "?")
+
+
+def formats(ctx, servers, models):
+    """server -> model -> the format it serves the model in (the report puts
+    it on each row and says where formats differ)."""
+    out = {}
+    for server in servers:
+        served = {}
+        for m in models:
+            if server.models is not None and m not in server.models:
+                continue
+            if server.name == "ceiling":
+                served[m] = "Go (built in)"
+                continue
+            config = server.repository(ctx) / m / "config.pbtxt"
+            if config.exists():
+                fmt = model_format(config.read_text())
+                twin = ctx.twins.get(m) if server.python else None
+                served[m] = f"{fmt} ({twin})" if twin else fmt
+        out[server.name] = served
+    return out
 
 
 # ---- input data --------------------------------------------------------------
@@ -390,7 +487,11 @@ def run_perf_analyzer(ctx, running, protocol, model, concurrency, rep):
     url = running.grpc_url if protocol == "grpc" else running.url
     base = [str(PERF_ANALYZER), "-m", model, "-u", url, *PROTOCOLS[protocol],
             "--input-data", str(ctx.out / "inputs" / f"{model}.json"),
-            "--concurrency-range", str(concurrency), "-f", str(raw), "-v"]
+            "--concurrency-range", str(concurrency), "-f", str(raw), "-v",
+            # Unmeasured requests first: lazy start-up work (the Python
+            # backend's stubs, first allocations, connection set-up) is
+            # not measured, for every server alike.
+            "--warmup-request-count", str(max(WARMUP_REQUESTS, 4 * concurrency))]
     if server.shm:
         base += ["--shared-memory=system"]
     window = ctx.args.window_ms
@@ -438,12 +539,14 @@ def run_perf_analyzer(ctx, running, protocol, model, concurrency, rep):
     row.update(mode="windows", stable=True)
     if rc != 0 and "Failed to obtain stable measurement" in out:
         # No stable window within max_trials: measure again over three
-        # windows with any spread accepted (-s 100: the average of three
-        # windows, whatever they are) and mark the row unstable.
+        # windows with any spread accepted and mark the row unstable.
+        # perf_analyzer's -s bounds max / min of the three windows at
+        # 1 + s/100, so -s 100 still refused windows of 700 and 2,300
+        # inferences/s (seen on a loaded machine); -s 1000 takes up to 11x.
         # perf_analyzer's --request-count mode, used for this before,
         # sometimes never returned: its workers had finished and its main
         # thread slept on, against Nereid and the ceiling alike.
-        out, rc, s, client_cpu = attempt(["-p", str(window), "-s", "100", "-r", "3"])
+        out, rc, s, client_cpu = attempt(["-p", str(window), "-s", str(ANY_SPREAD), "-r", "3"])
         (raw.with_suffix(".retry.log")).write_text(out)
         row.update(mode="3 windows, any spread", stable=False)
     if rc != 0 or not raw.exists():
@@ -506,7 +609,9 @@ def environment(ctx):
         "perf_analyzer": (PERF / "pa" / "VERSIONS").read_text().splitlines(),
         "mlserver": pinned("perf/peers/requirements-mlserver.txt", {"mlserver", "onnxruntime", "uvloop"}),
         "kserve": pinned("perf/peers/requirements-kserve.txt", {"kserve", "onnxruntime", "uvicorn"}),
+        "triton": getattr(ctx, "triton_version", {}),
         "settings": {k: v for k, v in vars(ctx.args).items() if k not in ("report_only",)},
+        "warmup_requests": WARMUP_REQUESTS,
     }
 
 
@@ -544,13 +649,19 @@ def parse_args(argv):
     p.add_argument("--concurrency", default=None, help="comma-separated (default 1,4,16,64)")
     p.add_argument("--reps", type=int, default=None, help="repetitions; medians are reported (default 3)")
     p.add_argument("--window-ms", type=int, default=None, help="perf_analyzer -p (default 1000)")
-    p.add_argument("--stability", type=int, default=None, help="perf_analyzer -s, percent (default 10)")
+    p.add_argument("--stability", type=int, default=None,
+                   help="perf_analyzer -s, percent (default 10); also the report's threshold: a cell whose "
+                        "repetitions disagree by more is flagged, not quoted")
     p.add_argument("--max-trials", type=int, default=None, help="perf_analyzer -r (default 6)")
     p.add_argument("--shape", action="append", default=[], metavar="MODEL:INPUT:D1,D2",
                    help="shape of a variable-size input (default identity_fp32:INPUT0:1024)")
     p.add_argument("--repository", default=str(ROOT / "model_repo_examples"))
     p.add_argument("--nereid", help="a nereid binary (default: build the working tree into .perf/bin)")
     p.add_argument("--ort-library", default=str(ROOT / ".ort" / "lib" / "libonnxruntime.so.1"))
+    p.add_argument("--triton-dir", default=str(triton_launcher.DEFAULT_DIR),
+                   help="the Triton install (scripts/install-triton.sh); without it Triton is left out")
+    p.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"),
+                   help="the interpreter of Nereid's Python backend (nereid-python)")
     p.add_argument("--out", help="results directory (default perf/results/DATE[-quick])")
     p.add_argument("--report-only", metavar="DIR", help="only redo summary.md and the plot of DIR")
     args = p.parse_args(argv)
@@ -579,6 +690,9 @@ def main(argv):
         return 0
     ctx = Context()
     ctx.args = args
+    for name in args.servers.split(","):
+        if name not in SERVERS:
+            raise SystemExit(f"unknown server {name}: one of {', '.join(SERVERS)}")
     servers = [SERVERS[s] for s in args.servers.split(",")]
     models = args.models.split(",")
     protocols = args.protocols.split(",")
@@ -608,7 +722,23 @@ def main(argv):
     for server in servers:
         if server.backend is not None:
             make_backend_repository(ctx, server, models)
+    # Servers that cannot run here (Triton not installed, ...) are left out
+    # with the reason in the report.
+    left_out = {}
+    for server in servers:
+        why = server.unavailable(ctx)
+        if why:
+            left_out[server.name] = why
+            log(f"{server.label}: left out: {why}")
+    servers = [s for s in servers if s.name not in left_out]
+    ctx.python_repository = ctx.out / "repository-python"
+    ctx.twins = {}
+    if any(s.python for s in servers):
+        ctx.twins = triton_launcher.python_repository(args.repository, ctx.python_repository, models)
+    if any(s.name == "triton" for s in servers):
+        ctx.triton_env = triton_launcher.environment(args.triton_dir)
     env = environment(ctx)
+    env["formats"] = formats(ctx, servers, models)
     log(f"results in {ctx.out.relative_to(ROOT) if ctx.out.is_relative_to(ROOT) else ctx.out}")
 
     runs_path = ctx.out / "runs.csv"
@@ -628,7 +758,9 @@ def main(argv):
                 info = servers_info.setdefault(server.name, {
                     "startup_s": [], "idle_rss_mib": [],
                     "skipped": sorted({p for p in protocols if (server.name, p) in NOT_SUPPORTED}),
-                    "models_not_served": [m for m in models if m not in served]})
+                    "models_not_served": [m for m in models if m not in served],
+                    "why_not_served": {m: server.why_not_served(m) for m in models
+                                       if m not in served and server.why_not_served(m)}})
                 log(f"{server.label}: starting (repetition {rep} of {args.reps})")
                 running = Running(server, ctx, served)
                 try:
@@ -636,6 +768,8 @@ def main(argv):
                     info["startup_s"].append(round(running.startup_s, 2))
                     info["idle_rss_mib"].append(round(running.idle_rss, 1))
                     log(f"{server.label}: ready in {running.startup_s:.1f} s, {running.idle_rss:.0f} MiB")
+                    if server.name == "triton" and not getattr(ctx, "triton_version", None):
+                        ctx.triton_version = server_metadata(running)
                     for protocol, model in plan:
                         for c in concurrencies:
                             row = run_perf_analyzer(ctx, running, protocol, model, c, rep)
@@ -648,10 +782,14 @@ def main(argv):
                 finally:
                     running.stop()
     env["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    env["triton"] = getattr(ctx, "triton_version", {})
+    for name, why in left_out.items():
+        servers_info[name] = {"left_out": why}
     env["servers"] = servers_info
     env["not_supported"] = {f"{s}/{p}": why for (s, p), why in NOT_SUPPORTED.items()}
     (ctx.out / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
     shutil.rmtree(ctx.repository)  # symlinks into the checkout, not results
+    shutil.rmtree(ctx.python_repository, ignore_errors=True)  # copies of model_repo_examples
     for server in servers:
         if server.backend is not None:
             shutil.rmtree(ctx.out / f"repository-{server.backend}", ignore_errors=True)

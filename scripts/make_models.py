@@ -3,6 +3,7 @@
 
     python scripts/make_models.py model_repo_examples [--testdata DIR]
     python scripts/make_models.py --tensorflow model_repo_examples [--testdata DIR]
+    python scripts/make_models.py --mlp-large DIR
 
 makes, for each model below, <repo>/<name>/config.pbtxt and
 <repo>/<name>/1/model.onnx. The output is deterministic: the same script
@@ -24,6 +25,10 @@ of the Go tests of backends/tensorflow. That part needs the pinned
 TensorFlow (tensorflow-cpu 2.21.0, the version `make tf` installs the
 library of) in the interpreter that runs it; neither `make models` nor CI
 runs it: its output is committed.
+
+With --mlp-large it writes only mlp_large (config.pbtxt and 50 MiB of
+weights), the dynamic batcher's example: too large to commit, so
+`make bench-batching` writes it into .perf/models (ignored).
 """
 
 from __future__ import annotations
@@ -181,7 +186,12 @@ def mlp_model(name: str) -> onnx.ModelProto:
     Weights are He-initialised from a fixed seed, so the file and its
     outputs are the same on every run.
     """
-    layers = mlp_weights()
+    return gemm_relu_chain(name, mlp_weights())
+
+
+def gemm_relu_chain(name: str, layers: list) -> onnx.ModelProto:
+    """[batch, in] -> (Gemm -> Relu) per layer but the last -> Gemm, FP32;
+    layers: (weight [in, out], bias [out]) per layer."""
     nodes, inits = [], []
     x = "INPUT0"
     for layer, (w, b) in enumerate(layers):
@@ -193,9 +203,55 @@ def mlp_model(name: str) -> onnx.ModelProto:
         if not last:
             nodes.append(helper.make_node("Relu", [gemm_out], [y], name=f"relu{layer}"))
         x = y
-    ins = [value_info("INPUT0", "FP32", ["batch", MLP_IN])]
-    outs = [value_info("OUTPUT0", "FP32", ["batch", MLP_OUT])]
+    ins = [value_info("INPUT0", "FP32", ["batch", layers[0][0].shape[0]])]
+    outs = [value_info("OUTPUT0", "FP32", ["batch", layers[-1][0].shape[1]])]
     return make_model(name, nodes, ins, outs, inits)
+
+
+# ---- mlp_large: the dynamic batcher's example --------------------------------
+#
+# Three 2048 x 2048 hidden layers, 50 MiB of FP32 weights: more than this
+# kind of machine's caches hold, so one row costs about as much memory
+# traffic as a batch of 32 and batching pays even on a CPU. Too large to
+# commit: `make bench-batching` writes it into .perf/models (ignored) with
+# --mlp-large; neither `make models` nor the example repository has it.
+
+MLP_LARGE_SIZES = [256, 2048, 2048, 2048, 2048, 16]
+MLP_LARGE_MAX_BATCH = 64
+
+
+def mlp_large_model(name: str) -> onnx.ModelProto:
+    rng = np.random.default_rng(20261203)
+    layers = []
+    for n_in, n_out in zip(MLP_LARGE_SIZES, MLP_LARGE_SIZES[1:]):
+        w = (rng.standard_normal((n_in, n_out), dtype=np.float32) * np.float32(np.sqrt(2.0 / n_in)))
+        b = (rng.standard_normal(n_out, dtype=np.float32) * np.float32(0.01))
+        layers.append((w, b))
+    return gemm_relu_chain(name, layers)
+
+
+def write_mlp_large(repo: pathlib.Path, name: str = "mlp_large") -> None:
+    write(repo, name, mlp_large_model(name), config_text(
+        name, MLP_LARGE_MAX_BATCH, [("INPUT0", "FP32", [MLP_LARGE_SIZES[0]])],
+        [("OUTPUT0", "FP32", [MLP_LARGE_SIZES[-1]])],
+        f"An MLP {' -> '.join(map(str, MLP_LARGE_SIZES))} with ReLU, FP32, 50 MiB of\n"
+        "weights (scripts/make_models.py --mlp-large): a batch of 32 rows costs\n"
+        "little more than one row on a CPU, which is what the dynamic batcher is\n"
+        "for (perf/batching.md). Two CPU instances, ONNX Runtime's default.",
+        extra=(
+            "dynamic_batching { }\n"
+            "model_warmup [\n"
+            "  {\n"
+            '    name: "zeros"\n'
+            "    batch_size: 1\n"
+            "    inputs {\n"
+            '      key: "INPUT0"\n'
+            f"      value {{ data_type: TYPE_FP32 dims: [ {MLP_LARGE_SIZES[0]} ] zero_data: true }}\n"
+            "    }\n"
+            "  }\n"
+            "]\n"
+        ),
+    ))
 
 
 # ---- fruit: the ensemble examples ------------------------------------------
@@ -420,15 +476,21 @@ def main(argv: list[str]) -> int:
     tensorflow = bool(args) and args[0] == "--tensorflow"
     if tensorflow:
         args = args[1:]
+    mlp_large = bool(args) and args[0] == "--mlp-large"
+    if mlp_large:
+        args = args[1:]
     testdata = None
     if len(args) == 3 and args[1] == "--testdata":
         testdata = pathlib.Path(args[2])
         args = args[:1]
     if len(args) != 1:
         print(__doc__.strip().splitlines()[0], file=sys.stderr)
-        print(f"usage: {argv[0]} [--tensorflow] REPOSITORY_DIR [--testdata DIR]", file=sys.stderr)
+        print(f"usage: {argv[0]} [--tensorflow | --mlp-large] REPOSITORY_DIR [--testdata DIR]", file=sys.stderr)
         return 2
     repo = pathlib.Path(args[0])
+    if mlp_large:
+        write_mlp_large(repo)
+        return 0
     if tensorflow:
         write_tensorflow(repo, testdata)
         return 0
