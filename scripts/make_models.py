@@ -332,12 +332,14 @@ def int32_control(name: str, kind: str) -> str:
     )
 
 
-CORRID_CONTROL = (
-    "    {\n"
-    '      name: "CORRID"\n'
-    "      control [ { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_UINT64 } ]\n"
-    "    }"
-)
+def corrid_control(data_type: str = "TYPE_UINT64") -> str:
+    """The CORRID control input of the given data type."""
+    return (
+        "    {\n"
+        '      name: "CORRID"\n'
+        f"      control [ {{ kind: CONTROL_SEQUENCE_CORRID data_type: {data_type} }} ]\n"
+        "    }"
+    )
 
 
 def sequence_batching_text(controls: list, fields: str = "", state: str = "") -> str:
@@ -363,12 +365,14 @@ def simple_sequence_model(name: str) -> onnx.ModelProto:
     return make_model(name, nodes, ins, [value_info("OUTPUT", "INT32", shape)])
 
 
-def simple_dyna_sequence_model(name: str) -> onnx.ModelProto:
+def simple_dyna_sequence_model(name: str, corrid: str = "UINT64") -> onnx.ModelProto:
     """Triton's simple_dyna_sequence:
     OUTPUT = READY * (INPUT + START + END * CORRID).
 
     The last request of a sequence adds its correlation ID (Triton's
-    gen_qa_dyna_sequence_models.py; the example clients with --dyna).
+    gen_qa_dyna_sequence_models.py; the example clients with --dyna). With
+    corrid "BYTES" the ID is a string that must read as an integer (ONNX's
+    Cast from string parses it), as Triton's simple_string_dyna_sequence.
     """
     shape = ["batch", 1]
     nodes = [
@@ -379,7 +383,7 @@ def simple_dyna_sequence_model(name: str) -> onnx.ModelProto:
         helper.make_node("Mul", ["sum1", "READY"], ["OUTPUT"], name="mul_ready"),
     ]
     ins = [value_info(n, "INT32", shape) for n in ("INPUT", "START", "END", "READY")]
-    ins.append(value_info("CORRID", "UINT64", shape))
+    ins.append(value_info("CORRID", corrid, shape))
     return make_model(name, nodes, ins, [value_info("OUTPUT", "INT32", shape)])
 
 
@@ -560,6 +564,18 @@ def main(argv: list[str]) -> int:
         ]) + "instance_group [ { kind: KIND_CPU } ]\n",
     ))
 
+    def dyna_controls(corrid_type: str) -> list:
+        return [
+            int32_control("START", "CONTROL_SEQUENCE_START"),
+            int32_control("END", "CONTROL_SEQUENCE_END"),
+            int32_control("READY", "CONTROL_SEQUENCE_READY"),
+            corrid_control(corrid_type),
+        ]
+
+    dyna_fields = (
+        "  max_sequence_idle_microseconds: 10000000\n"
+        "  oldest { max_candidate_sequences: 1024 max_queue_delay_microseconds: 10000 }\n"
+    )
     write(repo, "simple_dyna_sequence", simple_dyna_sequence_model("simple_dyna_sequence"), config_text(
         "simple_dyna_sequence", 8, *seq_io,
         "Triton's `simple_dyna_sequence` example as ONNX, with its configuration:\n"
@@ -567,19 +583,20 @@ def main(argv: list[str]) -> int:
         "UINT64 correlation ID, and OUTPUT = READY * (INPUT + START + END * CORRID).\n"
         "Triton's example clients (--dyna) send [0, 11, 7, 5, 3, 2, 0, 1] as\n"
         "sequence 1000 and expect [1, 11, 7, 5, 3, 2, 0, 1001].",
-        extra=sequence_batching_text(
-            [
-                int32_control("START", "CONTROL_SEQUENCE_START"),
-                int32_control("END", "CONTROL_SEQUENCE_END"),
-                int32_control("READY", "CONTROL_SEQUENCE_READY"),
-                CORRID_CONTROL,
-            ],
-            fields=(
-                "  max_sequence_idle_microseconds: 10000000\n"
-                "  oldest { max_candidate_sequences: 1024 max_queue_delay_microseconds: 10000 }\n"
-            ),
-        ) + "instance_group [ { count: 2 kind: KIND_CPU } ]\n",
+        extra=sequence_batching_text(dyna_controls("TYPE_UINT64"), fields=dyna_fields)
+        + "instance_group [ { count: 2 kind: KIND_CPU } ]\n",
     ))
+
+    write(repo, "simple_string_dyna_sequence",
+          simple_dyna_sequence_model("simple_string_dyna_sequence", corrid="BYTES"), config_text(
+              "simple_string_dyna_sequence", 8, *seq_io,
+              "simple_dyna_sequence with string correlation IDs, as the model of that\n"
+              "name Triton's example clients use with --dyna: CORRID is TYPE_STRING and\n"
+              "must read as an integer. Sequence \"1002\" of [0, 11, 7, 5, 3, 2, 0, 1]\n"
+              "answers [1, 11, 7, 5, 3, 2, 0, 1003].",
+              extra=sequence_batching_text(dyna_controls("TYPE_STRING"), fields=dyna_fields)
+              + "instance_group [ { count: 2 kind: KIND_CPU } ]\n",
+          ))
 
     write(repo, "sequence_accumulator", sequence_accumulator_model("sequence_accumulator"), config_text(
         "sequence_accumulator", 8, *seq_io,

@@ -28,7 +28,8 @@ from tritonclient.utils import InferenceServerException
 
 from conftest import EXAMPLES, NereidFactory, _factory_teardown
 
-MODELS = ["simple_sequence", "simple_dyna_sequence", "sequence_accumulator", "sequence_growable"]
+MODELS = ["simple_sequence", "simple_dyna_sequence", "simple_string_dyna_sequence", "sequence_accumulator",
+          "sequence_growable"]
 
 # The values of Triton's example clients.
 VALUES = [11, 7, 5, 3, 2, 0, 1]
@@ -58,7 +59,7 @@ def _simple_expected(sid, inputs, dyna):
     plus END * CORRID for the dyna model."""
     out = [v + (1 if i == 0 else 0) for i, v in enumerate(inputs)]
     if dyna:
-        out[-1] += sid
+        out[-1] += int(sid)
     return out
 
 
@@ -163,6 +164,32 @@ def test_simple_dyna_sequence_matches_triton_example_clients(seq_models, protoco
     assert _scalars(got[1000]) == [1, 11, 7, 5, 3, 2, 0, 1001]
     assert _scalars(got[1001]) == [101, -11, -7, -5, -3, -2, 0, 1000]
     assert _scalars(got[1003]) == [1007]
+
+
+@pytest.mark.parametrize("protocol", RUNNERS)
+def test_simple_string_dyna_sequence_matches_triton_example_clients(seq_models, protocol):
+    # The --dyna runs of Triton's example clients send their string-ID
+    # sequence as "1002" to this model, which adds the ID read as a number.
+    seqs = {"1002": [20] + [-v for v in VALUES], "1004": [5]}
+    got = RUNNERS[protocol](seq_models, "simple_string_dyna_sequence", seqs)
+    for sid, inputs in seqs.items():
+        assert _scalars(got[sid]) == _simple_expected(sid, inputs, dyna=True), (sid, got[sid])
+    assert _scalars(got["1002"]) == [21, -11, -7, -5, -3, -2, 0, 1001]
+
+
+def test_simple_string_dyna_sequence_refuses_ids_that_are_not_numbers(seq_models):
+    client = seq_models.http()
+    with pytest.raises(InferenceServerException) as e:
+        client.infer("simple_string_dyna_sequence", [_input(httpclient, 1)], sequence_id="not-a-number",
+                     sequence_start=True, sequence_end=True)
+    # The model's Cast cannot parse it: ONNX Runtime's failure, as a 500
+    # that names the model.
+    assert e.value.status() == "500", e.value
+    assert "model 'simple_string_dyna_sequence'" in e.value.message(), e.value.message()
+    # The model keeps serving.
+    out = client.infer("simple_string_dyna_sequence", [_input(httpclient, 2)], sequence_id="7",
+                       sequence_start=True, sequence_end=True)
+    assert _scalars([out.as_numpy("OUTPUT")]) == [10]
 
 
 def test_simple_dyna_sequence_refuses_string_ids(seq_models):
