@@ -82,7 +82,10 @@ all: build
 help:
 	@echo 'make build   build bin/nereid'
 	@echo 'make run     build and serve model_repo_examples on :8000 (HTTP), :8001 (gRPC), :8002 (metrics)'
-	@echo 'make test    go test -race, short fuzzing of every fuzz target, end-to-end tests with tritonclient'
+	@echo 'make test    go test -race, short fuzzing of every fuzz target, end-to-end tests with tritonclient,'
+	@echo '             the harness tests, a short soak and the deployment checks. The first run downloads'
+	@echo '             about 700 MB (ONNX Runtime, the tensorflow-cpu wheel, ~40 Python packages, Go modules'
+	@echo '             and tools) and takes 15-20 minutes on 2 cores; later runs about 12'
 	@echo 'make reliability  attack tests, a 600 s soak, every fuzz target for 10m; tests/reliability/report.md'
 	@echo '                  (SOAK_SECONDS, RELIABILITY_FUZZTIME, RELIABILITY_FUZZ_JOBS, RELIABILITY_PARTS, RELIABILITY_ARGS)'
 	@echo 'make reliability-short  a 20 s soak into a temporary folder (part of make test)'
@@ -130,7 +133,7 @@ $(ORT_STAMP):
 	rm -rf $(ORT_DIR)
 	mkdir -p $(ORT_DIR)/lib
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	echo "npm pack onnxruntime-node@$(ORT_VERSION)"; \
+	echo "npm pack onnxruntime-node@$(ORT_VERSION) (the ONNX Runtime library of the npm package; only libonnxruntime.so.1 is kept)"; \
 	(cd "$$tmp" && npm pack --silent --ignore-scripts onnxruntime-node@$(ORT_VERSION) >/dev/null); \
 	tgz="$$tmp/onnxruntime-node-$(ORT_VERSION).tgz"; \
 	echo "$(ORT_SHA256)  $$tgz" | sha256sum --check --quiet; \
@@ -150,8 +153,8 @@ $(TF_STAMP):
 	rm -rf $(TF_DIR)
 	mkdir -p $(TF_DIR)/lib $(TF_DIR)/include
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	echo "pip download tensorflow-cpu==$(TF_VERSION) ($(TF_WHEEL))"; \
-	PIP_DISABLE_PIP_VERSION_CHECK=1 $(VENV)/bin/python -m pip download --quiet --no-deps --only-binary=:all: \
+	echo "pip download tensorflow-cpu==$(TF_VERSION) ($(TF_WHEEL), 274 MB; the two libraries and the headers are kept)"; \
+	PIP_DISABLE_PIP_VERSION_CHECK=1 $(VENV)/bin/python -m pip download --progress-bar off --no-deps --only-binary=:all: \
 		--platform manylinux_2_27_x86_64 --python-version 3.11 --implementation cp --abi cp311 \
 		--dest "$$tmp" tensorflow-cpu==$(TF_VERSION); \
 	echo "$(TF_SHA256)  $$tmp/$(TF_WHEEL)" | sha256sum --check --quiet; \
@@ -176,7 +179,8 @@ $(VENV_STAMP): $(REQUIREMENTS) scripts/bootstrap_pip.py
 			$(VENV)/bin/python scripts/bootstrap_pip.py; \
 		fi; \
 	fi
-	PIP_DISABLE_PIP_VERSION_CHECK=1 $(VENV)/bin/python -m pip install --quiet --no-deps -r $(REQUIREMENTS)
+	@echo "installing $$(grep -c '==' $(REQUIREMENTS)) pinned Python packages into $(VENV) from $(REQUIREMENTS) (about 100 MB to download the first time)"
+	PIP_DISABLE_PIP_VERSION_CHECK=1 $(VENV)/bin/python -m pip install --progress-bar off --no-deps -r $(REQUIREMENTS)
 	PIP_DISABLE_PIP_VERSION_CHECK=1 $(VENV)/bin/python -m pip check
 	touch $@
 
