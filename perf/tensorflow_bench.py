@@ -22,8 +22,10 @@ each concurrency (closed-loop clients, one request at a time each):
 
 The three run in turn within a round, --rounds times, so that they see the
 same machine; the report takes each one's median over the rounds of
-requests per second, rows per second, and p50 / p99 latency, and the
-overhead the server adds: nereid-tf's p50 minus tf-python's. The gRPC
+requests per second, rows per second, and p50 / p99 latency, with the
+spread (min–max over the rounds) of req/s and p50, the throughput ratios
+within each round, and the overhead the server adds: nereid-tf's p50
+minus tf-python's. The gRPC
 clients send one prebuilt ModelInferRequest through tritonclient's
 generated stub (as perf/batching_bench.py does), on the same machine as the
 server. The report goes to stdout and, with --out, to a Markdown file. A
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import platform
 import shutil
@@ -193,6 +196,7 @@ def main() -> int:
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     tf_version = json.loads(ceiling.stdout.readline())["ready"]
     results: dict[tuple, list[dict]] = {}
+    load_start = os.getloadavg()[0]
     try:
         for r in range(args.rounds):
             for batch in batches:
@@ -220,22 +224,41 @@ def main() -> int:
     def med(batch, conc, who, key):
         return statistics.median(x[key] for x in results[(batch, conc, who)])
 
+    def spread(batch, conc, who, key):
+        vals = [x[key] for x in results[(batch, conc, who)]]
+        return f"{min(vals):.0f}–{max(vals):.0f}"
+
+    def ratios(batch, conc, a, b, key):
+        # Round by round: a and b ran minutes apart at most, on the same machine.
+        return [x[key] / y[key] for x, y in zip(results[(batch, conc, a)], results[(batch, conc, b)]) if y[key]]
+
     lines = [
         f"# TensorFlow backend benchmark, {time.strftime('%Y-%m-%d')}",
         "",
         f"`perf/tensorflow_bench.py --duration {args.duration:g} --rounds {args.rounds} --batches {args.batches} "
         f"--concurrency {args.concurrency}` on {platform.node()} ({platform.machine()}, "
-        f"{len(__import__('os').sched_getaffinity(0))} CPUs), TensorFlow {tf_version}; medians over the rounds.",
+        f"{len(os.sched_getaffinity(0))} CPUs), TensorFlow {tf_version}; medians over the rounds.",
         "",
-        "| batch | clients | who | req/s | rows/s | p50 µs | p99 µs |",
-        "|---:|---:|---|---:|---:|---:|---:|",
+        f"Load average (1 min) at the start and the end: {load_start:.1f}, {os.getloadavg()[0]:.1f}.",
+        "",
+        "| batch | clients | who | req/s | req/s min–max | rows/s | p50 µs | p50 min–max | p99 µs |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for batch in batches:
         for conc in concs:
             for who in ("tf-python", "nereid-tf", "nereid-onnx"):
                 lines.append(f"| {batch} | {conc} | {who} | {med(batch, conc, who, 'rps'):.0f} | "
+                             f"{spread(batch, conc, who, 'rps')} | "
                              f"{med(batch, conc, who, 'rows'):.0f} | {med(batch, conc, who, 'p50_us'):.0f} | "
-                             f"{med(batch, conc, who, 'p99_us'):.0f} |")
+                             f"{spread(batch, conc, who, 'p50_us')} | {med(batch, conc, who, 'p99_us'):.0f} |")
+    lines += ["", "Throughput ratios within each round (median, min–max over the rounds):", ""]
+    for batch in batches:
+        for conc in concs:
+            parts = []
+            for a, b in (("nereid-tf", "tf-python"), ("nereid-tf", "nereid-onnx")):
+                r = ratios(batch, conc, a, b, "rps")
+                parts.append(f"{a} / {b} {statistics.median(r):.2f} ({min(r):.2f}–{max(r):.2f})")
+            lines.append(f"- batch {batch}, {conc} client(s): " + "; ".join(parts))
     lines += ["", "Overhead of the server over TensorFlow's own call (nereid-tf p50 − tf-python p50):", ""]
     for batch in batches:
         for conc in concs:

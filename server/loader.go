@@ -16,6 +16,7 @@ import (
 	"github.com/nereid-project/nereid/proto/inferencepb"
 	"github.com/nereid-project/nereid/ratelimit"
 	"github.com/nereid-project/nereid/repository"
+	"github.com/nereid-project/nereid/scheduler"
 )
 
 // LoaderOptions configures how model versions are brought up.
@@ -94,7 +95,9 @@ func (l *Loader) Complete(ctx context.Context, modelDir string, cfg *inferencepb
 }
 
 // LoadVersion loads the backend model, builds every instance of every
-// instance group and puts a scheduler in front of them.
+// instance group, warms each one up with the model_warmup samples (whatever
+// its backend: the version is READY only once every instance is warm) and
+// puts a scheduler in front of them.
 func (l *Loader) LoadVersion(ctx context.Context, spec repository.VersionSpec) (_ repository.Servable, err error) {
 	loadStart := time.Now()
 	if isEnsemble(spec.Config) {
@@ -105,6 +108,18 @@ func (l *Loader) LoadVersion(ctx context.Context, spec repository.VersionSpec) (
 		return nil, err
 	}
 	logger := l.opts.Logger.With().Str("model", spec.Name).Int64("version", spec.Version).Logger()
+	var seq scheduler.SequenceOptions
+	if spec.Config.GetSequenceBatching() != nil {
+		if seq, err = sequenceOptions(spec.Config, spec.ModelDir, logger); err != nil {
+			return nil, err
+		}
+	}
+	// The samples are built before the backend loads anything, so that a
+	// bad one fails the load at once.
+	samples, err := warmupSamples(spec.Config, spec.ModelDir, seq)
+	if err != nil {
+		return nil, err
+	}
 	m, err := b.Load(ctx, backends.ModelSpec{
 		Name:          spec.Name,
 		Version:       spec.Version,
@@ -127,6 +142,9 @@ func (l *Loader) LoadVersion(ctx context.Context, spec repository.VersionSpec) (
 	if lm.labels, err = loadLabels(spec.ModelDir, spec.Config); err != nil {
 		return nil, err
 	}
+	if err := lm.checkWarmup(samples); err != nil {
+		return nil, err
+	}
 	for _, g := range spec.Config.GetInstanceGroup() {
 		count := max(g.GetCount(), 1)
 		devices := g.GetGpus()
@@ -139,7 +157,10 @@ func (l *Loader) LoadVersion(ctx context.Context, spec repository.VersionSpec) (
 			if err != nil {
 				return nil, fmt.Errorf("instance %s: %w", is.Name, err)
 			}
-			lm.instances = append(lm.instances, inst)
+			lm.instances = append(lm.instances, inst) // closed by the deferred closeBackend on failure
+			if err := warmUp(ctx, logger, spec.Name, is.Name, samples, inst); err != nil {
+				return nil, err
+			}
 		}
 	}
 	lm.unaryOnly = !lm.decoupled
@@ -151,7 +172,7 @@ func (l *Loader) LoadVersion(ctx context.Context, spec repository.VersionSpec) (
 	if len(lm.instances) == 0 {
 		return nil, inference.InvalidArg("model '%s' has no instances: instance_group count must be at least 1", spec.Name)
 	}
-	deps, err := l.schedulerDeps(lm, spec, logger)
+	deps, err := l.schedulerDeps(lm, spec, seq, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -181,6 +202,11 @@ const ensemblePlatform = "ensemble"
 // loadEnsemble checks an ensemble against its composing models, which the
 // repository has loaded first, and puts an executor in front of its plan.
 func (l *Loader) loadEnsemble(ctx context.Context, spec repository.VersionSpec, loadStart time.Time) (repository.Servable, error) {
+	if len(spec.Config.GetModelWarmup()) > 0 {
+		// The repository's configuration check refuses it first; a
+		// configuration that reaches the loader another way is refused too.
+		return nil, inference.InvalidArg("model_warmup can not be specified for ensemble '%s': an ensemble's composing models are warmed up, each by its own model_warmup", spec.Name)
+	}
 	plan, err := ensemble.Build(ctx, spec.Config, spec.Version, l.inferer)
 	if err != nil {
 		return nil, err

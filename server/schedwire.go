@@ -10,18 +10,12 @@ import (
 )
 
 // schedulerDeps registers a version's instances with the rate limiter,
-// translates its sequence_batching and attaches the response cache. On
-// success lm.release undoes the registration when the version unloads.
-func (l *Loader) schedulerDeps(lm *loadedModel, spec repository.VersionSpec, logger zerolog.Logger) (schedulerDeps, error) {
-	var deps schedulerDeps
+// takes its translated sequence_batching (seq) and attaches the response
+// cache. On success lm.release undoes the registration when the version
+// unloads.
+func (l *Loader) schedulerDeps(lm *loadedModel, spec repository.VersionSpec, seq scheduler.SequenceOptions, logger zerolog.Logger) (schedulerDeps, error) {
+	deps := schedulerDeps{sequence: seq}
 	cfg := spec.Config
-	if cfg.GetSequenceBatching() != nil {
-		opts, err := sequenceOptions(cfg, spec.ModelDir, logger)
-		if err != nil {
-			return deps, err
-		}
-		deps.sequence = opts
-	}
 	if cfg.GetResponseCache().GetEnable() {
 		if l.opts.Cache == nil {
 			logger.Warn().Msg("response_cache is enabled in the model configuration but the server has no cache: start it with --cache-config local,size=<bytes>")

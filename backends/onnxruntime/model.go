@@ -16,7 +16,6 @@ import (
 	"github.com/nereid-project/nereid/backends"
 	"github.com/nereid-project/nereid/backends/batching"
 	"github.com/nereid-project/nereid/backends/modelio"
-	"github.com/nereid-project/nereid/backends/warmup"
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 )
@@ -71,7 +70,6 @@ type model struct {
 	outputs  []*tensorSpec
 	inputIdx map[string]int
 	params   sessionParams
-	warmup   []warmup.Sample
 	// wanted lists outputs for batching.Wanted.
 	wanted []batching.Output
 	log    zerolog.Logger
@@ -85,8 +83,8 @@ var (
 	_ backends.Closer = (*model)(nil)
 )
 
-// Load checks the configuration against the model and the parameters,
-// and prepares the warm-up samples. Sessions are made per instance.
+// Load checks the configuration against the model and the parameters.
+// Sessions are made per instance.
 func (b *Backend) Load(_ context.Context, spec backends.ModelSpec) (backends.Model, error) {
 	if _, err := b.ensureRuntime(); err != nil {
 		return nil, err
@@ -127,12 +125,10 @@ func (b *Backend) Load(_ context.Context, spec backends.ModelSpec) (backends.Mod
 	for _, t := range outs {
 		m.modelOutputs = append(m.modelOutputs, t.name)
 	}
-	var warmIns []warmup.Input
 	for _, in := range modelio.ConfiguredInputs(cfg) {
 		t := newTensorSpec(in)
 		m.inputIdx[in.Name] = len(m.inputs)
 		m.inputs = append(m.inputs, t)
-		warmIns = append(warmIns, warmup.Input{Name: t.name, DataType: t.dt, Dims: t.dims, Implicit: t.implicit})
 	}
 	for k, out := range modelio.ConfiguredOutputs(cfg) {
 		t := newTensorSpec(out)
@@ -142,10 +138,6 @@ func (b *Backend) Load(_ context.Context, spec backends.ModelSpec) (backends.Mod
 	}
 	if acc := cfg.GetOptimization().GetExecutionAccelerators(); len(acc.GetGpuExecutionAccelerator())+len(acc.GetCpuExecutionAccelerator()) > 0 {
 		m.log.Warn().Msg("optimization.execution_accelerators (TensorRT, OpenVINO) are not supported by the onnxruntime backend yet: the model runs on the default execution provider")
-	}
-	if m.warmup, err = warmup.Samples(cfg, spec.ModelDir, warmIns); err != nil {
-		_ = m.Close()
-		return nil, err
 	}
 	return m, nil
 }
@@ -307,9 +299,8 @@ func appendCUDA(so *ort.SessionOptions, device int32) error {
 	return so.AppendExecutionProviderCUDA(co)
 }
 
-// NewInstance opens a session for the instance and runs the warm-up
-// samples on it, so that the model is ready only once every instance is
-// warm.
+// NewInstance opens a session for the instance. The server's loader runs
+// the model_warmup samples on it before it serves.
 func (m *model) NewInstance(ctx context.Context, spec backends.InstanceSpec) (backends.Instance, error) {
 	so, err := m.sessionOptions(spec)
 	if err != nil {
@@ -324,10 +315,6 @@ func (m *model) NewInstance(ctx context.Context, spec backends.InstanceSpec) (ba
 	if err != nil {
 		_ = sess.Destroy()
 		return nil, inference.Internal("model '%s', instance %s: %v", m.name, spec.Name, err)
-	}
-	if err := inst.warmUp(ctx); err != nil {
-		_ = inst.Close()
-		return nil, err
 	}
 	return backends.Unary(inst), nil
 }

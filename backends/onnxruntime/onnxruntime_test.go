@@ -386,11 +386,6 @@ func TestLoadErrors(t *testing.T) {
 		}, "KIND_GPU needs ONNX Runtime's CUDA execution provider"},
 		{"missing file", func(c *inferencepb.ModelConfig) { c.DefaultModelFilename = "other.onnx" },
 			"unable to find '../../model_repo_examples/simple/1/other.onnx' for model 'simple'"},
-		{"bad warm-up", func(c *inferencepb.ModelConfig) {
-			c.ModelWarmup = []*inferencepb.ModelWarmup{{Name: "w", BatchSize: 1, Inputs: map[string]*inferencepb.ModelWarmup_Input{
-				"INPUT0": {DataType: inferencepb.DataType_TYPE_INT32, Dims: []int64{16}, InputDataType: &inferencepb.ModelWarmup_Input_ZeroData{ZeroData: true}},
-			}}}
-		}, "model 'simple' warm-up sample 'w': no data for input 'INPUT1'"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -438,44 +433,17 @@ func TestUnsupportedType(t *testing.T) {
 	}
 }
 
-func TestWarmup(t *testing.T) {
+// TestModelFilenameStaysInside: a path from a configuration stays inside
+// the version directory. (Warm-up is the loader's: server/warmup_backends_test.go.)
+func TestModelFilenameStaysInside(t *testing.T) {
 	b := testBackend(t)
 	dir := t.TempDir()
 	src := filepath.Join(examples, "simple", "1", "model.onnx")
 	if err := os.MkdirAll(filepath.Join(dir, "1"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "warmup"), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	writeFile(t, filepath.Join(dir, "1", "model.onnx"), string(must(os.ReadFile(src))))
-	writeFile(t, filepath.Join(dir, "warmup", "ones"), string(backendtest.Int32s(slices.Repeat([]int32{1}, 16)...)))
 	cfg := exampleConfig(t, "simple")
-	cfg.ModelWarmup = []*inferencepb.ModelWarmup{{
-		Name: "mixed", BatchSize: 3, Count: 2,
-		Inputs: map[string]*inferencepb.ModelWarmup_Input{
-			"INPUT0": {DataType: inferencepb.DataType_TYPE_INT32, Dims: []int64{16}, InputDataType: &inferencepb.ModelWarmup_Input_RandomData{RandomData: true}},
-			"INPUT1": {DataType: inferencepb.DataType_TYPE_INT32, Dims: []int64{16}, InputDataType: &inferencepb.ModelWarmup_Input_InputDataFile{InputDataFile: "ones"}},
-		},
-	}}
-	m, _ := loadModel(t, b, dir, cfg)
-	if len(m.warmup) != 1 || len(m.warmup[0].Batch) != 3 {
-		t.Fatalf("warm-up samples: %+v", m.warmup)
-	}
-
-	// A warm-up file of the wrong size fails the load.
-	writeFile(t, filepath.Join(dir, "warmup", "ones"), "short")
-	_, _, err := tryLoad(b, dir, cfg)
-	if err == nil || !strings.Contains(err.Error(), "warm-up sample 'mixed'") {
-		t.Fatalf("error = %v", err)
-	}
-
-	// Paths from a configuration stay inside the model directory.
-	cfg.ModelWarmup[0].Inputs["INPUT1"].InputDataType = &inferencepb.ModelWarmup_Input_InputDataFile{InputDataFile: "../1/model.onnx"}
-	if _, _, err := tryLoad(b, dir, cfg); err == nil || !strings.Contains(err.Error(), "inside the model's warmup directory") {
-		t.Fatalf("escaping input_data_file: error = %v", err)
-	}
-	cfg.ModelWarmup = nil
 	cfg.DefaultModelFilename = "../../model.onnx"
 	if _, _, err := tryLoad(b, dir, cfg); err == nil || !strings.Contains(err.Error(), "inside the version directory") {
 		t.Fatalf("escaping default_model_filename: error = %v", err)
@@ -533,10 +501,7 @@ func TestSimpleInt8Wraps(t *testing.T) {
 
 func TestMLP(t *testing.T) {
 	b := testBackend(t)
-	m, inst := loadModel(t, b, filepath.Join(examples, "mlp_fp32"), exampleConfig(t, "mlp_fp32"))
-	if len(m.warmup) != 1 {
-		t.Fatalf("warm-up samples: %d", len(m.warmup))
-	}
+	_, inst := loadModel(t, b, filepath.Join(examples, "mlp_fp32"), exampleConfig(t, "mlp_fp32"))
 	in := make([]float32, 5*64)
 	for i := range in {
 		in[i] = float32(i%7) / 7

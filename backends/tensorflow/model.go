@@ -13,7 +13,6 @@ import (
 	"github.com/nereid-project/nereid/backends"
 	"github.com/nereid-project/nereid/backends/batching"
 	"github.com/nereid-project/nereid/backends/modelio"
-	"github.com/nereid-project/nereid/backends/warmup"
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 )
@@ -162,7 +161,6 @@ type model struct {
 	outputs    []*tensorSpec
 	inputIdx   map[string]int
 	wanted     []batching.Output // outputs, for batching.Wanted
-	warmup     []warmup.Sample
 	log        zerolog.Logger
 
 	mu sync.Mutex // guards spare
@@ -176,8 +174,8 @@ var (
 	_ backends.Closer = (*model)(nil)
 )
 
-// Load opens the model once, checks the configuration against it and
-// prepares the warm-up samples. Each instance has its own session.
+// Load opens the model once and checks the configuration against it.
+// Each instance has its own session.
 func (b *Backend) Load(_ context.Context, spec backends.ModelSpec) (backends.Model, error) {
 	if err := b.ensureLibrary(); err != nil {
 		return nil, err
@@ -216,14 +214,6 @@ func (b *Backend) Load(_ context.Context, spec backends.ModelSpec) (backends.Mod
 	}
 	m.spare = o
 	if err := m.resolveConfig(cfg, o); err != nil {
-		_ = m.Close()
-		return nil, err
-	}
-	var ins []warmup.Input
-	for _, t := range m.inputs {
-		ins = append(ins, warmup.Input{Name: t.name, DataType: t.dt, Dims: t.dims, Implicit: t.implicit})
-	}
-	if m.warmup, err = warmup.Samples(cfg, spec.ModelDir, ins); err != nil {
 		_ = m.Close()
 		return nil, err
 	}
@@ -338,8 +328,8 @@ func (m *model) Close() error {
 }
 
 // NewInstance opens a session for the instance (the one Load opened, for
-// the first) and runs the warm-up samples on it, so that the model is ready
-// only once every instance is warm.
+// the first). The server's loader runs the model_warmup samples on it
+// before it serves.
 func (m *model) NewInstance(ctx context.Context, spec backends.InstanceSpec) (backends.Instance, error) {
 	switch spec.Kind {
 	case inferencepb.ModelInstanceGroup_KIND_CPU, inferencepb.ModelInstanceGroup_KIND_MODEL:
@@ -363,16 +353,6 @@ func (m *model) NewInstance(ctx context.Context, spec backends.InstanceSpec) (ba
 	if err != nil {
 		o.close()
 		return nil, inference.Errorf(inference.CodeOf(err), "model '%s', instance %s: %w", m.name, spec.Name, err)
-	}
-	if err := warmup.Run(ctx, m.name, m.warmup, func(ctx context.Context, batch []*inference.Request) error {
-		_, _, err := inst.ExecuteWithPhases(ctx, batch)
-		return err
-	}); err != nil {
-		_ = inst.Close()
-		return nil, err
-	}
-	if len(m.warmup) > 0 {
-		m.log.Debug().Int("samples", len(m.warmup)).Str("instance", spec.Name).Msg("instance warmed up")
 	}
 	return backends.Unary(inst), nil
 }
