@@ -4,7 +4,6 @@ package onnxruntime
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,7 +12,6 @@ import (
 	"sync"
 
 	"github.com/rs/zerolog"
-	ort "github.com/yalue/onnxruntime_go"
 
 	"github.com/nereid-project/nereid/backends"
 	"github.com/nereid-project/nereid/backends/modelio"
@@ -87,8 +85,8 @@ func (b *Backend) options() Options {
 	return b.opts
 }
 
-// The ONNX Runtime environment is process-wide: onnxruntime_go keeps it in
-// package variables.
+// The ONNX Runtime environment is process-wide (capi.go keeps it in C
+// statics).
 var runtimeEnv struct {
 	mu   sync.Mutex // guards path
 	path string     // the library loaded, "" before
@@ -129,21 +127,17 @@ func (b *Backend) ensureRuntime() (string, error) {
 		}
 		return runtimeEnv.path, nil
 	}
-	ort.SetSharedLibraryPath(path)
-	level := ort.WithLogLevelFatal()
+	level := ortLogFatal
 	if opts.RuntimeWarnings {
-		level = ort.WithLogLevelWarning()
+		level = ortLogWarning
 	}
-	if err := ort.InitializeEnvironment(level); err != nil {
+	version, err := loadLibrary(path, level)
+	if err != nil {
 		return "", inference.Unavailable("cannot load the ONNX Runtime library %s (from %s): %v. Nereid needs ONNX Runtime 1.24 or later (C API %d): %s",
 			path, opts.LibrarySource, err, 24, fixHint)
 	}
-	if err := initCAPI(path); err != nil {
-		_ = ort.DestroyEnvironment()
-		return "", inference.Unavailable("cannot use the ONNX Runtime library %s: %v: %s", path, err, fixHint)
-	}
 	runtimeEnv.path = path
-	opts.Logger.Info().Str("library", path).Str("version", ort.GetVersion()).Msg("ONNX Runtime loaded")
+	opts.Logger.Info().Str("library", path).Str("version", version).Msg("ONNX Runtime loaded")
 	return path, nil
 }
 
@@ -240,32 +234,13 @@ func (b *Backend) completeFrom(path string, cfg *inferencepb.ModelConfig) error 
 // readModelIO opens the model once, without graph optimisation, to read
 // its inputs and outputs.
 func readModelIO(path string) (ins, outs []tensorInfo, err error) {
-	so, err := ort.NewSessionOptions()
+	s, err := openSession(path, sessionConfig{intraOp: 1, interOp: 1, level: ortDisableAll})
+	if err == nil {
+		ins, outs, err = s.io()
+		s.close()
+	}
 	if err != nil {
-		return nil, nil, err
-	}
-	defer func() { _ = so.Destroy() }()
-	if err := so.SetGraphOptimizationLevel(ort.GraphOptimizationLevelDisableAll); err != nil {
-		return nil, nil, err
-	}
-	if err := so.SetIntraOpNumThreads(1); err != nil {
-		return nil, nil, err
-	}
-	ins, outs, err = modelIO(path, so)
-	if err != nil {
-		return nil, nil, fmt.Errorf("failed to read the model %s: %w", path, trimORT(err))
+		return nil, nil, fmt.Errorf("failed to read the model %s: %s", path, ortMessage(err))
 	}
 	return ins, outs, nil
-}
-
-// trimORT drops onnxruntime_go's wrapping ("Error loading temporary
-// session: ...") and keeps ONNX Runtime's own words.
-func trimORT(err error) error {
-	for {
-		u := errors.Unwrap(err)
-		if u == nil {
-			return err
-		}
-		err = u
-	}
 }

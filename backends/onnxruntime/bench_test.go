@@ -4,7 +4,10 @@ package onnxruntime
 
 import (
 	"context"
+	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 	"unsafe"
@@ -15,18 +18,27 @@ import (
 	"github.com/nereid-project/nereid/inference"
 )
 
-// The benchmarks compare one request through the backend (Execute: build
-// the input values over the request's bytes, Run, read the outputs into
-// response tensors) with the least a Go program does to run the same
-// inputs through onnxruntime_go itself: wrap the input slices as tensors,
-// preallocate the outputs, Run, release. Both sessions have one intra-op
-// and one inter-op thread.
+// The benchmarks compare one request through the backend with ONNX
+// Runtime's own work on the same model, in the same process, one intra-op
+// and one inter-op thread everywhere:
 //
-// Each model has three sub-benchmarks: backend and onnxruntime_go alone
-// (for allocations per request), and ratio, which alternates the two in
-// the same loop so that both see the same machine load, and reports each
-// one's ns/op and their ratio. `make bench-ort` runs them;
-// perf/onnxruntime.md has the figures.
+//   - backend: instance.ExecuteWithPhases on one request (the request's
+//     context can be cancelled, as in the server, so the cancellation hook
+//     is armed). compute_infer is what the statistics extension reports for
+//     it: the execution less its input and output phases.
+//   - bare_run: ONNX Runtime's Run through the C API on input and output
+//     values made once, one cgo call; the floor.
+//   - bare_request: the values made over the same (C) memory, Run, the
+//     values released, in one cgo call: the least a server does per request.
+//   - onnxruntime_go: github.com/yalue/onnxruntime_go's public API, the
+//     binding the backend used before: NewTensor over the inputs,
+//     NewEmptyTensor per output, Run, Destroy.
+//
+// Each model has sub-benchmarks backend and bare_run alone (allocations
+// per request), and ratio, which runs the four in turn in the same loop so
+// that they see the same machine load, and reports each one's median time
+// per call and the ratios of the medians. Run it with -count for interleaved rounds;
+// perf/onnxruntime.md has the figures and the command.
 
 func BenchmarkSimple(b *testing.B) {
 	be := testBackend(b)
@@ -41,21 +53,27 @@ func BenchmarkSimple(b *testing.B) {
 		inference.Tensor{Name: "INPUT0", DataType: inference.Int32, Shape: shape, Data: backendtest.Int32s(in0...)},
 		inference.Tensor{Name: "INPUT1", DataType: inference.Int32, Shape: shape, Data: backendtest.Int32s(in1...)},
 	)
-	sess := directSession(b, filepath.Join(examples, "simple", "1", "model.onnx"), []string{"INPUT0", "INPUT1"}, []string{"OUTPUT0", "OUTPUT1"})
-	direct := func(b *testing.B) {
-		t0 := must(ort.NewTensor(ort.Shape(shape), in0))
-		t1 := must(ort.NewTensor(ort.Shape(shape), in1))
-		o0 := must(ort.NewEmptyTensor[int32](ort.Shape(shape)))
-		o1 := must(ort.NewEmptyTensor[int32](ort.Shape(shape)))
-		if err := sess.Run([]ort.Value{t0, t1}, []ort.Value{o0, o1}); err != nil {
-			b.Fatal(err)
+	path := filepath.Join(examples, "simple", "1", "model.onnx")
+	bare := bareSession(b, path,
+		[]bareTensor{{"INPUT0", req.Inputs[0].Data, shape, onnxInt32}, {"INPUT1", req.Inputs[1].Data, shape, onnxInt32}},
+		[]bareTensor{{"OUTPUT0", make([]byte, 64), shape, onnxInt32}, {"OUTPUT1", make([]byte, 64), shape, onnxInt32}})
+	var ortgo func(*testing.B)
+	if sess := ortGoSession(b, path, []string{"INPUT0", "INPUT1"}, []string{"OUTPUT0", "OUTPUT1"}); sess != nil {
+		ortgo = func(b *testing.B) {
+			t0 := must(ort.NewTensor(ort.Shape(shape), in0))
+			t1 := must(ort.NewTensor(ort.Shape(shape), in1))
+			o0 := must(ort.NewEmptyTensor[int32](ort.Shape(shape)))
+			o1 := must(ort.NewEmptyTensor[int32](ort.Shape(shape)))
+			if err := sess.Run([]ort.Value{t0, t1}, []ort.Value{o0, o1}); err != nil {
+				b.Fatal(err)
+			}
+			_ = t0.Destroy()
+			_ = t1.Destroy()
+			_ = o0.Destroy()
+			_ = o1.Destroy()
 		}
-		_ = t0.Destroy()
-		_ = t1.Destroy()
-		_ = o0.Destroy()
-		_ = o1.Destroy()
 	}
-	benchPair(b, backendCall(b, inst, req), direct)
+	benchAgainstBare(b, inst, req, bare, ortgo)
 }
 
 func BenchmarkIdentityFP32(b *testing.B) {
@@ -69,67 +87,138 @@ func BenchmarkIdentityFP32(b *testing.B) {
 	shape := []int64{1, int64(len(data))}
 	raw := unsafe.Slice((*byte)(unsafe.Pointer(&data[0])), 4*len(data))
 	req := request(inference.Tensor{Name: "INPUT0", DataType: inference.FP32, Shape: shape, Data: raw})
-	sess := directSession(b, filepath.Join(examples, "identity_fp32", "1", "model.onnx"), []string{"INPUT0"}, []string{"OUTPUT0"})
-	direct := func(b *testing.B) {
-		in := must(ort.NewTensor(ort.Shape(shape), data))
-		out := must(ort.NewEmptyTensor[float32](ort.Shape(shape)))
-		if err := sess.Run([]ort.Value{in}, []ort.Value{out}); err != nil {
-			b.Fatal(err)
+	path := filepath.Join(examples, "identity_fp32", "1", "model.onnx")
+	bare := bareSession(b, path,
+		[]bareTensor{{"INPUT0", raw, shape, onnxFloat}},
+		[]bareTensor{{"OUTPUT0", make([]byte, len(raw)), shape, onnxFloat}})
+	var ortgo func(*testing.B)
+	if sess := ortGoSession(b, path, []string{"INPUT0"}, []string{"OUTPUT0"}); sess != nil {
+		ortgo = func(b *testing.B) {
+			in := must(ort.NewTensor(ort.Shape(shape), data))
+			out := must(ort.NewEmptyTensor[float32](ort.Shape(shape)))
+			if err := sess.Run([]ort.Value{in}, []ort.Value{out}); err != nil {
+				b.Fatal(err)
+			}
+			_ = in.Destroy()
+			_ = out.Destroy()
 		}
-		_ = in.Destroy()
-		_ = out.Destroy()
 	}
-	benchPair(b, backendCall(b, inst, req), direct)
+	benchAgainstBare(b, inst, req, bare, ortgo)
 }
 
-// backendCall runs one request through Execute. The context can be
-// cancelled, as a request's is in the server, so the backend arms its
-// cancellation hook; making the context is the server's cost, not counted.
-func backendCall(b *testing.B, inst *instance, req *inference.Request) func(*testing.B) {
+// benchAgainstBare runs the backend, the bare C API and (when not nil)
+// onnxruntime_go on the same request.
+func benchAgainstBare(b *testing.B, inst *instance, req *inference.Request, bare *bareRun, ortgo func(*testing.B)) {
 	batch := []*inference.Request{req}
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
-	return func(b *testing.B) {
-		if _, err := inst.Execute(ctx, batch); err != nil {
+	// backend returns the execution's time and its compute_infer part.
+	backend := func(b *testing.B) (total, infer time.Duration) {
+		t0 := time.Now()
+		_, ph, err := inst.ExecuteWithPhases(ctx, batch)
+		total = time.Since(t0)
+		if err != nil {
 			b.Fatal(err)
 		}
+		return total, total - ph.Input - ph.Output
 	}
-}
-
-func benchPair(b *testing.B, backend, direct func(*testing.B)) {
 	b.Run("backend", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			backend(b)
 		}
 	})
-	b.Run("onnxruntime_go", func(b *testing.B) {
+	b.Run("bare_run", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			direct(b)
+			if err := bare.run(); err != nil {
+				b.Fatal(err)
+			}
 		}
 	})
 	b.Run("ratio", func(b *testing.B) {
-		var tb, td time.Duration
-		n := 0
+		// Each variant's time per call, in turn; medians, so that a
+		// preemption on a shared machine does not weigh in.
+		var tBackend, tInfer, tRun, tReq, tGo []time.Duration
 		for b.Loop() {
+			total, infer := backend(b)
 			t0 := time.Now()
-			backend(b)
+			if err := bare.run(); err != nil {
+				b.Fatal(err)
+			}
 			t1 := time.Now()
-			direct(b)
-			td += time.Since(t1)
-			tb += t1.Sub(t0)
-			n++
+			if err := bare.request(); err != nil {
+				b.Fatal(err)
+			}
+			t2 := time.Now()
+			if ortgo != nil {
+				ortgo(b)
+			}
+			t3 := time.Now()
+			tBackend, tInfer = append(tBackend, total), append(tInfer, infer)
+			tRun, tReq, tGo = append(tRun, t1.Sub(t0)), append(tReq, t2.Sub(t1)), append(tGo, t3.Sub(t2))
 		}
-		b.ReportMetric(float64(tb.Nanoseconds())/float64(n), "backend-ns/op")
-		b.ReportMetric(float64(td.Nanoseconds())/float64(n), "direct-ns/op")
-		b.ReportMetric(float64(tb)/float64(td), "ratio")
+		med := func(d []time.Duration) float64 {
+			slices.Sort(d)
+			return float64(d[len(d)/2].Nanoseconds())
+		}
+		mBackend, mInfer, mRun, mReq := med(tBackend), med(tInfer), med(tRun), med(tReq)
+		b.ReportMetric(mBackend, "backend-ns")
+		b.ReportMetric(mInfer, "compute_infer-ns")
+		b.ReportMetric(mRun, "bare_run-ns")
+		b.ReportMetric(mReq, "bare_request-ns")
+		b.ReportMetric(mInfer/mRun, "infer/bare_run")
+		b.ReportMetric(mBackend/mRun, "backend/bare_run")
+		b.ReportMetric(mBackend/mReq, "backend/bare_request")
+		if ortgo != nil {
+			mGo := med(tGo)
+			b.ReportMetric(mGo, "onnxruntime_go-ns")
+			b.ReportMetric(mGo/mRun, "onnxruntime_go/bare_run")
+			b.ReportMetric(mBackend/mGo, "backend/onnxruntime_go")
+		}
 	})
 }
 
-// directSession opens a session with the options the backend uses by
-// default.
-func directSession(b *testing.B, path string, ins, outs []string) *ort.DynamicAdvancedSession {
+// bareSession opens the model as the backend does by default (one intra-op
+// and one inter-op thread, every graph optimisation) for a bareRun.
+func bareSession(b *testing.B, path string, ins, outs []bareTensor) *bareRun {
+	s, err := openSession(path, sessionConfig{intraOp: 1, interOp: 1, level: ortEnableAll})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := newBareRun(s, ins, outs)
+	if err != nil {
+		s.close()
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		r.close()
+		s.close()
+	})
+	return r
+}
+
+var ortGo struct {
+	once sync.Once
+	err  error
+}
+
+// ortGoSession opens the model through onnxruntime_go with the backend's
+// default options, or returns nil (logged) when onnxruntime_go cannot
+// initialise.
+func ortGoSession(b *testing.B, path string, ins, outs []string) *ort.DynamicAdvancedSession {
+	ortGo.once.Do(func() {
+		lib := os.Getenv(libraryEnv)
+		if lib == "" {
+			lib = filepath.Join("..", "..", ".ort", "lib", "libonnxruntime.so.1")
+		}
+		ort.SetSharedLibraryPath(lib)
+		ortGo.err = ort.InitializeEnvironment(ort.WithLogLevelFatal())
+	})
+	if ortGo.err != nil {
+		b.Logf("onnxruntime_go left out: %v", ortGo.err)
+		return nil
+	}
 	so := must(ort.NewSessionOptions())
 	defer func() { _ = so.Destroy() }()
 	if err := so.SetIntraOpNumThreads(1); err != nil {

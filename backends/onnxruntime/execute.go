@@ -6,13 +6,11 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"runtime"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
 	"unsafe"
-
-	ort "github.com/yalue/onnxruntime_go"
 
 	"github.com/nereid-project/nereid/backends"
 	"github.com/nereid-project/nereid/backends/batching"
@@ -20,29 +18,27 @@ import (
 	"github.com/nereid-project/nereid/payload"
 )
 
-/*
-typedef struct OrtSession OrtSession;
-typedef struct OrtValue OrtValue;
-*/
-import "C"
-
 // instance is one ONNX Runtime session. The scheduler calls Execute from
 // one goroutine at a time, so the scratch fields need no lock.
 type instance struct {
 	m    *model
-	sess *ort.DynamicAdvancedSession
-	h    *C.OrtSession
-	ro   *runOptions
+	sess *session
+	// x describes each run to C, which makes the values, runs and
+	// releases them in one call.
+	x  *execArgs
+	ro *runOptions
 	// shrink, made at the first large run, shrinks the memory arena at the
 	// end of a run (newShrinkingRunOptions). A run with LargeSize of input
 	// or more uses it, and so does the run after it, which frees the
 	// regions that held the large run's outputs until they were copied.
 	shrink     *runOptions
 	shrinkNext bool
-	pin        runtime.Pinner
 	// cancelling counts a cancellation callback that may still be
 	// setting the terminate flag; the next run waits for it first.
+	// onCancel is that callback, made once; it terminates cancelRO.
 	cancelling sync.WaitGroup
+	onCancel   func()
+	cancelRO   *runOptions
 
 	// outShapes remembers, by the shapes of a run's inputs, the shapes of
 	// the outputs whose size the configuration leaves open (indexed like
@@ -53,20 +49,39 @@ type instance struct {
 	outShapes map[string][][]int64
 	dynamic   []bool
 	keyBuf    []byte
+	// shortRuns remembers, by the same key, whether the last Run with
+	// these input shapes took less than cancelArmFrom: such a run is not
+	// worth arming the cancellation hook for.
+	shortRuns map[string]bool
+	// Scratch of one run, indexed like its wanted outputs.
+	bufs   [][]byte
+	shapes [][]int64
+	wanted []*tensorSpec
 }
 
-// maxShapeCache bounds outShapes; past it the cache starts over.
+// maxShapeCache bounds outShapes and shortRuns; past it a cache starts
+// over.
 const maxShapeCache = 256
+
+// cancelArmFrom is the Run time from which a run's cancellation hook is
+// armed (runOnce). Arming it (context.AfterFunc, and its stop) costs about
+// as much as a tenth of the shortest Run; a Run shorter than this ends
+// before a cancellation would have saved anything worth that.
+const cancelArmFrom = 200 * time.Microsecond
 
 var (
 	_ backends.UnaryInstance = (*instance)(nil)
 	_ backends.Closer        = (*instance)(nil)
 )
 
-func newInstance(m *model, sess *ort.DynamicAdvancedSession) (*instance, error) {
-	h := sessionHandle(sess)
-	if err := checkSession(h, len(m.modelInputs), len(m.modelOutputs)); err != nil {
+func newInstance(m *model, sess *session) (*instance, error) {
+	nin, nout, err := sess.counts()
+	if err != nil {
 		return nil, err
+	}
+	if nin != len(m.modelInputs) || nout != len(m.modelOutputs) {
+		return nil, fmt.Errorf("the session has %d inputs and %d outputs, the model had %d and %d at load: was %s replaced?",
+			nin, nout, len(m.modelInputs), len(m.modelOutputs), m.path)
 	}
 	newRO := newRunOptions
 	if arenas := m.params.shrinkArenas; arenas != "" {
@@ -77,7 +92,24 @@ func newInstance(m *model, sess *ort.DynamicAdvancedSession) (*instance, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &instance{m: m, sess: sess, h: h, ro: ro, outShapes: map[string][][]int64{}, dynamic: make([]bool, len(m.outputs))}, nil
+	x, err := newExecArgs(sess, len(m.inputs), len(m.outputs))
+	if err != nil {
+		ro.close()
+		return nil, err
+	}
+	i := &instance{
+		m: m, sess: sess, x: x, ro: ro,
+		outShapes: map[string][][]int64{},
+		shortRuns: map[string]bool{},
+		dynamic:   make([]bool, len(m.outputs)),
+		bufs:      make([][]byte, len(m.outputs)),
+		shapes:    make([][]int64, len(m.outputs)),
+	}
+	i.onCancel = func() {
+		defer i.cancelling.Done()
+		i.cancelRO.terminate()
+	}
+	return i, nil
 }
 
 // Close releases the session.
@@ -88,12 +120,12 @@ func (i *instance) Close() error {
 			*ro = nil
 		}
 	}
-	if i.sess == nil {
-		return nil
+	if i.x != nil {
+		i.x.free()
+		i.x = nil
 	}
-	err := i.sess.Destroy()
-	i.sess, i.h = nil, nil
-	return err
+	i.sess.close()
+	return nil
 }
 
 // Execute runs a batch. Requests whose inputs have the same shapes beyond
@@ -115,6 +147,8 @@ func (i *instance) Execute(ctx context.Context, batch []*inference.Request) ([]*
 // ExecuteWithPhases is Execute that also reports its phases: building the
 // input values (and the output buffers) is the input phase, reading the
 // outputs into responses the output phase, ONNX Runtime's Run the rest.
+// The values are made and released inside the same C call as Run, which
+// times those parts itself (execArgs.phases).
 func (i *instance) ExecuteWithPhases(ctx context.Context, batch []*inference.Request) ([]*inference.Response, backends.Phases, error) {
 	var ph backends.Phases
 	if len(batch) == 0 {
@@ -137,14 +171,25 @@ func (i *instance) ExecuteWithPhases(ctx context.Context, batch []*inference.Req
 
 // wantedOutputs returns the outputs any request of the group asked for, in
 // configuration order, and the implicit state outputs; all of them when
-// one asked for none in particular.
+// one asked for none in particular. The slice is the model's or the
+// instance's scratch: the caller does not keep it.
 func (i *instance) wantedOutputs(group []*inference.Request) []*tensorSpec {
-	idx := batching.Wanted(group, i.m.wanted)
-	out := make([]*tensorSpec, len(idx))
-	for k, j := range idx {
-		out[k] = i.m.outputs[j]
+	all := false
+	for _, req := range group {
+		if len(req.Outputs) == 0 {
+			all = true
+			break
+		}
 	}
-	return out
+	if all {
+		return i.m.outputs
+	}
+	idx := batching.Wanted(group, i.m.wanted)
+	i.wanted = i.wanted[:0]
+	for _, j := range idx {
+		i.wanted = append(i.wanted, i.m.outputs[j])
+	}
+	return i.wanted
 }
 
 func (i *instance) fail(err error) error {
@@ -162,17 +207,24 @@ func (i *instance) runGroup(ctx context.Context, group []*inference.Request, ph 
 	if err := ctx.Err(); err != nil {
 		return nil, inference.Errorf(inference.CodeCancelled, "request cancelled before execution")
 	}
-	defer i.pin.Unpin()
+	first := group[0]
+	if len(first.Inputs) == 0 {
+		return nil, i.fail(inference.InvalidArg("the request has no inputs"))
+	}
+	wanted := i.wantedOutputs(group)
+	if len(wanted) == 0 {
+		return nil, i.fail(inference.InvalidArg("the request asks for no output of the model"))
+	}
+	x := i.x
+	if err := x.begin(len(first.Inputs), len(wanted)); err != nil {
+		return nil, i.fail(err)
+	}
+	defer x.release()
 
 	batchSize := int64(0)
 	for _, req := range group {
 		batchSize += int64(max(req.BatchSize, 1))
 	}
-	first := group[0]
-
-	inNames := make([]*C.char, 0, len(first.Inputs))
-	ins := make([]value, 0, len(first.Inputs))
-	defer func() { freeValues(ins) }()
 	key := i.keyBuf[:0]
 	inBytes := 0
 	for k := range first.Inputs {
@@ -182,15 +234,11 @@ func (i *instance) runGroup(ctx context.Context, group []*inference.Request, ph 
 			return nil, i.fail(inference.InvalidArg("unexpected inference input '%s'", t.Name))
 		}
 		spec := i.m.inputs[idx]
-		v, shape, err := i.inputValue(spec, group, t)
+		shape, n, err := i.setInput(k, spec, group, t)
 		if err != nil {
 			return nil, i.fail(err)
 		}
-		for _, req := range group {
-			inBytes += len(req.Input(t.Name).Data)
-		}
-		inNames = append(inNames, spec.cname)
-		ins = append(ins, v)
+		inBytes += n
 		key = binary.AppendUvarint(key, uint64(idx))
 		key = binary.AppendUvarint(key, uint64(len(shape)))
 		for _, d := range shape {
@@ -198,22 +246,12 @@ func (i *instance) runGroup(ctx context.Context, group []*inference.Request, ph 
 		}
 	}
 	i.keyBuf = key
-	if len(ins) == 0 {
-		return nil, i.fail(inference.InvalidArg("the request has no inputs"))
-	}
 
-	wanted := i.wantedOutputs(group)
-	if len(wanted) == 0 {
-		return nil, i.fail(inference.InvalidArg("the request asks for no output of the model"))
-	}
-	outNames := make([]*C.char, len(wanted))
-	for k, o := range wanted {
-		outNames[k] = o.cname
-	}
-	outs := make([]value, len(wanted))
-	bufs := make([][]byte, len(wanted))
-	shapes := make([][]int64, len(wanted)) // of the preallocated outputs
-	defer func() { freeValues(outs) }()
+	bufs, shapes := i.bufs[:len(wanted)], i.shapes[:len(wanted)] // of the preallocated outputs
+	defer func() {
+		clear(bufs)
+		clear(shapes)
+	}()
 	known := i.outShapes[string(key)]
 
 	// The first attempt writes the outputs of known shape (from the
@@ -224,6 +262,7 @@ func (i *instance) runGroup(ctx context.Context, group []*inference.Request, ph 
 	retried := false
 	for attempt := 0; attempt < 2; attempt++ {
 		guessed := false
+		x.outputsNext()
 		for k, o := range wanted {
 			var shape []int64
 			switch {
@@ -231,21 +270,32 @@ func (i *instance) runGroup(ctx context.Context, group []*inference.Request, ph 
 				shape = i.fullShape(o, batchSize)
 			case attempt == 0 && known != nil && known[o.index] != nil && !i.dynamic[o.index]:
 				shape, guessed = known[o.index], true
-			default:
-				continue // ONNX Runtime allocates; we copy once
 			}
-			buf := make([]byte, max(inference.ByteSize(o.dt, shape), 0))
-			v, berr := i.bind(buf, shape, o.onnxType)
-			if berr != nil {
-				return nil, i.fail(berr)
+			var buf []byte
+			if shape != nil {
+				buf = make([]byte, max(inference.ByteSize(o.dt, shape), 0))
 			}
-			outs[k], bufs[k], shapes[k] = v, buf, shape
+			if err := x.setOutput(k, o.cname, buf, shape, o.onnxType); err != nil {
+				return nil, i.fail(err)
+			}
+			bufs[k], shapes[k] = buf, shape // nil: ONNX Runtime allocates, we copy once
 		}
 		if attempt == 0 {
 			ph.Input += time.Since(start)
 		}
 		var cancelled bool
-		cancelled, err = i.runOnce(ctx, inNames, ins, outNames, outs, inBytes >= payload.LargeSize)
+		short, seen := i.shortRuns[string(key)]
+		arm := !seen || !short || inBytes >= payload.LargeSize
+		cancelled, err = i.runOnce(ctx, arm, inBytes >= payload.LargeSize)
+		cin, cout, took := x.phases() // inside the C call: making and releasing the values
+		ph.Input += cin
+		ph.Output += cout
+		if isShort := took > 0 && took < cancelArmFrom; !seen || isShort != short {
+			if len(i.shortRuns) >= maxShapeCache {
+				clear(i.shortRuns)
+			}
+			i.shortRuns[string(key)] = isShort
+		}
 		if cancelled && err != nil {
 			return nil, inference.Errorf(inference.CodeCancelled, "request cancelled during execution")
 		}
@@ -254,9 +304,6 @@ func (i *instance) runGroup(ctx context.Context, group []*inference.Request, ph 
 		}
 		// A remembered shape may have been wrong: try again with ONNX
 		// Runtime allocating.
-		freeValues(outs)
-		clear(bufs)
-		clear(shapes)
 		delete(i.outShapes, string(key))
 		retried = true
 	}
@@ -282,7 +329,7 @@ func (i *instance) runGroup(ctx context.Context, group []*inference.Request, ph 
 	}
 	var learned [][]int64
 	for k, o := range wanted {
-		data, modelShape, shape, err := i.outputData(o, outs[k], bufs[k], shapes[k])
+		data, modelShape, shape, err := i.outputData(o, k, bufs[k], shapes[k])
 		if err != nil {
 			return nil, i.fail(err)
 		}
@@ -306,11 +353,13 @@ func (i *instance) runGroup(ctx context.Context, group []*inference.Request, ph 
 	return resps, nil
 }
 
-// runOnce runs the session once. A cancelled context sets the terminate
-// flag of the run options, which stops the Run; if the callback started,
-// runOnce waits for it, since it must not set the flag after the next run
-// has cleared it.
-func (i *instance) runOnce(ctx context.Context, inNames []*C.char, ins []value, outNames []*C.char, outs []value, large bool) (cancelled bool, err error) {
+// runOnce runs the session once, as i.x describes. With arm, a cancelled
+// context sets the terminate flag of the run options, which stops the
+// Run; if the callback started, runOnce waits for it, since it must not
+// set the flag after the next run has cleared it. Without arm (a run whose
+// input shapes last ran in less than cancelArmFrom), a cancellation during
+// the Run is seen when it ends.
+func (i *instance) runOnce(ctx context.Context, arm, large bool) (cancelled bool, err error) {
 	ro, err := i.runOptions(large)
 	if err != nil {
 		return false, err
@@ -318,15 +367,13 @@ func (i *instance) runOnce(ctx context.Context, inNames []*C.char, ins []value, 
 	if err := ro.reset(); err != nil {
 		return false, err
 	}
-	if ctx.Done() == nil { // cannot be cancelled
-		return false, run(i.h, ro, inNames, ins, outNames, outs)
+	if !arm || ctx.Done() == nil { // not worth it, or cannot be cancelled
+		return false, i.x.run(ro)
 	}
+	i.cancelRO = ro
 	i.cancelling.Add(1)
-	stop := backends.AfterFunc(ctx, func() {
-		defer i.cancelling.Done()
-		ro.terminate()
-	})
-	err = run(i.h, ro, inNames, ins, outNames, outs)
+	stop := backends.AfterFunc(ctx, i.onCancel)
+	err = i.x.run(ro)
 	if stop() {
 		i.cancelling.Done()
 	} else {
@@ -373,46 +420,39 @@ func (i *instance) modelShape(t *tensorSpec, shape []int64) []int64 {
 	return batching.ModelShape(t.dims, t.reshape, shape, i.m.maxBatch > 0)
 }
 
-// inputValue builds the ONNX Runtime value of one input for the group —
-// over the request's own bytes when the group has one request, over a
+// setInput describes input k of the run for the group — over the
+// request's own bytes when the group has one request, over a
 // concatenation along the batch dimension otherwise — and returns the
-// shape the model sees.
-func (i *instance) inputValue(spec *tensorSpec, group []*inference.Request, t *inference.Tensor) (value, []int64, error) {
-	shape, parts := batching.Input(group, t.Name)
-	data := batching.Concat(parts)
+// shape the model sees and the input's bytes.
+func (i *instance) setInput(k int, spec *tensorSpec, group []*inference.Request, t *inference.Tensor) ([]int64, int, error) {
+	shape, data := t.Shape, t.Data
+	if len(group) > 1 {
+		var parts [][]byte
+		shape, parts = batching.Input(group, t.Name)
+		data = batching.Concat(parts)
+	}
 	shape = i.modelShape(spec, shape)
+	var err error
 	if spec.dt == inference.Bytes {
-		v, err := stringTensor(data, shape, inference.ElementCount(shape))
-		if err != nil {
-			return nil, nil, inference.Errorf(inference.CodeOf(err), "input '%s': %w", t.Name, err)
+		err = i.x.setStringInput(k, spec.cname, data, shape, inference.ElementCount(shape))
+	} else {
+		// Kernels may assume aligned elements; a network buffer need not be.
+		if sz := spec.dt.Size(); sz > 1 && len(data) > 0 && uintptr(unsafe.Pointer(&data[0]))%uintptr(sz) != 0 {
+			data = slices.Clone(data)
 		}
-		return v, shape, nil
+		err = i.x.setInput(k, spec.cname, data, shape, spec.onnxType)
 	}
-	// Kernels may assume aligned elements; a network buffer need not be.
-	if sz := spec.dt.Size(); sz > 1 && len(data) > 0 && uintptr(unsafe.Pointer(&data[0]))%uintptr(sz) != 0 {
-		data = slices.Clone(data)
-	}
-	v, err := i.bind(data, shape, spec.onnxType)
 	if err != nil {
-		return nil, nil, inference.Errorf(inference.CodeOf(err), "input '%s': %w", t.Name, err)
+		return nil, 0, inference.Errorf(inference.CodeOf(err), "input '%s': %w", t.Name, err)
 	}
-	return v, shape, nil
+	return shape, len(data), nil
 }
 
-// bind wraps data as a tensor without a copy, pinning it until the run
-// is over.
-func (i *instance) bind(data []byte, shape []int64, onnxType int) (value, error) {
-	if len(data) > 0 {
-		i.pin.Pin(&data[0])
-	}
-	return tensorOver(data, shape, onnxType)
-}
-
-// outputData reads an output after the run: its bytes in protocol form,
-// its shape as the model made it and as the client sees it. A
+// outputData reads wanted output k after the run: its bytes in protocol
+// form, its shape as the model made it and as the client sees it. A
 // preallocated output has the type and shape it was given: ONNX Runtime
 // fails a run rather than write another.
-func (i *instance) outputData(o *tensorSpec, v value, prealloc []byte, preShape []int64) (data []byte, modelShape, shape []int64, err error) {
+func (i *instance) outputData(o *tensorSpec, k int, prealloc []byte, preShape []int64) (data []byte, modelShape, shape []int64, err error) {
 	if prealloc != nil {
 		shape := preShape // fresh for a fixed output, the shape memory's for another
 		if !o.fixed {
@@ -420,7 +460,7 @@ func (i *instance) outputData(o *tensorSpec, v value, prealloc []byte, preShape 
 		}
 		return prealloc, preShape, i.clientShape(o, shape), nil
 	}
-	typ, modelShape, err := valueInfo(v)
+	typ, modelShape, err := i.x.allocated(k)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -432,12 +472,12 @@ func (i *instance) outputData(o *tensorSpec, v value, prealloc []byte, preShape 
 		return nil, nil, nil, inference.Internal("output '%s' has an invalid shape %v", o.name, modelShape)
 	}
 	if o.dt == inference.Bytes {
-		data, err = stringData(v, int(n))
+		data, err = i.x.stringAllocated(k, int(n))
+		if err != nil {
+			return nil, nil, nil, err
+		}
 	} else {
-		data, err = copyTensorData(v, int(n)*o.dt.Size())
-	}
-	if err != nil {
-		return nil, nil, nil, err
+		data = i.x.copyAllocated(k, int(n)*o.dt.Size())
 	}
 	return data, modelShape, i.clientShape(o, modelShape), nil
 }

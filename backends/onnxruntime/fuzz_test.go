@@ -31,7 +31,7 @@ func FuzzStringTensor(f *testing.F) {
 			}
 			return
 		}
-		defer freeValues([]value{v})
+		defer releaseValue(v)
 		if err != nil || claimed != n {
 			t.Fatalf("accepted malformed data (count error %v, claimed %d of %d)", err, claimed, n)
 		}

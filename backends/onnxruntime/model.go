@@ -8,10 +8,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"unsafe"
 
 	"github.com/rs/zerolog"
-	ort "github.com/yalue/onnxruntime_go"
 
 	"github.com/nereid-project/nereid/backends"
 	"github.com/nereid-project/nereid/backends/batching"
@@ -20,15 +18,10 @@ import (
 	"github.com/nereid-project/nereid/proto/inferencepb"
 )
 
-/*
-#include <stdlib.h>
-*/
-import "C"
-
 // tensorSpec is one configured input or output, resolved for execution.
 type tensorSpec struct {
 	name     string
-	cname    *C.char // C copy of name, for Run; freed by model.Close
+	cname    cName // C copy of name, for Run; freed by model.Close
 	dt       inference.DataType
 	onnxType int
 	dims     []int64 // configured dims, without the batch dimension
@@ -51,7 +44,7 @@ type tensorSpec struct {
 type sessionParams struct {
 	intraOp, interOp int
 	parallel         bool
-	level            ort.GraphOptimizationLevel
+	level            int // ONNX Runtime's GraphOptimizationLevel
 	// Triton's memory parameters: the CPU memory arena and memory pattern
 	// (nil: ONNX Runtime's default, on), the arenas shrunk after every run
 	// ("" none: Nereid then shrinks after large runs only), and whether
@@ -144,7 +137,7 @@ func (b *Backend) Load(_ context.Context, spec backends.ModelSpec) (backends.Mod
 
 func newTensorSpec(c modelio.Configured) *tensorSpec {
 	dt := inference.DataType(c.Type)
-	t := &tensorSpec{name: c.Name, cname: C.CString(c.Name), dt: dt, dims: c.Dims, fixed: dt != inference.Bytes, state: c.State, implicit: c.Implicit}
+	t := &tensorSpec{name: c.Name, cname: newCName(c.Name), dt: dt, dims: c.Dims, fixed: dt != inference.Bytes, state: c.State, implicit: c.Implicit}
 	t.onnxType, _ = toONNX(dt)
 	if c.Reshape != nil {
 		t.reshape = append([]int64{}, c.Reshape.GetShape()...)
@@ -161,7 +154,7 @@ func newTensorSpec(c modelio.Configured) *tensorSpec {
 func (m *model) Close() error {
 	for _, list := range [][]*tensorSpec{m.inputs, m.outputs} {
 		for _, t := range list {
-			C.free(unsafe.Pointer(t.cname))
+			freeCName(t.cname)
 			t.cname = nil
 		}
 	}
@@ -173,7 +166,7 @@ func (m *model) Close() error {
 // add up to the cores without oversubscribing them (Triton leaves them to
 // ONNX Runtime, which starts a thread per core for every session).
 func parseParams(cfg *inferencepb.ModelConfig) (sessionParams, error) {
-	p := sessionParams{intraOp: 1, interOp: 1, level: ort.GraphOptimizationLevelEnableAll}
+	p := sessionParams{intraOp: 1, interOp: 1, level: ortEnableAll}
 	get := func(key string) (string, bool) {
 		v, ok := cfg.GetParameters()[key]
 		return strings.TrimSpace(v.GetStringValue()), ok
@@ -229,91 +222,67 @@ func parseParams(cfg *inferencepb.ModelConfig) (sessionParams, error) {
 	// Triton's levels: -1 basic, 1 extended, 2 none, anything else all.
 	switch cfg.GetOptimization().GetGraph().GetLevel() {
 	case -1:
-		p.level = ort.GraphOptimizationLevelEnableBasic
+		p.level = ortEnableBasic
 	case 1:
-		p.level = ort.GraphOptimizationLevelEnableExtended
+		p.level = ortEnableExtended
 	case 2:
-		p.level = ort.GraphOptimizationLevelDisableAll
+		p.level = ortDisableAll
 	}
 	return p, nil
 }
 
-// sessionOptions builds the options of one instance's session.
-func (m *model) sessionOptions(spec backends.InstanceSpec) (*ort.SessionOptions, error) {
-	so, err := ort.NewSessionOptions()
-	if err != nil {
-		return nil, err
-	}
-	steps := []error{
-		so.SetIntraOpNumThreads(m.params.intraOp),
-		so.SetInterOpNumThreads(m.params.interOp),
-		so.SetGraphOptimizationLevel(m.params.level),
-	}
-	if m.params.parallel {
-		steps = append(steps, so.SetExecutionMode(ort.ExecutionModeParallel))
-	}
-	if p := m.params.memArena; p != nil {
-		steps = append(steps, so.SetCpuMemArena(*p))
-	}
-	if p := m.params.memPattern; p != nil {
-		steps = append(steps, so.SetMemPattern(*p))
+// sessionConfig builds the options of one instance's session.
+func (m *model) sessionConfig(spec backends.InstanceSpec) (sessionConfig, error) {
+	c := sessionConfig{
+		intraOp: m.params.intraOp, interOp: m.params.interOp, level: m.params.level, parallel: m.params.parallel,
+		memArena: m.params.memArena, memPattern: m.params.memPattern,
 	}
 	if p := m.params.initializersOnDevice; p != nil {
 		v := "0"
 		if *p {
 			v = "1"
 		}
-		steps = append(steps, so.AddSessionConfigEntry("session.use_device_allocator_for_initializers", v))
-	}
-	if err := errors.Join(steps...); err != nil {
-		_ = so.Destroy()
-		return nil, err
+		c.entries = append(c.entries, [2]string{"session.use_device_allocator_for_initializers", v})
 	}
 	switch spec.Kind {
 	case inferencepb.ModelInstanceGroup_KIND_CPU, inferencepb.ModelInstanceGroup_KIND_MODEL:
 	case inferencepb.ModelInstanceGroup_KIND_GPU:
-		if err := appendCUDA(so, spec.DeviceID); err != nil {
-			_ = so.Destroy()
-			return nil, inference.Unsupported("model '%s', instance %s: KIND_GPU needs ONNX Runtime's CUDA execution provider on GPU %d, which is not available: %v. "+
-				"Use KIND_CPU, or a GPU build of ONNX Runtime (the PyPI package onnxruntime-gpu carries one) with --backend-config=onnxruntime,library=PATH",
-				m.name, spec.Name, spec.DeviceID, trimORT(err))
-		}
+		c.cuda, c.device = true, spec.DeviceID
 	default:
-		_ = so.Destroy()
-		return nil, inference.Unsupported("model '%s', instance %s: instance group kind %s is not supported by the onnxruntime backend", m.name, spec.Name, spec.Kind)
+		return c, inference.Unsupported("model '%s', instance %s: instance group kind %s is not supported by the onnxruntime backend", m.name, spec.Name, spec.Kind)
 	}
-	return so, nil
+	return c, nil
 }
 
-// appendCUDA adds the CUDA execution provider for one device. It fails
-// when the loaded library has no CUDA provider or no GPU is present.
-func appendCUDA(so *ort.SessionOptions, device int32) error {
-	co, err := ort.NewCUDAProviderOptions()
+// openSession opens the session of one instance.
+func (m *model) openSession(spec backends.InstanceSpec) (*session, error) {
+	c, err := m.sessionConfig(spec)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer func() { _ = co.Destroy() }()
-	if err := co.Update(map[string]string{"device_id": strconv.Itoa(int(device))}); err != nil {
-		return err
+	sess, err := openSession(m.path, c)
+	var noCUDA *errNoCUDA
+	switch {
+	case errors.As(err, &noCUDA):
+		return nil, inference.Unsupported("model '%s', instance %s: KIND_GPU needs ONNX Runtime's CUDA execution provider on GPU %d, which is not available: %s. "+
+			"Use KIND_CPU, or a GPU build of ONNX Runtime (the PyPI package onnxruntime-gpu carries one) with --backend-config=onnxruntime,library=PATH",
+			m.name, spec.Name, spec.DeviceID, ortMessage(err))
+	case err != nil:
+		return nil, inference.InvalidArg("model '%s': failed to create an ONNX Runtime session for %s: %s", m.name, m.path, ortMessage(err))
 	}
-	return so.AppendExecutionProviderCUDA(co)
+	return sess, nil
 }
 
 // NewInstance opens a session for the instance. The server's loader runs
 // the model_warmup samples on it before it serves.
 func (m *model) NewInstance(ctx context.Context, spec backends.InstanceSpec) (backends.Instance, error) {
-	so, err := m.sessionOptions(spec)
+	sess, err := m.openSession(spec)
 	if err != nil {
 		return nil, err
 	}
-	sess, err := ort.NewDynamicAdvancedSession(m.path, m.modelInputs, m.modelOutputs, so)
-	_ = so.Destroy()
-	if err != nil {
-		return nil, inference.InvalidArg("model '%s': failed to create an ONNX Runtime session for %s: %v", m.name, m.path, trimORT(err))
-	}
 	inst, err := newInstance(m, sess)
 	if err != nil {
-		_ = sess.Destroy()
+		sess.close()
 		return nil, inference.Internal("model '%s', instance %s: %v", m.name, spec.Name, err)
 	}
 	return backends.Unary(inst), nil

@@ -5,8 +5,6 @@ package onnxruntime
 import (
 	"fmt"
 
-	ort "github.com/yalue/onnxruntime_go"
-
 	"github.com/nereid-project/nereid/inference"
 )
 
@@ -90,37 +88,4 @@ type tensorInfo struct {
 	name     string
 	onnxType int     // ONNX element type
 	dims     []int64 // -1 for a symbolic or unknown dimension
-}
-
-// modelIO reads the inputs and outputs a model declares. A non-tensor
-// input or output (sequence, map, optional) is an error naming it.
-func modelIO(path string, opts *ort.SessionOptions) (ins, outs []tensorInfo, err error) {
-	oi, oo, err := ort.GetInputOutputInfoWithOptions(path, opts)
-	if err != nil {
-		return nil, nil, err
-	}
-	conv := func(kind string, infos []ort.InputOutputInfo) ([]tensorInfo, error) {
-		out := make([]tensorInfo, 0, len(infos))
-		for _, i := range infos {
-			if i.OrtValueType != ort.ONNXTypeTensor {
-				return nil, fmt.Errorf("%s '%s' is a %s; only tensors are supported", kind, i.Name, i.OrtValueType)
-			}
-			dims := make([]int64, len(i.Dimensions))
-			for j, d := range i.Dimensions {
-				if d < 0 {
-					d = -1
-				}
-				dims[j] = d
-			}
-			out = append(out, tensorInfo{name: i.Name, onnxType: int(i.DataType), dims: dims})
-		}
-		return out, nil
-	}
-	if ins, err = conv("input", oi); err != nil {
-		return nil, nil, err
-	}
-	if outs, err = conv("output", oo); err != nil {
-		return nil, nil, err
-	}
-	return ins, outs, nil
 }
