@@ -3,6 +3,7 @@ package inference
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Code is the class of a failure. Each front end maps it to its wire status
@@ -60,10 +61,12 @@ func (e *Error) Error() string { return e.Msg }
 func (e *Error) Unwrap() error { return e.Err }
 
 // Errorf builds an *Error of the given class. A %w verb in format keeps the
-// cause reachable through errors.Unwrap.
+// cause reachable through errors.Unwrap. Each argument is echoed at most
+// MaxEchoBytes long and the text at most MaxMessageBytes (see Truncate):
+// error texts repeat what clients sent, which can be of any size.
 func Errorf(code Code, format string, args ...any) error {
-	err := fmt.Errorf(format, args...)
-	return &Error{Code: code, Msg: err.Error(), Err: errors.Unwrap(err)}
+	err := fmt.Errorf(format, boundArgs(args)...)
+	return &Error{Code: code, Msg: Truncate(err.Error(), MaxMessageBytes), Err: errors.Unwrap(err)}
 }
 
 // InvalidArg is Errorf with CodeInvalidArg.
@@ -85,6 +88,57 @@ func Internal(format string, args ...any) error { return Errorf(CodeInternal, fo
 
 // Unsupported is Errorf with CodeUnsupported.
 func Unsupported(format string, args ...any) error { return Errorf(CodeUnsupported, format, args...) }
+
+// DataTypeMismatch is the error for an input whose datatype is not the one
+// the model's configuration gives it. Front ends that validate data before
+// the core sees the request (and would otherwise report the mismatch as a
+// wrong byte size) use it to name the real problem, with the core's text.
+func DataTypeMismatch(input string, got DataType, model string, want DataType) error {
+	return InvalidArg("inference input '%s' data-type is '%s', but model '%s' expects '%s'", input, got, model, want)
+}
+
+// Limits of a file name on the file systems model files are written to
+// (Linux's NAME_MAX and PATH_MAX).
+const (
+	maxFileNameBytes = 255
+	maxFilePathBytes = 4095
+)
+
+// CheckFileParam refuses the key of a "file:<version>/<path>" load
+// parameter that no file system can hold: one with a NUL byte, a path
+// component longer than 255 bytes, or a path longer than 4095 bytes. The
+// file would otherwise fail to be written, which is the client's mistake,
+// not the server's. Whether the path stays within the model directory is
+// the repository's to check.
+func CheckFileParam(model, key string) error {
+	why := ""
+	switch {
+	case strings.IndexByte(key, 0) >= 0:
+		why = "the file name contains a NUL byte"
+	case len(key) > maxFilePathBytes:
+		why = fmt.Sprintf("file name too long: the path is %d bytes, at most %d are allowed", len(key), maxFilePathBytes)
+	default:
+		for part := range strings.SplitSeq(key, "/") {
+			if len(part) > maxFileNameBytes {
+				why = fmt.Sprintf("file name too long: a path component is %d bytes, at most %d are allowed", len(part), maxFileNameBytes)
+				break
+			}
+		}
+	}
+	if why == "" {
+		return nil
+	}
+	return InvalidArg("failed to load '%s', Invalid file parameter '%s': %s", model, "file:"+key, why)
+}
+
+// MeansNotReady reports whether err, from a readiness query on a model,
+// means only that the model version is not there to serve (unknown,
+// unloaded, not at ready state: CodeNotFound or CodeUnavailable). Triton's
+// readiness calls answer "not ready" for those instead of failing.
+func MeansNotReady(err error) bool {
+	c := CodeOf(err)
+	return err != nil && (c == CodeNotFound || c == CodeUnavailable)
+}
 
 // CodeOf returns the class of err: the outermost *Error in its chain, or
 // CodeInternal for an error without one. A nil error has no class and

@@ -168,7 +168,7 @@ func (lm *loadedModel) check(req *inference.Request) error {
 			}
 		}
 		if want := inference.DataType(in.GetDataType()); t.DataType != want {
-			return inference.InvalidArg("inference input '%s' data-type is '%s', but model '%s' expects '%s'", t.Name, t.DataType, lm.name, want)
+			return inference.DataTypeMismatch(t.Name, t.DataType, lm.name, want)
 		}
 		shape := t.Shape
 		if maxBatch > 0 {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"slices"
@@ -74,8 +75,29 @@ func checkCompatFlags(fs *flag.FlagSet) (warned []string, err error) {
 		slices.Sort(refused)
 		return nil, fmt.Errorf("%s", strings.Join(refused, "; "))
 	}
+	if err := checkLoadModel(fs); err != nil {
+		return nil, err
+	}
 	slices.Sort(warned)
 	return warned, nil
+}
+
+// errLoadModelMode is Triton's refusal (since 24.06) of --load-model
+// outside explicit mode, where the flag used to be ignored and every
+// model loaded.
+var errLoadModelMode = errors.New("Use of '--load-model' requires setting '--model-control-mode=explicit' as well.") //nolint:revive,staticcheck // Triton's text
+
+// checkLoadModel refuses --load-model unless --model-control-mode=explicit.
+func checkLoadModel(fs *flag.FlagSet) error {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "load-model" })
+	if !given {
+		return nil
+	}
+	if m := fs.Lookup("model-control-mode"); m != nil && m.Value.String() == "explicit" {
+		return nil
+	}
+	return errLoadModelMode
 }
 
 // sameValue compares a flag value with a default, reading booleans as

@@ -7,19 +7,23 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
+
+	"github.com/nereid-project/nereid/payload"
 )
 
 // Compression in both directions, as tritonclient's compression_algorithm
 // asks: gzip and deflate, which gRPC defines as the zlib format. A
 // compressed request is answered compressed the same way; received
-// messages are bounded after decompression by MaxMessageSize, so a small
-// compressed message cannot inflate past it.
+// messages are bounded after decompression by MaxMessageSize and the
+// payload budget (newInflateReader), so a small compressed message cannot
+// inflate past either.
 
 func init() {
 	encoding.RegisterCompressor(gzipCompressor{})
@@ -40,10 +44,7 @@ type leveledGzip struct {
 	level int
 }
 
-var (
-	gzipWriters sync.Pool
-	gzipReaders sync.Pool
-)
+var gzipWriters sync.Pool
 
 func (gzipCompressor) Name() string { return "gzip" }
 
@@ -67,26 +68,12 @@ func (g *leveledGzip) Close() error {
 }
 
 func (gzipCompressor) Decompress(r io.Reader) (io.Reader, error) {
-	if zr, ok := gzipReaders.Get().(*gzip.Reader); ok {
-		if err := zr.Reset(r); err != nil {
-			gzipReaders.Put(zr)
-			return nil, err
-		}
-		return &pooledReader{rc: zr, pool: &gzipReaders}, nil
-	}
-	zr, err := gzip.NewReader(r)
-	if err != nil {
-		return nil, err
-	}
-	return &pooledReader{rc: zr, pool: &gzipReaders}, nil
+	return newInflateReader(r, payload.Gzip), nil
 }
 
 type deflateCompressor struct{}
 
-var (
-	zlibWriters sync.Pool
-	zlibReaders sync.Pool
-)
+var zlibWriters sync.Pool
 
 func (deflateCompressor) Name() string { return "deflate" }
 
@@ -111,37 +98,34 @@ func (p pooledZlibWriter) Close() error {
 }
 
 func (deflateCompressor) Decompress(r io.Reader) (io.Reader, error) {
-	if zr, ok := zlibReaders.Get().(io.ReadCloser); ok {
-		if err := zr.(zlib.Resetter).Reset(r, nil); err != nil {
-			zlibReaders.Put(zr)
-			return nil, err
-		}
-		return &pooledReader{rc: zr, pool: &zlibReaders}, nil
-	}
-	zr, err := zlib.NewReader(r)
-	if err != nil {
-		return nil, err
-	}
-	return &pooledReader{rc: zr, pool: &zlibReaders}, nil
+	return newInflateReader(r, payload.Zlib), nil
 }
 
-// pooledReader returns its decompressor to its pool at the end of the
-// stream.
-type pooledReader struct {
-	rc   io.Reader
-	pool *sync.Pool
+// inflateLimits are the message limit and the payload budget received
+// messages are decompressed within. Compressors are registered for the
+// whole process, so they are the last server's (New sets them); a process
+// runs one gRPC front end.
+type inflateLimits struct {
+	maxMessageSize int
+	budget         *payload.Budget
 }
 
-func (p *pooledReader) Read(b []byte) (int, error) {
-	if p.rc == nil {
-		return 0, io.EOF
+var currentInflateLimits atomic.Pointer[inflateLimits]
+
+// newInflateReader decompresses a received message through
+// payload.InflateReader: at most one byte more than the message limit (so
+// that grpc-go, which stops reading there, answers RESOURCE_EXHAUSTED),
+// charged to the payload budget until grpc-go closes the reader, and only
+// as many at once as the process allows. grpc-go closes the reader once it
+// has read the message into its own buffers.
+func newInflateReader(r io.Reader, f payload.Format) io.Reader {
+	limit, budget := int64(math.MaxInt32), (*payload.Budget)(nil)
+	if l := currentInflateLimits.Load(); l != nil {
+		limit, budget = int64(l.maxMessageSize), l.budget
 	}
-	n, err := p.rc.Read(b)
-	if err == io.EOF {
-		p.pool.Put(p.rc)
-		p.rc = nil
-	}
-	return n, err
+	// Decompressors get no context: the wait for a slot is bounded by
+	// the reader's own timeout.
+	return payload.NewInflateReader(context.Background(), r, f, limit+1, budget)
 }
 
 // ResponseCompressionLevels are the values of

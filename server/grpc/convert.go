@@ -68,6 +68,36 @@ func decodeRequest(in *inferencepb.ModelInferRequest) (*inference.Request, error
 	return req, nil
 }
 
+// decodeRequest is decodeRequest(in), except that a request refused for its
+// data (a byte size that disagrees with its datatype and shape) whose
+// declared datatypes disagree with the model's is refused for that, as the
+// core would before it looks at the data: the datatype is the real problem.
+func (s *service) decodeRequest(ctx context.Context, in *inferencepb.ModelInferRequest) (*inference.Request, error) {
+	req, err := decodeRequest(in)
+	if err == nil || inference.CodeOf(err) != inference.CodeInvalidArg {
+		return req, err
+	}
+	cfg, cerr := s.core.ModelConfig(ctx, in.GetModelName(), in.GetModelVersion())
+	if cerr != nil {
+		return nil, err
+	}
+	for _, pin := range in.GetInputs() {
+		got, ok := inference.ParseDataType(pin.GetDatatype())
+		if !ok {
+			continue
+		}
+		for _, ci := range cfg.GetInput() {
+			if ci.GetName() == pin.GetName() {
+				if want := inference.DataType(ci.GetDataType()); got != want {
+					return nil, inference.DataTypeMismatch(pin.GetName(), got, in.GetModelName(), want)
+				}
+				break
+			}
+		}
+	}
+	return nil, err
+}
+
 func decodeInput(model string, pin *inferencepb.ModelInferRequest_InferInputTensor, raw [][]byte, next *int, t *inference.Tensor) error {
 	t.Name = pin.GetName()
 	dt, ok := inference.ParseDataType(pin.GetDatatype())

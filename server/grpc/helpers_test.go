@@ -147,7 +147,7 @@ type clients struct {
 
 // start serves core on an in-memory listener and returns clients for it;
 // everything is torn down when the test ends.
-func start(t *testing.T, core Core, opts Options) clients {
+func start(t testing.TB, core Core, opts Options) clients {
 	t.Helper()
 	ln := bufconn.Listen(1 << 20)
 	srv := New(core, opts)

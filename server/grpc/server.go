@@ -160,6 +160,7 @@ func New(core Core, opts Options) *Server {
 
 	c := newCodec(nil)
 	c.budget = opts.PayloadBudget
+	currentInflateLimits.Store(&inflateLimits{maxMessageSize: opts.MaxMessageSize, budget: opts.PayloadBudget})
 	so := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(opts.MaxMessageSize),
 		grpc.MaxSendMsgSize(opts.MaxMessageSize),
@@ -284,19 +285,26 @@ func toStatus(err error) error {
 	if err == nil {
 		return nil
 	}
+	// Texts are bounded (inference.Truncate): a status travels in the
+	// trailers, and one over the client's header limit resets the stream
+	// instead of reaching it.
+	msg := inference.Truncate(err.Error(), inference.MaxMessageBytes)
 	var ie *inference.Error
 	if !errors.As(err, &ie) {
 		if st, ok := status.FromError(err); ok {
-			return st.Err()
+			if len(st.Message()) <= inference.MaxMessageBytes {
+				return st.Err()
+			}
+			return status.Error(st.Code(), inference.Truncate(st.Message(), inference.MaxMessageBytes))
 		}
 		switch {
 		case errors.Is(err, context.Canceled):
-			return status.Error(codes.Canceled, err.Error())
+			return status.Error(codes.Canceled, msg)
 		case errors.Is(err, context.DeadlineExceeded):
-			return status.Error(codes.DeadlineExceeded, err.Error())
+			return status.Error(codes.DeadlineExceeded, msg)
 		}
 	}
-	return status.Error(grpcCode(inference.CodeOf(err)), err.Error())
+	return status.Error(grpcCode(inference.CodeOf(err)), msg)
 }
 
 // grpcCode is Triton's CodeToStatus table.
@@ -350,8 +358,14 @@ func (s *service) ServerReady(context.Context, *inferencepb.ServerReadyRequest) 
 	return &inferencepb.ServerReadyResponse{Ready: s.core.Ready()}, nil
 }
 
+// ModelReady answers ready: false, as Triton does, for a model or version
+// the core cannot serve (unknown, unloaded, not at ready state); other
+// failures are errors.
 func (s *service) ModelReady(ctx context.Context, in *inferencepb.ModelReadyRequest) (*inferencepb.ModelReadyResponse, error) {
 	ready, err := s.core.ModelReady(ctx, in.GetName(), in.GetVersion())
+	if inference.MeansNotReady(err) {
+		return &inferencepb.ModelReadyResponse{Ready: false}, nil
+	}
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -421,7 +435,7 @@ func (s *service) RepositoryModelLoad(ctx context.Context, in *inferencepb.Repos
 	if in.GetRepositoryName() != "" {
 		return nil, status.Error(codes.Unimplemented, msgRepositoryName)
 	}
-	opts, err := loadOptions(in.GetParameters())
+	opts, err := loadOptions(in.GetModelName(), in.GetParameters())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -435,7 +449,7 @@ func (s *service) RepositoryModelLoad(ctx context.Context, in *inferencepb.Repos
 // string_param, "file:<version>/<path>" a bytes_param, anything else is
 // rejected. Keys are checked in sorted order so the first error reported
 // does not depend on map order.
-func loadOptions(params map[string]*inferencepb.ModelRepositoryParameter) (repository.LoadOptions, error) {
+func loadOptions(model string, params map[string]*inferencepb.ModelRepositoryParameter) (repository.LoadOptions, error) {
 	var opts repository.LoadOptions
 	for _, k := range sortedKeys(params) {
 		p := params[k]
@@ -454,7 +468,11 @@ func loadOptions(params map[string]*inferencepb.ModelRepositoryParameter) (repos
 			if opts.Files == nil {
 				opts.Files = make(map[string][]byte)
 			}
-			opts.Files[strings.TrimPrefix(k, "file:")] = v.BytesParam
+			key := strings.TrimPrefix(k, "file:")
+			if err := inference.CheckFileParam(model, key); err != nil {
+				return opts, err
+			}
+			opts.Files[key] = v.BytesParam
 		default:
 			return opts, inference.InvalidArg("unrecognized load parameter '%s'.", k)
 		}

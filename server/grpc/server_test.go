@@ -66,6 +66,8 @@ func TestModelReady(t *testing.T) {
 			return false, nil
 		case "loading":
 			return false, inference.Unavailable("request for model 'loading' version %s is not at ready state", version)
+		case "broken":
+			return false, inference.Internal("broken")
 		default:
 			return false, inference.NotFound("Request for unknown model: '%s' is not found", name)
 		}
@@ -81,10 +83,17 @@ func TestModelReady(t *testing.T) {
 	if err != nil || r.GetReady() {
 		t.Errorf("model-level not ready: %v, %v", r, err)
 	}
-	_, err = c.infer.ModelReady(ctx, &inferencepb.ModelReadyRequest{Name: "loading", Version: "3"})
-	wantCode(t, err, codes.Unavailable, "version 3 is not at ready state")
-	_, err = c.infer.ModelReady(ctx, &inferencepb.ModelReadyRequest{Name: "nope"})
-	wantCode(t, err, codes.NotFound, "Request for unknown model: 'nope' is not found")
+	// A version not at ready state, and a model the core does not serve
+	// (unknown, or known and unloaded), are "not ready", as in Triton,
+	// whose clients (simple_grpc_model_control.py) rely on it.
+	for _, name := range []string{"loading", "nope"} {
+		r, err = c.infer.ModelReady(ctx, &inferencepb.ModelReadyRequest{Name: name, Version: "3"})
+		if err != nil || r.GetReady() {
+			t.Errorf("%s: %v, %v; want ready: false", name, r, err)
+		}
+	}
+	_, err = c.infer.ModelReady(ctx, &inferencepb.ModelReadyRequest{Name: "broken"})
+	wantCode(t, err, codes.Internal, "broken")
 }
 
 func TestServerMetadata(t *testing.T) {

@@ -122,7 +122,7 @@ func modelStreamInferHandler(srv any, stream grpc.ServerStream) error {
 // status and text.
 func (s *service) ModelInfer(ctx context.Context, in *inferencepb.ModelInferRequest) (*inferencepb.ModelInferResponse, error) {
 	arrival := time.Now()
-	req, err := decodeRequest(in)
+	req, err := s.decodeRequest(ctx, in)
 	if err == nil {
 		err = s.forwardMetadata(ctx, req)
 	}
@@ -446,7 +446,7 @@ func (s *service) streamOne(ctx context.Context, in *inferRequest, arrival time.
 		fail(in.refused)
 		return
 	}
-	req, err := decodeRequest(in.ModelInferRequest)
+	req, err := s.decodeRequest(ctx, in.ModelInferRequest)
 	if err == nil {
 		err = s.forwardMetadata(ctx, req)
 	}

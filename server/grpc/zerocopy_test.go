@@ -305,7 +305,8 @@ func (rawCodec) Name() string                         { return "proto" }
 // The server codec is this server's alone: the process-wide "proto" codec
 // stays grpc-go's.
 func TestCodecNotGlobal(t *testing.T) {
-	_ = New(&fakeCore{}, Options{})
+	srv := New(&fakeCore{}, Options{})
+	defer srv.grpc.Stop() // New starts grpc-go's stream workers
 	if _, ok := encoding.GetCodecV2("proto").(*codec); ok {
 		t.Fatal("New replaced the process-wide proto codec")
 	}

@@ -122,9 +122,14 @@ func TestModelReady(t *testing.T) {
 	h.do("GET", "/v2/models/simple/versions/1/ready", nil).expect(t, 200, "")
 	h.core.notRdy["simple"] = true
 	h.do("GET", "/v2/models/simple/ready", nil).expect(t, 400, `{"error":"Model version not ready"}`)
-	h.do("GET", "/v2/models/nope/ready", nil).expectError(t, 404, "unknown model")
+	// Unknown, unloaded or not at ready state: "not ready", as Triton
+	// answers, not the core's error.
+	h.do("GET", "/v2/models/nope/ready", nil).expect(t, 400, `{"error":"Model version not ready"}`)
 	h.core.errs["ready"] = inference.Unavailable("model 'simple' version 2 is not at ready state")
-	h.do("GET", "/v2/models/simple/versions/2/ready", nil).expect(t, 503, `{"error":"model 'simple' version 2 is not at ready state"}`)
+	h.do("GET", "/v2/models/simple/versions/2/ready", nil).expect(t, 400, `{"error":"Model version not ready"}`)
+	h.core.errs["ready"] = inference.Internal("broken")
+	h.do("GET", "/v2/models/simple/ready", nil).expect(t, 500, `{"error":"broken"}`)
+	delete(h.core.errs, "ready")
 	h.do("POST", "/v2/models/simple/ready", nil).expect(t, 405, `{"error":"Method Not Allowed"}`)
 }
 

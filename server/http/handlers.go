@@ -170,12 +170,14 @@ func (s *Server) modelReady(ctx *fasthttp.RequestCtx, r route) {
 		respondErr(ctx, err)
 		return
 	}
+	// As in Triton, a model or version the core cannot serve (unknown,
+	// unloaded, not at ready state) is "not ready", not an error.
 	ready, err := s.core.ModelReady(s.baseCtx, r.model, version)
-	if err != nil {
+	if err != nil && !inference.MeansNotReady(err) {
 		respondErr(ctx, err)
 		return
 	}
-	if !ready {
+	if !ready || err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, "Model version not ready")
 		return
 	}
@@ -266,7 +268,7 @@ func (s *Server) repositoryControl(ctx *fasthttp.RequestCtx, r route) {
 	var err error
 	if r.kind == routeRepoLoad {
 		var opts repository.LoadOptions
-		opts, err = parseLoadBody(ctx.PostBody())
+		opts, err = parseLoadBody(r.model, ctx.PostBody())
 		if err == nil {
 			err = s.core.LoadModel(s.baseCtx, r.model, opts)
 		}
@@ -285,8 +287,9 @@ func (s *Server) repositoryControl(ctx *fasthttp.RequestCtx, r route) {
 }
 
 // parseLoadBody reads {"parameters": {"config": "<json>", "file:<v>/<path>":
-// "<base64>"}}; every parameter value is a string.
-func parseLoadBody(body []byte) (repository.LoadOptions, error) {
+// "<base64>"}}; every parameter value is a string. model names the model
+// in errors.
+func parseLoadBody(model string, body []byte) (repository.LoadOptions, error) {
 	var opts repository.LoadOptions
 	if len(v2wire.TrimSpace(body)) == 0 {
 		return opts, nil
@@ -316,7 +319,11 @@ func parseLoadBody(body []byte) (repository.LoadOptions, error) {
 				if opts.Files == nil {
 					opts.Files = make(map[string][]byte)
 				}
-				opts.Files[strings.TrimPrefix(name, "file:")] = data
+				key := strings.TrimPrefix(name, "file:")
+				if err := inference.CheckFileParam(model, key); err != nil {
+					return err
+				}
+				opts.Files[key] = data
 			default:
 				return inference.InvalidArg("unrecognized load parameter '%s': expected 'config' or 'file:<version>/<path>'", name)
 			}

@@ -2,6 +2,7 @@ package httpfront
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -61,6 +62,20 @@ func (s *Server) putCall(c *inferCall) {
 	s.callPool.Put(c)
 }
 
+// inflate decompresses a gzip or deflate request body within
+// --http-max-input-size and the payload budget (payload.Inflate).
+func (s *Server) inflate(enc string, body []byte) (*payload.Inflated, error) {
+	f := payload.Gzip
+	if enc == "deflate" {
+		f = payload.Zlib
+	}
+	d, err := payload.Inflate(s.baseCtx, f, body, s.opts.MaxInputSize, s.opts.PayloadBudget)
+	if errors.Is(err, payload.ErrInflateLimit) {
+		return nil, inference.InvalidArg("decompressed request body exceeds the maximum allowed value of %d bytes; use --http-max-input-size to increase the limit", s.opts.MaxInputSize)
+	}
+	return d, err
+}
+
 // infer serves POST /v2/models/{m}[/versions/{v}]/infer.
 func (s *Server) infer(ctx *fasthttp.RequestCtx, rt route) {
 	arrival := time.Now()
@@ -78,25 +93,13 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, rt route) {
 	switch enc := string(h.contentEncoding); enc {
 	case "", "identity":
 	case "gzip", "deflate":
-		if enc == "gzip" {
-			body, err = ctx.Request.BodyGunzipWithLimit(s.opts.MaxInputSize)
-		} else {
-			body, err = ctx.Request.BodyInflateWithLimit(s.opts.MaxInputSize)
-		}
-		if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-			writeError(ctx, fasthttp.StatusBadRequest, "decompressed request body exceeds the maximum allowed value of "+
-				strconv.Itoa(s.opts.MaxInputSize)+" bytes; use --http-max-input-size to increase the limit")
-			return
-		}
+		d, err := s.inflate(enc, body)
 		if err != nil {
-			writeError(ctx, fasthttp.StatusBadRequest, "failed to decompress the "+enc+" request body: "+err.Error())
-			return
-		}
-		if err := s.opts.PayloadBudget.Acquire(int64(len(body))); err != nil {
 			respondErr(ctx, err)
 			return
 		}
-		defer s.opts.PayloadBudget.Release(int64(len(body)))
+		defer d.Release()
+		body = d.Bytes
 	default:
 		ctx.Response.Header.Set("Accept-Encoding", "gzip, deflate")
 		writeError(ctx, fasthttp.StatusNotImplemented, "Unsupported compression type")
@@ -129,6 +132,9 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, rt route) {
 		}
 	} else {
 		err = v2wire.DecodeJSON(&c.Call, body[:hdrLen], body[hdrLen:])
+		if err != nil && inference.CodeOf(err) == inference.CodeInvalidArg {
+			err = s.preferDataTypeError(rt.model, version, body[:hdrLen], err)
+		}
 	}
 	if err == nil && s.opts.HeaderForwardPattern != nil {
 		err = s.forwardHeaders(ctx, c)
@@ -181,6 +187,47 @@ func (s *Server) runInfer(ctx *fasthttp.RequestCtx, c *inferCall) (*inference.Re
 		err = errDecoupled // Triton's text for HTTP
 	}
 	return resp, err
+}
+
+// declaredInputs is what preferDataTypeError reads of a request header.
+type declaredInputs struct {
+	Inputs []struct {
+		Name     string `json:"name"`
+		Datatype string `json:"datatype"`
+	} `json:"inputs"`
+}
+
+// preferDataTypeError returns, for a request refused while its data was
+// decoded (a byte size that disagrees with its datatype and shape, data
+// that does not parse as its datatype), the datatype mismatch behind it
+// when an input's declared datatype is not the model's: the core checks
+// datatypes before data, and that is the problem to report. Otherwise, or
+// when the header does not parse, it returns err. Only refused requests
+// pay for the second look at the header.
+func (s *Server) preferDataTypeError(model, version string, header []byte, err error) error {
+	var decl declaredInputs
+	if json.Unmarshal(header, &decl) != nil || len(decl.Inputs) == 0 {
+		return err
+	}
+	cfg, cerr := s.core.ModelConfig(s.baseCtx, model, version)
+	if cerr != nil {
+		return err
+	}
+	for _, in := range decl.Inputs {
+		got, ok := inference.ParseDataType(in.Datatype)
+		if !ok {
+			continue
+		}
+		for _, ci := range cfg.GetInput() {
+			if ci.GetName() == in.Name {
+				if want := inference.DataType(ci.GetDataType()); got != want {
+					return inference.DataTypeMismatch(in.Name, got, model, want)
+				}
+				break
+			}
+		}
+	}
+	return err
 }
 
 // forwardHeaders adds the headers matching --http-header-forward-pattern as

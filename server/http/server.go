@@ -178,9 +178,9 @@ func New(core Core, opts Options) *Server {
 }
 
 // Serve accepts connections on ln until Shutdown. It returns nil after a
-// clean shutdown.
+// clean shutdown. It logs nothing: the caller, which knows how the
+// listener was set up (TLS), logs the one "started HTTP service" line.
 func (s *Server) Serve(ln net.Listener) error {
-	s.log.Info().Str("addr", ln.Addr().String()).Msg("started HTTP service")
 	if err := s.srv.Serve(lingerListener{ln}); err != nil && !errors.Is(err, net.ErrClosed) {
 		return err
 	}
@@ -286,7 +286,8 @@ func respondErr(ctx *fasthttp.RequestCtx, err error) {
 	writeError(ctx, httpStatus(err), err.Error())
 }
 
-// writeError writes a JSON error body with the given status.
+// writeError writes a JSON error body with the given status; the text is
+// bounded (inference.Truncate), since error texts echo what clients sent.
 func writeError(ctx *fasthttp.RequestCtx, status int, msg string) {
 	ctx.Response.Header.Del(headerInferHeaderLength)
 	ctx.Response.Header.Del("Content-Encoding")
@@ -294,7 +295,7 @@ func writeError(ctx *fasthttp.RequestCtx, status int, msg string) {
 	ctx.SetContentType(contentTypeJSON)
 	buf := ctx.Response.SwapBody(nil)
 	buf = append(buf[:0], `{"error":`...)
-	buf = jsonw.AppendString(buf, msg)
+	buf = jsonw.AppendString(buf, inference.Truncate(msg, inference.MaxMessageBytes))
 	buf = append(buf, '}')
 	ctx.Response.SwapBody(buf)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/payload"
 	"github.com/nereid-project/nereid/server/v2wire"
 )
 
@@ -48,18 +49,18 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, name string) {
 }
 
 // requestBody returns the request body, decompressed as its
-// Content-Encoding says. ok is false once an error has been answered.
+// Content-Encoding says, within --http-max-input-size and the payload
+// budget, through the bounded reader the KServe front end uses
+// (payload.Inflate). ok is false once an error has been answered.
 func (s *Server) requestBody(ctx *fasthttp.RequestCtx, ep endpoint) (body []byte, release func(), ok bool) {
 	body = ctx.PostBody()
-	release = func() {}
-	var err error
+	f := payload.Gzip
 	switch enc := strings.ToLower(strings.TrimSpace(string(header(ctx, "Content-Encoding")))); enc {
 	case "", "identity":
-		return body, release, true
+		return body, func() {}, true
 	case "gzip":
-		body, err = ctx.Request.BodyGunzipWithLimit(s.opts.MaxInputSize)
 	case "deflate":
-		body, err = ctx.Request.BodyInflateWithLimit(s.opts.MaxInputSize)
+		f = payload.Zlib
 	default:
 		ctx.Response.Header.Set("Accept-Encoding", "gzip, deflate")
 		status := fasthttp.StatusUnsupportedMediaType
@@ -69,21 +70,16 @@ func (s *Server) requestBody(ctx *fasthttp.RequestCtx, ep endpoint) (body []byte
 		writeError(ctx, status, "Unsupported compression type")
 		return nil, nil, false
 	}
-	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-		writeError(ctx, fasthttp.StatusBadRequest, "decompressed request body exceeds the maximum allowed value of "+
-			strconv.Itoa(s.opts.MaxInputSize)+" bytes; use --http-max-input-size to increase the limit")
-		return nil, nil, false
+	d, err := payload.Inflate(s.baseCtx, f, body, s.opts.MaxInputSize, s.opts.PayloadBudget)
+	if errors.Is(err, payload.ErrInflateLimit) {
+		err = inference.InvalidArg("decompressed request body exceeds the maximum allowed value of %d bytes; "+
+			"use --http-max-input-size to increase the limit", s.opts.MaxInputSize)
 	}
 	if err != nil {
-		writeError(ctx, fasthttp.StatusBadRequest, "failed to decompress the request body: "+err.Error())
+		s.respondErr(ctx, ep, err)
 		return nil, nil, false
 	}
-	if err := s.opts.PayloadBudget.Acquire(int64(len(body))); err != nil {
-		writeError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
-		return nil, nil, false
-	}
-	n := int64(len(body))
-	return body, func() { s.opts.PayloadBudget.Release(n) }, true
+	return d.Bytes, d.Release, true
 }
 
 // headerLength returns where the JSON header of a body of size bytes

@@ -23,6 +23,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/payload"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 	"github.com/nereid-project/nereid/repository"
 	"github.com/nereid-project/nereid/server/restricted"
@@ -619,4 +620,21 @@ func gunzip(t *testing.T, b []byte) []byte {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestInvocationsBomb sends a small gzip body that inflates past the input
+// limit: it is refused with the limit named, nothing stays charged to the
+// payload budget, and the next compressed request is served.
+func TestInvocationsBomb(t *testing.T) {
+	budget := payload.NewBudget(64<<20, nil)
+	h := newHarness(t, Options{DefaultModel: "single", MaxInputSize: 1 << 20, PayloadBudget: budget})
+	bomb := gzipped(bytes.Repeat([]byte{'0'}, 8<<20))
+	h.do("POST", "/invocations", bomb, "Content-Encoding", "gzip").
+		expect(t, 400, "decompressed request body exceeds the maximum allowed value of 1048576 bytes; use --http-max-input-size")
+	if r := h.do("POST", "/invocations", gzipped([]byte(inferJSON)), "Content-Encoding", "gzip"); r.status != 200 {
+		t.Fatalf("after the bomb: %d %s", r.status, r.body)
+	}
+	if n := budget.InUse(); n != 0 {
+		t.Errorf("%d bytes still charged to the payload budget", n)
+	}
 }

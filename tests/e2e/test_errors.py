@@ -188,7 +188,8 @@ def test_http_max_input_size(nereid, good_repo):
         ("POST", "/v2/models/no_such_model/infer", 404),
         ("GET", "/v2/models/no_such_model", 404),
         ("GET", "/v2/models/no_such_model/config", 404),
-        ("GET", "/v2/models/no_such_model/ready", 404),
+        # Triton 2.51 answers readiness of an unknown model 400 "Model version not ready".
+        ("GET", "/v2/models/no_such_model/ready", 400),
         ("GET", "/v2/nothing_here", 404),
         ("GET", "/v3/health/live", 404),
         ("GET", "/", 404),
