@@ -3,8 +3,9 @@
 // durable queue on disk (bbolt, the bodies as files), run through the
 // server core when the model has a free slot, and its response kept
 // until it is fetched or expires; a webhook may be told the outcome.
-// It serves its own net/http listener, which streams bodies of up to a
-// gigabyte to disk without holding them in memory.
+// The Service is a net/http handler, served by its owner's HTTP server on
+// the long jobs port; it streams bodies of up to a gigabyte to disk
+// without holding them in memory.
 package asyncinfer
 
 import (
@@ -12,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -64,7 +64,6 @@ const (
 	DefaultNotifyWorkers   = 4
 	DefaultNotifyQueue     = 1024
 	DefaultReadTimeout     = 120 * time.Second
-	DefaultIdleTimeout     = 60 * time.Second
 )
 
 // Options configures the service. Zero values select the defaults; Dir
@@ -99,11 +98,11 @@ type Options struct {
 	// HeaderForwardPattern forwards matching request headers as request
 	// parameters, as the HTTP port does.
 	HeaderForwardPattern *regexp.Regexp
-	// ReadTimeout is how long a client may take to send a request's
-	// headers, and then how long it may pause while sending the body
-	// (a large body may take longer than this in all). IdleTimeout is how
-	// long an idle keep-alive connection stays open.
-	ReadTimeout, IdleTimeout time.Duration
+	// ReadTimeout is how long a client may pause while sending a
+	// request's body (a large body may take longer than this in all).
+	// The HTTP server that serves the Service bounds the headers and
+	// idle connections.
+	ReadTimeout time.Duration
 	// Webhook notification: attempts per outcome, the timeout of each,
 	// the backoff before the first retry (doubling after each), the
 	// deliveries at once, and the outcomes waiting (more are dropped and
@@ -159,9 +158,6 @@ func (o *Options) fill() {
 	if o.ReadTimeout < 0 {
 		o.ReadTimeout = 0
 	}
-	if o.IdleTimeout < 0 {
-		o.IdleTimeout = 0
-	}
 }
 
 // Service is the asynchronous inference service: the queue, its
@@ -173,7 +169,6 @@ type Service struct {
 	log   zerolog.Logger
 	store *store
 	met   *metrics
-	srv   *http.Server
 	note  *notifier
 
 	// runCtx is the parent of every execution; cancelRuns ends it when
@@ -222,7 +217,7 @@ const storeLockTimeout = time.Second
 // New opens (or creates) the queue in opts.Dir, recovers it — requests
 // pending are queued again, ones that were running when the process
 // stopped run again or fail after MaxAttempts — and starts executing.
-// It does not listen until Serve.
+// It answers requests as an http.Handler (ServeHTTP).
 func New(core Core, opts Options) (*Service, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("asyncinfer: no directory for the queue")
@@ -251,13 +246,6 @@ func New(core Core, opts Options) (*Service, error) {
 		st.close()
 		met.unregister(opts.Registerer)
 		return nil, err
-	}
-	s.srv = &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: opts.ReadTimeout,
-		IdleTimeout:       opts.IdleTimeout,
-		MaxHeaderBytes:    1 << 20,
-		ErrorLog:          newStdLogger(s.log),
 	}
 	jctx, jstop := context.WithCancel(context.Background())
 	s.janitorStop = jstop
@@ -360,26 +348,17 @@ func (s *Service) recover() (pending, finished []*Record, err error) {
 	return pending, finished, nil
 }
 
-// Serve accepts connections on ln until Shutdown; nil after a clean one.
-func (s *Service) Serve(ln net.Listener) error {
-	if err := s.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
-}
-
-// Shutdown stops accepting requests and waits, until ctx ends, for the
-// requests being received and the executions running; then it cancels
-// those still running, which stay in the store to run again at the next
-// start, as do the pending ones. It closes the store.
+// Shutdown refuses new requests (503) and waits for the requests being
+// received and, until ctx ends, for the executions running; then it
+// cancels those still running, which stay in the store to run again at
+// the next start, as do the pending ones. It closes the store. The HTTP
+// server serving the Service is shut down first, by its owner, so that
+// the requests on its connections end before this waits for them.
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.stopping = true
 	s.mu.Unlock()
-	err := s.srv.Shutdown(ctx)
-	if err != nil {
-		err = errors.Join(err, s.srv.Close())
-	}
+	var err error
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()

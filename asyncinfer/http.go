@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -18,8 +17,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/rs/zerolog"
 
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/jsonw"
@@ -577,16 +574,4 @@ func writeJSON(w http.ResponseWriter, status int, body []byte) {
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
-}
-
-// newStdLogger routes net/http's own messages to zerolog.
-func newStdLogger(l zerolog.Logger) *log.Logger {
-	return log.New(stdLogWriter{l}, "", 0)
-}
-
-type stdLogWriter struct{ log zerolog.Logger }
-
-func (w stdLogWriter) Write(p []byte) (int, error) {
-	w.log.Debug().Msg(strings.TrimSpace(string(p)))
-	return len(p), nil
 }

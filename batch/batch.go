@@ -68,6 +68,9 @@ type Options struct {
 	Progress         io.Writer
 	Terminal         bool
 	ProgressInterval time.Duration
+	// Live, when set, publishes the run's progress counters as it reads
+	// its input (the server's batch jobs report them).
+	Live *Live
 }
 
 func (o *Options) fill() error {
@@ -299,6 +302,9 @@ func (j *job) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	j.prog.start = time.Now()
+	if j.opts.Live != nil {
+		j.opts.Live.p.Store(j.prog) // after start: the store publishes it
+	}
 	if j.prog.w != nil {
 		go j.prog.run()
 	}

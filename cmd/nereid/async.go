@@ -5,12 +5,19 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/nereid-project/nereid/asyncinfer"
+	"github.com/nereid-project/nereid/batch"
 	"github.com/nereid-project/nereid/server"
 )
 
@@ -28,6 +35,9 @@ type asyncConfig struct {
 	ttlSecs         int
 	notifyAttempts  int
 	notifySecs      int
+	// jobs is the batch job API, served on the same listener
+	// (batchjobs.go).
+	jobs batchJobsConfig
 }
 
 func (c *asyncConfig) register(fs *flag.FlagSet) {
@@ -51,6 +61,7 @@ func (c *asyncConfig) register(fs *flag.FlagSet) {
 		"deliveries tried for each webhook notification, with a doubling backoff from 1 s (Nereid only)")
 	fs.IntVar(&c.notifySecs, "async-notify-timeout-secs", int(asyncinfer.DefaultNotifyTimeout/time.Second),
 		"seconds each webhook delivery may take (Nereid only)")
+	c.jobs.register(fs)
 }
 
 // finish checks the flags and fills in the defaults that depend on
@@ -72,6 +83,9 @@ func (c *asyncConfig) finish(cfg *config) error {
 			return fmt.Errorf("--%s: %d must be positive", f.name, f.v)
 		}
 	}
+	if err := c.jobs.finish(); err != nil {
+		return err
+	}
 	if c.address == "" {
 		c.address = cfg.httpAddress
 	}
@@ -85,12 +99,20 @@ func (c *asyncConfig) finish(cfg *config) error {
 	return nil
 }
 
-// listenAsync opens the queue and starts the asynchronous inference
-// listener when --allow-async is set; servers.shutdown stops it with the
-// others.
+// longJobs is the listener of long jobs: one HTTP server for
+// asynchronous inference (servers.async, when on) and the batch job API
+// (jobs, when on), which longJobsHandler routes between.
+type longJobs struct {
+	srv  *http.Server
+	jobs *batch.Jobs // nil without --allow-batch-jobs
+}
+
+// listenAsync opens the queue and the batch job list and starts the
+// listener of long jobs when --allow-async or --allow-batch-jobs is set;
+// servers.shutdown stops it with the others.
 func (s *servers) listenAsync(c *config, core *server.Server, serve func(string, func() error)) error {
 	ac := &c.async
-	if !ac.allow {
+	if !ac.allow && !ac.jobs.allow {
 		return nil
 	}
 	ln, err := net.Listen("tcp", hostPort(ac.address, ac.port))
@@ -102,41 +124,98 @@ func (s *servers) listenAsync(c *config, core *server.Server, serve func(string,
 		ln.Close()
 		return err
 	}
-	svc, err := asyncinfer.New(core, asyncinfer.Options{
-		Dir:                  ac.dir,
-		MaxRequestBytes:      ac.maxRequestBytes,
-		MaxQueue:             ac.maxQueue,
-		MaxConcurrent:        ac.maxConcurrent,
-		MaxAttempts:          ac.maxAttempts,
-		ResultTTL:            time.Duration(ac.ttlSecs) * time.Second,
-		LoadOnDemand:         c.cache.onDemand,
-		Restricted:           c.obs.httpRestricted,
-		HeaderForwardPattern: c.httpForward,
-		ReadTimeout:          c.conns.httpReadTimeout,
-		IdleTimeout:          c.conns.httpIdleTimeout,
-		NotifyAttempts:       ac.notifyAttempts,
-		NotifyTimeout:        time.Duration(ac.notifySecs) * time.Second,
-		Registerer:           s.obs.registerer(),
-		Logger:               s.log,
-	})
-	if err != nil {
-		ln.Close()
-		return err
+	var asyncHandler, jobsHandler http.Handler
+	if ac.allow {
+		svc, err := asyncinfer.New(core, asyncinfer.Options{
+			Dir:                  ac.dir,
+			MaxRequestBytes:      ac.maxRequestBytes,
+			MaxQueue:             ac.maxQueue,
+			MaxConcurrent:        ac.maxConcurrent,
+			MaxAttempts:          ac.maxAttempts,
+			ResultTTL:            time.Duration(ac.ttlSecs) * time.Second,
+			LoadOnDemand:         c.cache.onDemand,
+			Restricted:           c.obs.httpRestricted,
+			HeaderForwardPattern: c.httpForward,
+			ReadTimeout:          c.conns.httpReadTimeout,
+			NotifyAttempts:       ac.notifyAttempts,
+			NotifyTimeout:        time.Duration(ac.notifySecs) * time.Second,
+			Registerer:           s.obs.registerer(),
+			Logger:               s.log,
+		})
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		s.async, asyncHandler = svc, svc
 	}
-	s.async = svc
-	serve("async", func() error { return svc.Serve(aln) })
-	s.log.Info().Str("address", ln.Addr().String()).Str("dir", ac.dir).Bool("tls", c.httpTLS.useSSL).
-		Msg("started asynchronous inference service")
+	lj := &longJobs{}
+	if ac.jobs.allow {
+		if lj.jobs, err = s.openBatchJobs(c, core); err != nil {
+			ln.Close()
+			return err // servers.shutdown closes the asynchronous service
+		}
+		jobsHandler = lj.jobs
+	}
+	lj.srv = &http.Server{
+		Handler:           longJobsHandler(asyncHandler, jobsHandler),
+		ReadHeaderTimeout: c.conns.httpReadTimeout,
+		IdleTimeout:       c.conns.httpIdleTimeout,
+		MaxHeaderBytes:    1 << 20,
+		ErrorLog:          log.New(debugWriter{s.log}, "", 0),
+	}
+	s.longJobs = lj
+	serve("async", func() error {
+		if err := lj.srv.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	asyncDir, jobsRoot := "", ""
+	if ac.allow {
+		asyncDir = ac.dir
+	}
+	if ac.jobs.allow {
+		jobsRoot = ac.jobs.root
+	}
+	s.log.Info().Str("address", ln.Addr().String()).Bool("tls", c.httpTLS.useSSL).Bool("async", ac.allow).Str("dir", asyncDir).
+		Bool("batch_jobs", ac.jobs.allow).Str("batch_jobs_root", jobsRoot).Msg("started long jobs service")
 	return nil
 }
 
-// shutdownAsync drains the asynchronous listener and executions until ctx
-// ends; what is left stays queued for the next start.
+// debugWriter writes net/http's own messages (TLS handshake failures,
+// mostly) as debug lines.
+type debugWriter struct{ log zerolog.Logger }
+
+func (w debugWriter) Write(p []byte) (int, error) {
+	w.log.Debug().Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// shutdownAsync drains the listener of long jobs, then the asynchronous
+// executions until ctx ends; what is left stays queued for the next
+// start. Running batch jobs are stopped at once, side by side, and resume
+// at the next start.
 func (s *servers) shutdownAsync(ctx context.Context) {
-	if s.async == nil {
+	lj := s.longJobs
+	if lj == nil {
 		return
 	}
-	if err := s.async.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		s.log.Warn().Err(err).Msg("asynchronous inference shutdown")
+	if err := lj.srv.Shutdown(ctx); err != nil {
+		s.log.Warn().Err(err).Msg("long jobs listener shutdown: requests cut off")
+		_ = lj.srv.Close()
 	}
+	var wg sync.WaitGroup
+	if lj.jobs != nil {
+		wg.Go(func() {
+			if err := lj.jobs.Close(ctx); err != nil {
+				s.log.Warn().Err(err).Msg("batch jobs shutdown")
+			}
+		})
+	}
+	if s.async != nil {
+		if err := s.async.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			s.log.Warn().Err(err).Msg("asynchronous inference shutdown")
+		}
+	}
+	wg.Wait()
 }

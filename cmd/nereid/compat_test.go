@@ -15,7 +15,7 @@ import (
 var implementedFlags = []string{
 	"allow-async", "async-address", "async-dir", "async-max-attempts", "async-max-concurrent-invocations",
 	"async-max-queue", "async-max-request-bytes", "async-notify-attempts", "async-notify-timeout-secs", "async-port",
-	"async-result-ttl-secs",
+	"async-result-ttl-secs", "allow-batch-jobs", "batch-jobs-max-running", "batch-jobs-root",
 	"allow-client-shm", "allow-cpu-metrics", "allow-gpu-metrics", "allow-grpc", "allow-http", "allow-metrics",
 	"allow-sagemaker", "backend-config", "cache-config", "cloud-mount-directory", "disable-auto-complete-config", "exit-on-error",
 	"exit-timeout-secs", "grpc-address", "grpc-header-forward-pattern", "grpc-http2-max-ping-strikes",

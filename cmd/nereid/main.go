@@ -194,6 +194,8 @@ type servers struct {
 	modelmesh *modelmesh.Server
 	// async is the asynchronous inference listener (--allow-async); async.go.
 	async *asyncinfer.Service
+	// longJobs serves the batch jobs (--allow-batch-jobs); async.go.
+	longJobs *longJobs
 }
 
 func (s *servers) listen(c *config, core *server.Server) error {
