@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/textproto"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/jsonw"
 	"github.com/nereid-project/nereid/repository"
+	"github.com/nereid-project/nereid/server/frontend"
 	"github.com/nereid-project/nereid/server/restricted"
 )
 
@@ -90,20 +90,11 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // allowed checks the restricted inference category, answering 403 when
 // the request lacks the header it needs.
 func (s *Service) allowed(w http.ResponseWriter, r *http.Request) bool {
-	if len(s.opts.Restricted) == 0 {
-		return true
+	if err := s.opts.Restricted.CheckRequest(restricted.Inference, r); err != nil {
+		writeError(w, frontend.HTTPStatus(err), err.Error())
+		return false
 	}
-	rule, ok := s.opts.Restricted.Allowed(restricted.Inference, func(name string) (string, bool) {
-		v, found := r.Header[textproto.CanonicalMIMEHeaderKey(name)]
-		if !found || len(v) == 0 {
-			return "", false
-		}
-		return v[0], true
-	})
-	if !ok {
-		writeError(w, http.StatusForbidden, "This API is restricted, expecting header '"+rule.Header+"'")
-	}
-	return ok
+	return true
 }
 
 // submit serves POST /v2/models/{m}[/versions/{v}]/infer: it streams the

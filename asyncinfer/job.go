@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/payload"
+	"github.com/nereid-project/nereid/server/frontend"
 	"github.com/nereid-project/nereid/server/v2wire"
 )
 
@@ -276,19 +276,6 @@ func mapFile(path string) (body []byte, unmap func(), err error) {
 	return b, func() { _ = unix.Munmap(b) }, nil
 }
 
-// httpStatus maps an error to its HTTP status, as the HTTP port does: the
-// one place this service does so.
-func httpStatus(err error) int {
-	switch inference.CodeOf(err) {
-	case inference.CodeInternal:
-		return http.StatusInternalServerError
-	case inference.CodeNotFound:
-		return http.StatusNotFound
-	case inference.CodeUnavailable, inference.CodeResourceExhausted:
-		return http.StatusServiceUnavailable
-	case inference.CodeUnsupported:
-		return http.StatusNotImplemented
-	default: // invalid argument, already exists, cancelled, unknown
-		return http.StatusBadRequest
-	}
-}
+// httpStatus maps an error to its HTTP status, as the HTTP port does
+// (frontend.HTTPStatus).
+func httpStatus(err error) int { return frontend.HTTPStatus(err) }

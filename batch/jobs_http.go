@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/textproto"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/nereid-project/nereid/inference"
+	"github.com/nereid-project/nereid/server/frontend"
 	"github.com/nereid-project/nereid/server/restricted"
 )
 
@@ -127,20 +127,11 @@ func (m *Jobs) serveSubmit(w http.ResponseWriter, r *http.Request) {
 // allowed checks the restricted inference category, answering 403 when
 // the request lacks the header it needs.
 func (m *Jobs) allowed(w http.ResponseWriter, r *http.Request) bool {
-	if len(m.opts.Restricted) == 0 {
-		return true
+	if err := m.opts.Restricted.CheckRequest(restricted.Inference, r); err != nil {
+		writeJobsError(w, jobsHTTPStatus(err), err.Error())
+		return false
 	}
-	rule, ok := m.opts.Restricted.Allowed(restricted.Inference, func(name string) (string, bool) {
-		v := r.Header[textproto.CanonicalMIMEHeaderKey(name)]
-		if len(v) == 0 {
-			return "", false
-		}
-		return v[0], true
-	})
-	if !ok {
-		writeJobsError(w, http.StatusForbidden, "This API is restricted, expecting header '"+rule.Header+"'")
-	}
-	return ok
+	return true
 }
 
 func (m *Jobs) reply(w http.ResponseWriter, status int, st JobStatus, err error) {
@@ -158,18 +149,7 @@ func jobsHTTPStatus(err error) int {
 	if errors.As(err, &c) {
 		return http.StatusConflict
 	}
-	switch inference.CodeOf(err) {
-	case inference.CodeInternal:
-		return http.StatusInternalServerError
-	case inference.CodeNotFound:
-		return http.StatusNotFound
-	case inference.CodeUnavailable, inference.CodeResourceExhausted:
-		return http.StatusServiceUnavailable
-	case inference.CodeUnsupported:
-		return http.StatusNotImplemented
-	default: // invalid argument, already exists, cancelled, unknown
-		return http.StatusBadRequest
-	}
+	return frontend.HTTPStatus(err)
 }
 
 func writeJobsError(w http.ResponseWriter, status int, msg string) {

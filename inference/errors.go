@@ -24,6 +24,10 @@ const (
 	// model-cache memory budget: 503 / UNAVAILABLE on Triton's protocols,
 	// 507 on the SageMaker port.
 	CodeResourceExhausted
+	// CodePermissionDenied is a request to a restricted protocol
+	// (--http-restricted-api, --grpc-restricted-protocol) without its
+	// header: 403 over HTTP, UNAVAILABLE over gRPC, as Triton answers.
+	CodePermissionDenied
 )
 
 func (c Code) String() string {
@@ -44,6 +48,8 @@ func (c Code) String() string {
 		return "Cancelled"
 	case CodeResourceExhausted:
 		return "Resource exhausted"
+	case CodePermissionDenied:
+		return "Permission denied"
 	default:
 		return "Unknown"
 	}
@@ -81,6 +87,11 @@ func Unavailable(format string, args ...any) error { return Errorf(CodeUnavailab
 // ResourceExhausted is Errorf with CodeResourceExhausted.
 func ResourceExhausted(format string, args ...any) error {
 	return Errorf(CodeResourceExhausted, format, args...)
+}
+
+// PermissionDenied is Errorf with CodePermissionDenied.
+func PermissionDenied(format string, args ...any) error {
+	return Errorf(CodePermissionDenied, format, args...)
 }
 
 // Internal is Errorf with CodeInternal.

@@ -27,6 +27,7 @@ import (
 	"github.com/nereid-project/nereid/proto/healthpb"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 	"github.com/nereid-project/nereid/repository"
+	"github.com/nereid-project/nereid/server/frontend"
 	"github.com/nereid-project/nereid/server/restricted"
 )
 
@@ -60,7 +61,7 @@ type Core interface {
 	// Response Data may be handed to gRPC by reference until the message
 	// is written, under the same rules as Infer's.
 	InferStream(ctx context.Context, req *inference.Request, out inference.ResponseFunc) error
-	SharedMemoryCore
+	frontend.SharedMemoryCore
 }
 
 // Options configures the gRPC front end. The zero value gives Triton's
@@ -108,10 +109,10 @@ type Options struct {
 	ServerOptions []grpc.ServerOption
 
 	// Logging serves LogSettings; nil answers UNAVAILABLE.
-	Logging LogSettings
+	Logging frontend.LogSettings
 	// Tracer samples requests for tracing and serves TraceSetting; nil
 	// answers TraceSetting with UNAVAILABLE.
-	Tracer Tracer
+	Tracer frontend.Tracer
 	// Restricted holds --grpc-restricted-protocol.
 	Restricted restricted.Rules
 }
@@ -316,7 +317,7 @@ func grpcCode(c inference.Code) codes.Code {
 		return codes.NotFound
 	case inference.CodeInvalidArg:
 		return codes.InvalidArgument
-	case inference.CodeUnavailable, inference.CodeResourceExhausted:
+	case inference.CodeUnavailable, inference.CodeResourceExhausted, inference.CodePermissionDenied:
 		return codes.Unavailable
 	case inference.CodeUnsupported:
 		return codes.Unimplemented
@@ -331,8 +332,8 @@ func grpcCode(c inference.Code) codes.Code {
 	}
 }
 
-// msgRepositoryName refuses a repository name, which Triton does not support.
-const msgRepositoryName = "'repository_name' specification is not supported"
+// errRepositoryName refuses a repository name, which Triton does not support.
+var errRepositoryName = inference.Unsupported("'repository_name' specification is not supported")
 
 // service implements inference.GRPCInferenceService.
 type service struct {
@@ -341,8 +342,8 @@ type service struct {
 	core        Core
 	log         zerolog.Logger
 	maxInFlight int
-	logging     LogSettings
-	tracer      Tracer
+	logging     frontend.LogSettings
+	tracer      frontend.Tracer
 	restricted  restricted.Rules
 	compressor  string         // inference responses' compressor; "" for none
 	forward     *regexp.Regexp // --grpc-header-forward-pattern, or nil
@@ -375,7 +376,7 @@ func (s *service) ModelReady(ctx context.Context, in *inferencepb.ModelReadyRequ
 func (s *service) ServerMetadata(context.Context, *inferencepb.ServerMetadataRequest) (*inferencepb.ServerMetadataResponse, error) {
 	md := s.core.Metadata()
 	if md == nil {
-		return nil, status.Error(codes.Internal, "server metadata is not available")
+		return nil, toStatus(inference.Internal("server metadata is not available"))
 	}
 	return md, nil
 }
@@ -409,7 +410,7 @@ func (s *service) ModelStatistics(ctx context.Context, in *inferencepb.ModelStat
 
 func (s *service) RepositoryIndex(ctx context.Context, in *inferencepb.RepositoryIndexRequest) (*inferencepb.RepositoryIndexResponse, error) {
 	if in.GetRepositoryName() != "" {
-		return nil, status.Error(codes.Unimplemented, msgRepositoryName)
+		return nil, toStatus(errRepositoryName)
 	}
 	entries, err := s.core.RepositoryIndex(ctx, in.GetReady())
 	if err != nil {
@@ -433,7 +434,7 @@ func (s *service) RepositoryIndex(ctx context.Context, in *inferencepb.Repositor
 // client gives up waiting, so the core gets a context without cancellation.
 func (s *service) RepositoryModelLoad(ctx context.Context, in *inferencepb.RepositoryModelLoadRequest) (*inferencepb.RepositoryModelLoadResponse, error) {
 	if in.GetRepositoryName() != "" {
-		return nil, status.Error(codes.Unimplemented, msgRepositoryName)
+		return nil, toStatus(errRepositoryName)
 	}
 	opts, err := loadOptions(in.GetModelName(), in.GetParameters())
 	if err != nil {
@@ -484,13 +485,13 @@ func loadOptions(model string, params map[string]*inferencepb.ModelRepositoryPar
 // asynchronous); like a load, it is not cancelled with the RPC.
 func (s *service) RepositoryModelUnload(ctx context.Context, in *inferencepb.RepositoryModelUnloadRequest) (*inferencepb.RepositoryModelUnloadResponse, error) {
 	if in.GetRepositoryName() != "" {
-		return nil, status.Error(codes.Unimplemented, msgRepositoryName)
+		return nil, toStatus(errRepositoryName)
 	}
 	dependents := false
 	if p, ok := in.GetParameters()["unload_dependents"]; ok {
 		v, ok := p.GetParameterChoice().(*inferencepb.ModelRepositoryParameter_BoolParam)
 		if !ok {
-			return nil, status.Error(codes.InvalidArgument, "invalid value type for 'unload_dependents' parameter, expected bool_param.")
+			return nil, toStatus(inference.InvalidArg("invalid value type for 'unload_dependents' parameter, expected bool_param."))
 		}
 		dependents = v.BoolParam
 	}
@@ -524,7 +525,7 @@ func (s *service) recoverStream(srv any, ss grpc.ServerStream, info *grpc.Stream
 
 func (s *service) panicked(method string, r any) error {
 	s.log.Error().Str("method", method).Interface("panic", r).Bytes("stack", debug.Stack()).Msg("panic in gRPC handler")
-	return status.Errorf(codes.Internal, "internal error in %s: %v", method, r)
+	return toStatus(inference.Internal("internal error in %s: %v", method, r))
 }
 
 // healthService answers grpc.health.v1 Check from server readiness, as

@@ -6,9 +6,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/logging"
@@ -16,21 +14,6 @@ import (
 	"github.com/nereid-project/nereid/server/restricted"
 	"github.com/nereid-project/nereid/trace"
 )
-
-// LogSettings is the logging extension's view of the log controls;
-// *logging.Control implements it.
-type LogSettings interface {
-	Settings() logging.Settings
-	Apply(logging.Update) logging.Settings
-}
-
-// Tracer samples requests and holds the trace settings; *trace.Tracer
-// implements it.
-type Tracer interface {
-	Sample(model string) *trace.Trace
-	Settings(model string) trace.Settings
-	Update(model string, u trace.Update) (trace.Settings, error)
-}
 
 // methodCategories maps each RPC to its restricted-protocol category, as
 // Triton's gRPC front end checks them.
@@ -70,7 +53,7 @@ func restrictedError(ctx context.Context, rules restricted.Rules, fullMethod str
 	if ok {
 		return nil
 	}
-	return status.Errorf(codes.Unavailable, "This protocol is restricted, expecting header '%s'", rule.Header)
+	return toStatus(inference.PermissionDenied("This protocol is restricted, expecting header '%s'", rule.Header))
 }
 
 func (s *service) restrictUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -147,7 +130,7 @@ func (s *service) inferStreamTraced(ctx context.Context, req *inference.Request,
 // model_name) or a model's. An empty value list clears a model's setting.
 func (s *service) TraceSetting(ctx context.Context, in *inferencepb.TraceSettingRequest) (*inferencepb.TraceSettingResponse, error) {
 	if s.tracer == nil {
-		return nil, status.Error(codes.Unavailable, "the server does not support trace")
+		return nil, toStatus(inference.Unavailable("the server does not support trace"))
 	}
 	model := in.GetModelName()
 	if model != "" {
@@ -185,7 +168,7 @@ func (s *service) TraceSetting(ctx context.Context, in *inferencepb.TraceSetting
 // all of them.
 func (s *service) LogSettings(_ context.Context, in *inferencepb.LogSettingsRequest) (*inferencepb.LogSettingsResponse, error) {
 	if s.logging == nil {
-		return nil, status.Error(codes.Unavailable, "the server does not support dynamic logging")
+		return nil, toStatus(inference.Unavailable("the server does not support dynamic logging"))
 	}
 	settings := s.logging.Settings()
 	if len(in.GetSettings()) > 0 {

@@ -5,21 +5,7 @@ import (
 
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/proto/inferencepb"
-	"github.com/nereid-project/nereid/sharedmem"
 )
-
-// SharedMemoryCore is what the system and CUDA shared-memory RPCs need from
-// the core. A name "" means every region. While client shared memory is
-// disabled every method returns an Unsupported error, which this front end
-// answers with UNIMPLEMENTED.
-type SharedMemoryCore interface {
-	RegisterSystemSharedMemory(ctx context.Context, name, key string, offset, byteSize uint64) error
-	SystemSharedMemoryStatus(ctx context.Context, name string) ([]sharedmem.Status, error)
-	UnregisterSystemSharedMemory(ctx context.Context, name string) error
-	RegisterCudaSharedMemory(ctx context.Context, name string, rawHandle []byte, deviceID int64, byteSize uint64) error
-	CudaSharedMemoryStatus(ctx context.Context, name string) ([]sharedmem.CudaStatus, error)
-	UnregisterCudaSharedMemory(ctx context.Context, name string) error
-}
 
 func (s *service) SystemSharedMemoryStatus(ctx context.Context, in *inferencepb.SystemSharedMemoryStatusRequest) (*inferencepb.SystemSharedMemoryStatusResponse, error) {
 	st, err := s.core.SystemSharedMemoryStatus(ctx, in.GetName())

@@ -2,7 +2,6 @@ package httpfront
 
 import (
 	"encoding/base64"
-	"fmt"
 	"strconv"
 	"strings"
 
@@ -18,15 +17,17 @@ const (
 	contentTypeJSON   = "application/json"
 	contentTypeBinary = "application/octet-stream"
 
-	msgNotFound         = "Not Found"
 	msgMethodNotAllowed = "Method Not Allowed"
 )
+
+// errNotFound answers a path no route matches.
+var errNotFound = inference.NotFound("Not Found")
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error().Interface("panic", p).Bytes("path", ctx.URI().PathOriginal()).Msg("HTTP handler panicked")
-			writeError(ctx, fasthttp.StatusInternalServerError, fmt.Sprintf("internal error: %v", p))
+			respondErr(ctx, inference.Internal("internal error: %v", p))
 		}
 	}()
 	if s.draining.Load() {
@@ -113,7 +114,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			s.logging(ctx)
 		}
 	default:
-		writeError(ctx, fasthttp.StatusNotFound, msgNotFound)
+		respondErr(ctx, errNotFound)
 	}
 }
 
@@ -158,7 +159,7 @@ func finishJSON(ctx *fasthttp.RequestCtx, buf []byte) {
 func (s *Server) serverMetadata(ctx *fasthttp.RequestCtx) {
 	md := s.core.Metadata()
 	if md == nil {
-		writeError(ctx, fasthttp.StatusInternalServerError, "server metadata is not available")
+		respondErr(ctx, inference.Internal("server metadata is not available"))
 		return
 	}
 	finishJSON(ctx, appendServerMetadata(startJSON(ctx), md))
@@ -178,7 +179,7 @@ func (s *Server) modelReady(ctx *fasthttp.RequestCtx, r route) {
 		return
 	}
 	if !ready || err != nil {
-		writeError(ctx, fasthttp.StatusBadRequest, "Model version not ready")
+		respondErr(ctx, inference.InvalidArg("Model version not ready"))
 		return
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
@@ -262,7 +263,7 @@ func (s *Server) repositoryIndex(ctx *fasthttp.RequestCtx) {
 func (s *Server) repositoryControl(ctx *fasthttp.RequestCtx, r route) {
 	ctx.SetContentType(contentTypeJSON)
 	if r.repo != "" {
-		writeError(ctx, fasthttp.StatusNotImplemented, "'repository_name' specification is not supported")
+		respondErr(ctx, inference.Unsupported("'repository_name' specification is not supported"))
 		return
 	}
 	var err error

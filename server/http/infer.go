@@ -87,7 +87,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, rt route) {
 	h := scanInferHeaders(ctx)
 	body := ctx.PostBody()
 	if len(body) > s.opts.MaxInputSize {
-		writeError(ctx, fasthttp.StatusBadRequest, tooLargeMessage(len(body), s.opts.MaxInputSize))
+		respondErr(ctx, tooLarge(len(body), s.opts.MaxInputSize))
 		return
 	}
 	switch enc := string(h.contentEncoding); enc {
@@ -102,7 +102,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, rt route) {
 		body = d.Bytes
 	default:
 		ctx.Response.Header.Set("Accept-Encoding", "gzip, deflate")
-		writeError(ctx, fasthttp.StatusNotImplemented, "Unsupported compression type")
+		respondErr(ctx, inference.Unsupported("Unsupported compression type"))
 		return
 	}
 
@@ -110,8 +110,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, rt route) {
 	if h.hasHdrLen {
 		n, err := strconv.Atoi(strings.TrimSpace(string(h.hdrLen)))
 		if err != nil || n < 0 || n > len(body) {
-			writeError(ctx, fasthttp.StatusBadRequest, "inference header size should be in range (0, "+
-				strconv.Itoa(len(body))+"), got: "+string(h.hdrLen))
+			respondErr(ctx, inference.InvalidArg("inference header size should be in range (0, %d), got: %s", len(body), h.hdrLen))
 			return
 		}
 		hdrLen = n

@@ -378,7 +378,7 @@ func TestInferSizeLimits(t *testing.T) {
 	h.do("POST", "/v2/models/any/infer", gz.Bytes(), "Content-Encoding", "gzip").expectError(t, 400, "decompressed request body exceeds the maximum allowed value of 256 bytes")
 
 	// The limit holds for handlers embedded without the fasthttp server too.
-	if got := tooLargeMessage(300, 256); !strings.Contains(got, "300 bytes") {
+	if got := tooLarge(300, 256); httpStatus(got) != 400 || !strings.Contains(got.Error(), "300 bytes") {
 		t.Error(got)
 	}
 }

@@ -37,6 +37,7 @@ import (
 	"github.com/nereid-project/nereid/payload"
 	"github.com/nereid-project/nereid/proto/inferencepb"
 	"github.com/nereid-project/nereid/repository"
+	"github.com/nereid-project/nereid/server/frontend"
 	"github.com/nereid-project/nereid/server/restricted"
 )
 
@@ -75,7 +76,7 @@ type Core interface {
 	UnloadModel(ctx context.Context, name string, unloadDependents bool) error
 	Infer(ctx context.Context, req *inference.Request) (*inference.Response, error)
 	InferStream(ctx context.Context, req *inference.Request, out inference.ResponseFunc) error
-	SharedMemoryCore
+	frontend.SharedMemoryCore
 }
 
 // DefaultMaxInputSize is Triton's default --http-max-input-size (64 MiB).
@@ -111,10 +112,10 @@ type Options struct {
 	Logger        zerolog.Logger
 	// Logging serves the logging extension (/v2/logging); nil answers 503
 	// as a Triton built without it.
-	Logging LogSettings
+	Logging frontend.LogSettings
 	// Tracer samples requests for tracing and serves the trace settings;
 	// nil answers the settings endpoints with 503.
-	Tracer Tracer
+	Tracer frontend.Tracer
 	// Restricted holds --http-restricted-api: endpoints that need a header.
 	Restricted restricted.Rules
 }
@@ -236,13 +237,13 @@ func (s *Server) handleTransportError(ctx *fasthttp.RequestCtx, err error) {
 		// fasthttp read up to the limit (a chunked body grows its buffer
 		// by doubling) before it gave up.
 		s.opts.PayloadBudget.Discarded(int64(s.opts.MaxInputSize))
-		writeError(ctx, fasthttp.StatusBadRequest, tooLargeMessage(-1, s.opts.MaxInputSize))
+		respondErr(ctx, tooLarge(-1, s.opts.MaxInputSize))
 	case errors.As(err, &small):
 		writeError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "request header too large")
 	case errors.As(err, &timeout) && timeout.Timeout():
 		writeError(ctx, fasthttp.StatusRequestTimeout, "request timeout")
 	default:
-		writeError(ctx, fasthttp.StatusBadRequest, "error when parsing request: "+err.Error())
+		respondErr(ctx, inference.InvalidArg("error when parsing request: %v", err))
 	}
 }
 
@@ -257,29 +258,18 @@ func (s *Server) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfi
 	return fasthttp.RequestConfig{}
 }
 
-func tooLargeMessage(size, limit int) string {
+// tooLarge refuses a body over --http-max-input-size; size < 0 when it
+// is not known (a chunked body).
+func tooLarge(size, limit int) error {
 	if size < 0 {
-		return fmt.Sprintf("request body exceeds the maximum allowed value of %d bytes; use --http-max-input-size to increase the limit", limit)
+		return inference.InvalidArg("request body exceeds the maximum allowed value of %d bytes; use --http-max-input-size to increase the limit", limit)
 	}
-	return fmt.Sprintf("request body size of %d bytes exceeds the maximum allowed value of %d bytes; use --http-max-input-size to increase the limit", size, limit)
+	return inference.InvalidArg("request body size of %d bytes exceeds the maximum allowed value of %d bytes; use --http-max-input-size to increase the limit", size, limit)
 }
 
-// httpStatus maps an error's class to the HTTP status Triton answers with
-// (HttpCodeFromError): the one place this front end does so.
-func httpStatus(err error) int {
-	switch inference.CodeOf(err) {
-	case inference.CodeInternal:
-		return fasthttp.StatusInternalServerError
-	case inference.CodeNotFound:
-		return fasthttp.StatusNotFound
-	case inference.CodeUnavailable, inference.CodeResourceExhausted:
-		return fasthttp.StatusServiceUnavailable
-	case inference.CodeUnsupported:
-		return fasthttp.StatusNotImplemented
-	default: // invalid argument, already exists, cancelled, unknown
-		return fasthttp.StatusBadRequest
-	}
-}
+// httpStatus maps an error to the HTTP status Triton answers with
+// (frontend.HTTPStatus): the one place this front end does so.
+func httpStatus(err error) int { return frontend.HTTPStatus(err) }
 
 // respondErr writes err as {"error": "..."} with its mapped status.
 func respondErr(ctx *fasthttp.RequestCtx, err error) {
@@ -288,6 +278,9 @@ func respondErr(ctx *fasthttp.RequestCtx, err error) {
 
 // writeError writes a JSON error body with the given status; the text is
 // bounded (inference.Truncate), since error texts echo what clients sent.
+// Handlers answer errors through respondErr; only what has no class in
+// the protocol writes a status here directly: the router's 405 and the
+// transport's 431 and 408.
 func writeError(ctx *fasthttp.RequestCtx, status int, msg string) {
 	ctx.Response.Header.Del(headerInferHeaderLength)
 	ctx.Response.Header.Del("Content-Encoding")

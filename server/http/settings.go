@@ -14,21 +14,6 @@ import (
 	"github.com/nereid-project/nereid/trace"
 )
 
-// LogSettings is the logging extension's view of the log controls;
-// *logging.Control implements it.
-type LogSettings interface {
-	Settings() logging.Settings
-	Apply(logging.Update) logging.Settings
-}
-
-// Tracer samples requests and holds the trace settings; *trace.Tracer
-// implements it.
-type Tracer interface {
-	Sample(model string) *trace.Trace
-	Settings(model string) trace.Settings
-	Update(model string, u trace.Update) (trace.Settings, error)
-}
-
 // routeCategory is the restricted-API category of an endpoint (Triton's
 // RETURN_AND_RESPOND_IF_RESTRICTED calls in src/http_server.cc).
 func routeCategory(k routeKind) (restricted.Category, bool) {
@@ -76,7 +61,7 @@ func (s *Server) allowed(ctx *fasthttp.RequestCtx, k routeKind) bool {
 		return "", false
 	})
 	if !ok {
-		writeError(ctx, fasthttp.StatusForbidden, "This API is restricted, expecting header '"+rule.Header+"'")
+		respondErr(ctx, inference.PermissionDenied("This API is restricted, expecting header '%s'", rule.Header))
 	}
 	return ok
 }
@@ -92,7 +77,7 @@ func (s *Server) sampleTrace(model string) *trace.Trace {
 // logging serves GET and POST /v2/logging.
 func (s *Server) logging(ctx *fasthttp.RequestCtx) {
 	if s.opts.Logging == nil {
-		writeError(ctx, fasthttp.StatusServiceUnavailable, "the server does not support dynamic logging")
+		respondErr(ctx, inference.Unavailable("the server does not support dynamic logging"))
 		return
 	}
 	settings := s.opts.Logging.Settings()
@@ -198,7 +183,7 @@ func parseLogUpdate(body []byte) (logging.Update, error) {
 // /v2/models/{m}/trace/setting.
 func (s *Server) traceSetting(ctx *fasthttp.RequestCtx, model string) {
 	if s.opts.Tracer == nil {
-		writeError(ctx, fasthttp.StatusServiceUnavailable, "the server does not support tracing")
+		respondErr(ctx, inference.Unavailable("the server does not support tracing"))
 		return
 	}
 	if model != "" {

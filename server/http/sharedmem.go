@@ -1,7 +1,6 @@
 package httpfront
 
 import (
-	"context"
 	"strconv"
 
 	"github.com/valyala/fasthttp"
@@ -11,19 +10,6 @@ import (
 	"github.com/nereid-project/nereid/server/v2wire"
 	"github.com/nereid-project/nereid/sharedmem"
 )
-
-// SharedMemoryCore is what the system and CUDA shared-memory endpoints need
-// from the core. A name "" means every region. While client shared memory
-// is disabled every method returns an Unsupported error, which this front
-// end answers with 501.
-type SharedMemoryCore interface {
-	RegisterSystemSharedMemory(ctx context.Context, name, key string, offset, byteSize uint64) error
-	SystemSharedMemoryStatus(ctx context.Context, name string) ([]sharedmem.Status, error)
-	UnregisterSystemSharedMemory(ctx context.Context, name string) error
-	RegisterCudaSharedMemory(ctx context.Context, name string, rawHandle []byte, deviceID int64, byteSize uint64) error
-	CudaSharedMemoryStatus(ctx context.Context, name string) ([]sharedmem.CudaStatus, error)
-	UnregisterCudaSharedMemory(ctx context.Context, name string) error
-}
 
 // sharedMemory serves /v2/systemsharedmemory[/region/{r}]/(status|register|
 // unregister) and the same under /v2/cudasharedmemory; the method has been

@@ -47,7 +47,7 @@ func grpcCode(c inference.Code) codes.Code {
 		return codes.NotFound
 	case inference.CodeInvalidArg:
 		return codes.InvalidArgument
-	case inference.CodeUnavailable:
+	case inference.CodeUnavailable, inference.CodePermissionDenied:
 		return codes.Unavailable
 	case inference.CodeAlreadyExists:
 		return codes.AlreadyExists

@@ -5,7 +5,11 @@ package restricted
 
 import (
 	"fmt"
+	"net/http"
+	"net/textproto"
 	"strings"
+
+	"github.com/nereid-project/nereid/inference"
 )
 
 // Category is a group of endpoints that can be restricted.
@@ -89,4 +93,25 @@ func (r Rules) Allowed(c Category, header func(name string) (string, bool)) (rul
 	}
 	v, found := header(rule.Header)
 	return rule, found && v == rule.Value
+}
+
+// CheckRequest is Allowed for a net/http request (the long jobs port's
+// asynchronous inference and batch jobs): nil when it may proceed, else
+// the PermissionDenied error Triton's HTTP port answers (403), naming the
+// header.
+func (r Rules) CheckRequest(c Category, req *http.Request) error {
+	if len(r) == 0 {
+		return nil
+	}
+	rule, ok := r.Allowed(c, func(name string) (string, bool) {
+		v := req.Header[textproto.CanonicalMIMEHeaderKey(name)]
+		if len(v) == 0 {
+			return "", false
+		}
+		return v[0], true
+	})
+	if ok {
+		return nil
+	}
+	return inference.PermissionDenied("This API is restricted, expecting header '%s'", rule.Header)
 }

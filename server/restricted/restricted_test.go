@@ -1,8 +1,11 @@
 package restricted
 
 import (
+	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/nereid-project/nereid/inference"
 )
 
 func TestParse(t *testing.T) {
@@ -64,5 +67,27 @@ func TestAllowed(t *testing.T) {
 	var none Rules
 	if _, ok := none.Allowed(Inference, headers(nil)); !ok {
 		t.Error("nil rules restrict nothing")
+	}
+}
+
+func TestCheckRequest(t *testing.T) {
+	r := Rules{}
+	if err := r.AddHTTP("inference:infer-key=secret"); err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest("POST", "/v2/models/m/infer", nil)
+	err := r.CheckRequest(Inference, req)
+	if inference.CodeOf(err) != inference.CodePermissionDenied || err.Error() != "This API is restricted, expecting header 'infer-key'" {
+		t.Fatalf("without the header: %v", err)
+	}
+	req.Header.Set("Infer-Key", "secret")
+	if err := r.CheckRequest(Inference, req); err != nil {
+		t.Fatalf("with the header: %v", err)
+	}
+	if err := r.CheckRequest(Health, httptest.NewRequest("GET", "/", nil)); err != nil {
+		t.Fatalf("an unrestricted category: %v", err)
+	}
+	if err := (Rules{}).CheckRequest(Inference, httptest.NewRequest("GET", "/", nil)); err != nil {
+		t.Fatalf("no rules: %v", err)
 	}
 }
