@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/nereid-project/nereid/backends"
 	"github.com/nereid-project/nereid/inference"
@@ -112,6 +113,13 @@ func (h *callHandler) startInfer(s *stub, m *inMsg) error {
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
 	s.mu.Lock()
+	// A request given trace=request.trace() is traced as a child of that
+	// request's trace, as an ensemble's steps are (its parent_id), while
+	// the parent is in flight and sampled.
+	var span inference.Span
+	if parent := s.spans[m.Tr]; m.Tr != 0 && parent != nil {
+		span = parent.Child(req.ModelName)
+	}
 	s.calls[m.C] = cancel
 	if m.Par && s.execCtx != nil {
 		// Made by the running execute: ended with its batch (every
@@ -124,7 +132,7 @@ func (h *callHandler) startInfer(s *stub, m *inMsg) error {
 	started := s.goWork(func() {
 		defer cancel()
 		defer s.arena.releasePeer(chunks)
-		h.runInfer(ctx, s, m.C, m.Dec, req)
+		h.runInfer(ctx, s, m.C, m.Dec, req, span)
 		s.mu.Lock()
 		delete(s.calls, m.C)
 		s.mu.Unlock()
@@ -161,12 +169,24 @@ func correlationParam(raw json.RawMessage) any {
 }
 
 // runInfer sends the request into the server and every response back to
-// the stub as iresp frames, the last with the final flag.
-func (h *callHandler) runInfer(ctx context.Context, s *stub, call int64, decoupled bool, req *inference.Request) {
+// the stub as iresp frames, the last with the final flag. span, when not
+// nil, is the request's trace.
+func (h *callHandler) runInfer(ctx context.Context, s *stub, call int64, decoupled bool, req *inference.Request, span inference.Span) {
 	n := 0
+	var version string
+	var start time.Time
+	if span != nil {
+		span.Attach(req)
+		start = time.Now()
+		defer func() {
+			span.Served(req, version, start, time.Now())
+			span.Finish()
+		}()
+	}
 	err := h.inferer.InferStream(ctx, req, func(resp *inference.Response, final bool) error {
 		defer resp.Done()
 		if resp != nil {
+			version = resp.ModelVersion
 			n++
 			if !decoupled && n > 1 {
 				return inference.InvalidArg("model '%s' sent more than one response: call exec(decoupled=True) to read them all", req.ModelName)

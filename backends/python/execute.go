@@ -114,6 +114,9 @@ func (s *stub) exec(ctx context.Context, batch []*inference.Request, rules *tens
 		} else {
 			s.live[handles[i]] = r.Sender()
 		}
+		if r.Span != nil {
+			s.spans[handles[i]] = r.Span
+		}
 	}
 	s.mu.Unlock()
 	defer s.active.Done()
@@ -161,6 +164,7 @@ func (s *stub) forget(id int64, handles []int64) {
 	for _, h := range handles {
 		delete(s.streams, h)
 		delete(s.live, h)
+		delete(s.spans, h)
 	}
 	s.mu.Unlock()
 }
@@ -301,6 +305,7 @@ func (s *stub) deliver(m *inMsg) error {
 	st := s.streams[m.R]
 	if st != nil && m.Final {
 		delete(s.streams, m.R)
+		delete(s.spans, m.R)
 	}
 	s.mu.Unlock()
 	if st == nil {
@@ -321,6 +326,7 @@ func (s *stub) deliver(m *inMsg) error {
 		// error, as its front ends report it.
 		s.mu.Lock()
 		delete(s.streams, m.R)
+		delete(s.spans, m.R)
 		s.mu.Unlock()
 		st.fail(err)
 		return nil

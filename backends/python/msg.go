@@ -69,6 +69,7 @@ type inMsg struct {
 	In    []tensorDesc    `json:"in"`
 	Dec   bool            `json:"dec"`
 	Par   bool            `json:"par"` // made by the running execute
+	Tr    int64           `json:"tr"`  // the handle of the request whose trace() it was given; 0: none
 
 	// call.
 	Op string          `json:"op"`

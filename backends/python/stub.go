@@ -55,6 +55,7 @@ type stub struct {
 	waiters  map[int64]chan *inMsg              // exec, ready and ping ids → their answer
 	streams  map[int64]*stream                  // decoupled requests by handle
 	live     map[int64]inference.ResponseSender // requests of the running exec, not decoupled
+	spans    map[int64]inference.Span           // the traces of sampled requests in flight, by handle
 	calls    map[int64]context.CancelFunc
 	execCtx  context.Context //nolint:containedctx // the running exec's, for the BLS calls it makes
 	gone     bool
@@ -112,6 +113,7 @@ func startStub(cfg *stubConfig) (*stub, error) {
 		waiters:  map[int64]chan *inMsg{},
 		streams:  map[int64]*stream{},
 		live:     map[int64]inference.ResponseSender{},
+		spans:    map[int64]inference.Span{},
 		calls:    map[int64]context.CancelFunc{},
 		inited:   make(chan *inMsg, 1),
 		finished: make(chan *inMsg, 1),
@@ -449,6 +451,7 @@ func (s *stub) teardown(cause error) {
 	s.goneErr = inference.Errorf(inference.CodeInternal, "Stub process is not healthy (%s): %w", reason, errStubGone)
 	streams := s.streams
 	s.streams = map[int64]*stream{}
+	clear(s.spans)
 	calls := s.calls
 	s.calls = map[int64]context.CancelFunc{}
 	s.mu.Unlock()

@@ -15,6 +15,7 @@ its pid (the `pid_python` test model).
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import queue
@@ -548,6 +549,35 @@ def test_simple_select_returns_called_model_error(servers, tmp_path, server_cls)
     np.testing.assert_array_equal(got["OUTPUT0"], a + a)
 
 
+def test_simple_select_traces_its_call(servers, tmp_path, server_cls):
+    """A BLS request given trace=request.trace() is traced as a child of the
+    sampled request (its parent_id), with the core's timestamps."""
+    if kind(server_cls) != "nereid":
+        pytest.skip("Nereid's trace file format")
+    repo = build_examples_repo(tmp_path / "repo", server_cls, models=["simple_select"])
+    trace_file = tmp_path / "trace.json"
+    s = servers.start(repo, [f"--trace-config=triton,file={trace_file}", "--trace-config=level=TIMESTAMPS",
+                             "--trace-config=rate=1"])
+    a = np.arange(-8, 8, dtype=np.int32).reshape(1, 16)
+    for protocol in PROTOCOLS:
+        np.testing.assert_array_equal(infer(s, protocol, "simple_select", select_inputs(a, a, "simple"))["OUTPUT0"], a + a)
+    s.stop_gracefully()
+    records = json.loads(trace_file.read_text())
+    heads = [r for r in records if "model_name" in r]
+    stamps = {}
+    for r in records:
+        stamps.setdefault(r["id"], []).extend(t["name"] for t in r.get("timestamps", []))
+    parents = [h for h in heads if h["model_name"] == "simple_select"]
+    assert len(parents) == 2, heads
+    for p in parents:
+        assert "parent_id" not in p
+        calls = [h for h in heads if h.get("parent_id") == p["id"]]
+        assert [h["model_name"] for h in calls] == ["simple"], heads
+        assert calls[0]["model_version"] == 1
+        assert "COMPUTE_START" in stamps[calls[0]["id"]] and "REQUEST_END" in stamps[calls[0]["id"]]
+    assert len(heads) == 4, heads
+
+
 # --------------------------------------------------------------------------
 # repeat_python: decoupled, responses from a thread
 
@@ -920,6 +950,7 @@ class TritonPythonModel:
 """
 
 PID_MODEL = """
+import json
 import os
 import sys
 import time

@@ -726,6 +726,7 @@ class _Conn:
                     # batch.
                     "par": self.exec_active
                     and (not self.decoupled or threading.get_ident() == self.main_ident),
+                    "tr": getattr(req._trace, "_r", 0) or 0,
                 }
             )
         except BaseException:

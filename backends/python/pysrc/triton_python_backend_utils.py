@@ -548,10 +548,16 @@ class PreferredMemory:
 
 
 class InferenceTrace:
-    """A request's trace handle. Nereid does not pass trace contexts to Python
-    models, so get_context() is None."""
+    """A request's trace handle (``request.trace()``). Given to a BLS request
+    (``InferenceRequest(..., trace=request.trace())``), the BLS request is
+    traced as a child of that request when it is sampled, as an ensemble's
+    steps are. get_context() is None: Nereid hands no OpenTelemetry context
+    to Python code."""
 
-    __slots__ = ()
+    __slots__ = ("_r",)
+
+    def __init__(self, _r=0):
+        self._r = _r
 
     def get_context(self):
         return None
@@ -695,7 +701,7 @@ class InferenceRequest:
 
     def trace(self):
         if self._trace is None:
-            self._trace = InferenceTrace()
+            self._trace = InferenceTrace(self._r or 0)
         return self._trace
 
     def set_release_flags(self, flags):

@@ -45,6 +45,8 @@ class TritonPythonModel:
                 pb_utils.Tensor("INPUT0", a.astype(dtype)),
                 pb_utils.Tensor("INPUT1", b.astype(dtype)),
             ],
+            # A sampled request's trace gets the call as its child.
+            trace=request.trace(),
         )
         try:
             answer = call.exec()
