@@ -3,6 +3,7 @@ package ensemble
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 
@@ -153,7 +154,7 @@ func Build(ctx context.Context, cfg *inferencepb.ModelConfig, version int64, mod
 			sm.outputs[out.GetName()] = out
 		}
 		stepModels[i] = sm
-		for _, k := range sortedKeys(s.GetInputMap()) {
+		for _, k := range slices.Sorted(maps.Keys(s.GetInputMap())) {
 			if sm.inputs[k] == nil {
 				return nil, fail("step %d: model '%s' has no input '%s' (input_map maps it from ensemble tensor '%s')", i, st.model, k, s.GetInputMap()[k])
 			}
@@ -164,7 +165,7 @@ func Build(ctx context.Context, cfg *inferencepb.ModelConfig, version int64, mod
 				return nil, fail("step %d: input '%s' of model '%s' is not mapped from any ensemble tensor in input_map", i, in.GetName(), st.model)
 			}
 		}
-		for _, k := range sortedKeys(s.GetOutputMap()) {
+		for _, k := range slices.Sorted(maps.Keys(s.GetOutputMap())) {
 			out := sm.outputs[k]
 			if out == nil {
 				return nil, fail("step %d: model '%s' has no output '%s' (output_map maps it to ensemble tensor '%s')", i, st.model, k, s.GetOutputMap()[k])
@@ -407,8 +408,6 @@ func isControl(mc *inferencepb.ModelConfig, name string) bool {
 
 func typeName(dt inferencepb.DataType) string { return inference.DataType(dt).String() }
 
-func sortedKeys(m map[string]string) []string { return sortedKeysOf(m) }
-
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }
 
 // branch is one output of a route step.
@@ -456,7 +455,7 @@ func (p *Plan) checkExclusive(producer map[string][]int) error {
 		}
 		return false
 	}
-	for _, t := range sortedKeysOf(producer) {
+	for _, t := range slices.Sorted(maps.Keys(producer)) {
 		ps := producer[t]
 		for x := range ps {
 			for y := x + 1; y < len(ps); y++ {
@@ -469,13 +468,4 @@ func (p *Plan) checkExclusive(producer map[string][]int) error {
 		}
 	}
 	return nil
-}
-
-func sortedKeysOf[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

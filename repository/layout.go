@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -252,7 +253,7 @@ func writeOverrideFiles(model string, files map[string][]byte) (_ string, err er
 			os.RemoveAll(dir)
 		}
 	}()
-	keys := sortedKeys(files)
+	keys := slices.Sorted(maps.Keys(files))
 	for _, key := range keys {
 		param := "file:" + key
 		rel := filepath.FromSlash(key)
@@ -275,14 +276,4 @@ func writeOverrideFiles(model string, files map[string][]byte) (_ string, err er
 		}
 	}
 	return dir, nil
-}
-
-// sortedKeys returns the keys of a string-keyed map in order.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

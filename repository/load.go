@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -571,7 +572,7 @@ func safeLoadVersion(ctx context.Context, l Loader, spec VersionSpec) (s Servabl
 // of ensembles, the error to fail it with.
 func findCycles(plans map[string]*prepared) map[string]error {
 	out := map[string]error{}
-	for _, start := range sortedKeys(plans) {
+	for _, start := range slices.Sorted(maps.Keys(plans)) {
 		// Depth-first search for a path from start back to start.
 		var path []string
 		seen := map[string]bool{}
@@ -621,7 +622,7 @@ func dedupe(reqs []loadRequest) []loadRequest {
 // errsInOrder returns the errors of a batch sorted by model name.
 func errsInOrder(errs map[string]error) []error {
 	out := make([]error, 0, len(errs))
-	for _, n := range sortedKeys(errs) {
+	for _, n := range slices.Sorted(maps.Keys(errs)) {
 		out = append(out, errs[n])
 	}
 	return out

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -216,7 +217,7 @@ func (m *Manager) Start(ctx context.Context) error {
 			}
 		}
 	} else {
-		names = sortedKeys(scanned)
+		names = slices.Sorted(maps.Keys(scanned))
 	}
 	reqs := make([]loadRequest, 0, len(names))
 	for _, n := range names {
@@ -621,7 +622,7 @@ func (m *Manager) Index(readyOnly bool) []IndexEntry {
 		}
 	}
 	var out []IndexEntry
-	for _, name := range sortedKeys(names) {
+	for _, name := range slices.Sorted(maps.Keys(names)) {
 		md := m.models[name]
 		switch {
 		case scanned[name].duplicate:

@@ -3,6 +3,8 @@ package repository
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/nereid-project/nereid/inference"
@@ -59,7 +61,7 @@ func (m *Manager) Poll(ctx context.Context) error {
 		reqs []loadRequest
 		errs = []error{scanErr}
 	)
-	for _, name := range sortedKeys(scanned) {
+	for _, name := range slices.Sorted(maps.Keys(scanned)) {
 		rm := scanned[name]
 		if rm.duplicate {
 			if err := m.markDuplicate(ctx, name); err != nil {

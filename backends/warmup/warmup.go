@@ -9,6 +9,7 @@ package warmup
 import (
 	"context"
 	"encoding/binary"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -84,7 +85,7 @@ func Samples(cfg *inferencepb.ModelConfig, modelDir string, ins []Input) ([]Samp
 		for _, spec := range ins {
 			known[spec.Name] = true
 		}
-		for _, k := range sortedKeys(w.GetInputs()) {
+		for _, k := range slices.Sorted(maps.Keys(w.GetInputs())) {
 			if !known[k] {
 				return nil, fail("input '%s' is not an input of the model", k)
 			}
@@ -149,15 +150,6 @@ func Samples(cfg *inferencepb.ModelConfig, modelDir string, ins []Input) ([]Samp
 		out = append(out, Sample{Name: w.GetName(), BatchSize: bs, Count: max(int(w.GetCount()), 1), Inputs: inputs})
 	}
 	return out, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // zeros is a tensor's worth of zero numbers, false booleans or empty

@@ -1,7 +1,9 @@
 package cloud
 
 import (
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -63,7 +65,7 @@ func FuzzObjectKeys(f *testing.F) {
 		if err != nil {
 			return
 		}
-		for _, p := range append(sortedKeys(files), sortedKeys(dirs)...) {
+		for _, p := range append(slices.Sorted(maps.Keys(files)), slices.Sorted(maps.Keys(dirs))...) {
 			if !filepath.IsLocal(filepath.FromSlash(p)) || strings.Contains(p, "\\") || strings.Contains(p, "//") {
 				t.Fatalf("listing %q: path %q is not a plain path inside the copy", listing, p)
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -121,7 +122,7 @@ func (m *Mirror) Sync(ctx context.Context) (SyncReport, error) {
 	rep := SyncReport{Objects: len(objs)}
 
 	var todo []string
-	for _, rel := range sortedKeys(files) {
+	for _, rel := range slices.Sorted(maps.Keys(files)) {
 		old, ok := m.have[rel]
 		if ok && old.same(files[rel]) && sizeIs(filepath.Join(m.dir, filepath.FromSlash(rel)), old.Size) {
 			continue
@@ -375,13 +376,4 @@ func (m *Mirror) prune(files map[string]Object, dirs map[string]bool) (int, erro
 		return removed, inference.Internal("model repository '%s': failed to remove deleted objects from the local copy: %w", m.url, err)
 	}
 	return removed, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

@@ -3,7 +3,9 @@ package grpcfront
 import (
 	"context"
 	"encoding/binary"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 
 	"google.golang.org/grpc/metadata"
@@ -262,7 +264,7 @@ func requestParameters(in map[string]*inferencepb.InferParameter) (inference.Par
 		return nil, nil
 	}
 	out := make(inference.Parameters, len(in))
-	for _, k := range sortedKeys(in) {
+	for _, k := range slices.Sorted(maps.Keys(in)) {
 		v := paramValue(in[k])
 		switch {
 		case k == "sequence_id":

@@ -6,11 +6,12 @@ package grpcfront
 import (
 	"context"
 	"errors"
+	"maps"
 	"math"
 	"net"
 	"regexp"
 	"runtime/debug"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -452,7 +453,7 @@ func (s *service) RepositoryModelLoad(ctx context.Context, in *inferencepb.Repos
 // does not depend on map order.
 func loadOptions(model string, params map[string]*inferencepb.ModelRepositoryParameter) (repository.LoadOptions, error) {
 	var opts repository.LoadOptions
-	for _, k := range sortedKeys(params) {
+	for _, k := range slices.Sorted(maps.Keys(params)) {
 		p := params[k]
 		switch {
 		case k == "config":
@@ -541,15 +542,6 @@ func (h *healthService) Check(context.Context, *healthpb.HealthCheckRequest) (*h
 		st = healthpb.HealthCheckResponse_SERVING
 	}
 	return &healthpb.HealthCheckResponse{Status: st}, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // budgetTap refuses new inference RPCs while the payload budget is full,
