@@ -239,20 +239,17 @@ func (s *Server) ModelStatistics(ctx context.Context, name, version string) (*in
 		}
 	case version == "":
 		versions, err := s.models.ReadyVersions(name)
-		if err != nil {
-			return nil, err
-		}
-		if len(versions) == 0 {
-			return nil, inference.NotFound("requested model '%s' has no ready versions", name)
+		if err != nil || len(versions) == 0 {
+			return nil, s.statsUnavailable(name, "", err)
 		}
 		for _, v := range versions {
 			if err := add(name, strconv.FormatInt(v, 10)); err != nil {
-				return nil, err
+				return nil, s.statsUnavailable(name, "", err)
 			}
 		}
 	default:
 		if err := add(name, version); err != nil {
-			return nil, err
+			return nil, s.statsUnavailable(name, version, err)
 		}
 	}
 	sort.SliceStable(out.ModelStats, func(i, j int) bool {
@@ -263,6 +260,21 @@ func (s *Server) ModelStatistics(ctx context.Context, name, version string) (*in
 		return len(a.Version) < len(b.Version) || (len(a.Version) == len(b.Version) && a.Version < b.Version)
 	})
 	return out, nil
+}
+
+// statsUnavailable is Triton's answer to statistics of a model or version
+// that is not there to serve (INVALID_ARG, its texts); other errors pass
+// through.
+func (s *Server) statsUnavailable(name, version string, err error) error {
+	if err != nil && !inference.MeansNotReady(err) {
+		return err
+	}
+	if version != "" {
+		if vs, verr := s.models.ReadyVersions(name); verr == nil && len(vs) > 0 {
+			return inference.InvalidArg("requested model version is not available for model '%s'", name)
+		}
+	}
+	return inference.InvalidArg("requested model '%s' is not available", name)
 }
 
 // RepositoryIndex lists the models of every repository.

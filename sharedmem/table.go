@@ -273,16 +273,21 @@ func (t *Table) open(name, key string, offset, byteSize uint64) (*region, error)
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, errOpen
 	}
-	errArgs := inference.InvalidArg("failed to register shared memory region '%s': invalid args", name)
+	fail := func(format string, args ...any) error {
+		return inference.InvalidArg("failed to register shared memory region '%s': invalid args: "+format, append([]any{name}, args...)...)
+	}
 	end, carry := bits.Add64(offset, byteSize, 0)
-	if carry != 0 || byteSize == 0 || st.Size < 0 || end > uint64(st.Size) {
-		return nil, errArgs
+	switch {
+	case byteSize == 0:
+		return nil, fail("byte_size is 0")
+	case carry != 0 || st.Size < 0 || end > uint64(st.Size):
+		return nil, fail("offset %d + byte_size %d is past the end of shared memory object '%s', which has %d bytes", offset, byteSize, key, st.Size)
 	}
 	page := uint64(os.Getpagesize())
 	lead := offset % page
 	length := lead + byteSize
 	if offset-lead > math.MaxInt64 || length > math.MaxInt {
-		return nil, errArgs
+		return nil, fail("offset %d + byte_size %d cannot be mapped on this machine", offset, byteSize)
 	}
 	mapping, err := unix.Mmap(fd, int64(offset-lead), int(length), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {

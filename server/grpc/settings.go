@@ -134,10 +134,12 @@ func (s *service) TraceSetting(ctx context.Context, in *inferencepb.TraceSetting
 	}
 	model := in.GetModelName()
 	if model != "" {
-		if _, err := s.core.ModelReady(ctx, model, ""); err != nil {
-			if inference.CodeOf(err) == inference.CodeNotFound {
-				return nil, toStatus(err)
-			}
+		ready, err := s.core.ModelReady(ctx, model, "")
+		if err != nil && !inference.MeansNotReady(err) {
+			return nil, toStatus(err)
+		}
+		if !ready || err != nil {
+			// Triton's answer for a model that is unknown or not ready.
 			return nil, toStatus(inference.InvalidArg("Request for unknown model : %s", model))
 		}
 	}

@@ -240,10 +240,12 @@ func (s *Server) traceSetting(ctx *fasthttp.RequestCtx, model string) {
 // traceModelKnown refuses trace settings for a model that has no ready
 // version, with Triton's text.
 func (s *Server) traceModelKnown(model string) error {
-	if _, err := s.core.ModelReady(s.baseCtx, model, ""); err != nil {
-		if inference.CodeOf(err) == inference.CodeNotFound {
-			return err
-		}
+	ready, err := s.core.ModelReady(s.baseCtx, model, "")
+	if err != nil && !inference.MeansNotReady(err) {
+		return err
+	}
+	if !ready || err != nil {
+		// Triton's answer for a model that is unknown or not ready.
 		return inference.InvalidArg("Request for unknown model : %s", model)
 	}
 	return nil

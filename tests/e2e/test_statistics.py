@@ -73,9 +73,15 @@ def test_statistics_all_models(server):
 
 
 def test_statistics_unknown_model(server):
+    # Triton 2.51's answers (checked by make compat): 400 / INVALID_ARGUMENT.
     with pytest.raises(InferenceServerException) as e:
         server.http().get_inference_statistics("no_such_model")
-    assert e.value.status() == "404"
+    assert e.value.status() == "400"
+    assert "requested model 'no_such_model' is not available" in e.value.message()
     with pytest.raises(InferenceServerException) as e:
         server.grpc().get_inference_statistics("no_such_model")
-    assert e.value.status() == "StatusCode.NOT_FOUND"
+    assert e.value.status() == "StatusCode.INVALID_ARGUMENT"
+    with pytest.raises(InferenceServerException) as e:
+        server.http().get_inference_statistics("identity_fp32", "9")
+    assert e.value.status() == "400"
+    assert "requested model version is not available for model 'identity_fp32'" in e.value.message()
