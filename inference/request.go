@@ -93,6 +93,11 @@ type Timing struct {
 	CacheTime           time.Duration
 }
 
+// Executed reports whether the request reached its model: its batch began
+// executing (false for a refusal before the model ran, and for a response
+// cache hit). An error of a request that executed is the model's.
+func (t *Timing) Executed() bool { return !t.ComputeStart.IsZero() }
+
 // Input returns the named input, or nil.
 func (r *Request) Input(name string) *Tensor {
 	for i := range r.Inputs {

@@ -208,7 +208,7 @@ func (k *sink) Send(resp *inference.Response, final bool) error {
 	// scheduler still stamps the execution's end, so only ComputeStart,
 	// set before Execute, is read for them.
 	t := &k.req.Timing
-	executed := !t.ComputeStart.IsZero() // false for a response cache hit
+	executed := t.Executed() // false for a response cache hit
 	unaryTimes := k.lm.unaryOnly && idx == 0 && executed
 	var now time.Time
 	var infer time.Duration
@@ -288,7 +288,7 @@ func (k *sink) Fail(err error) {
 	if k.final {
 		return
 	}
-	if !k.req.Timing.ComputeStart.IsZero() && !k.cancelled {
+	if k.req.Timing.Executed() && !k.cancelled {
 		k.lm.stats.responseFailed(k.index, time.Since(k.prevLocked()))
 	}
 	k.finishLocked(err)

@@ -184,10 +184,14 @@ type streamEntry struct {
 // a decoupled model's responses are written as they are produced, so they
 // interleave with the others'. A decoupled model's final flag without a
 // response is sent, as an empty response, only when the request set
-// triton_enable_empty_final_response. Errors are reported in-band (an
-// error_message and an infer_response holding only the request id) and the
+// triton_enable_empty_final_response. Errors are reported in-band and the
 // stream stays open, unless the client sent the metadata triton_grpc_error:
-// true, in which case the first error ends the stream with its status.
+// true, in which case the first error ends the stream with its status. An
+// in-band error is an error_message with an infer_response that says which
+// request it ends (see streamError): the request id alone when the request
+// was refused before its model ran, the model name and
+// triton_final_response true as well once the model had run, whether or
+// not the empty final response was asked for, as Triton sends them.
 //
 // Goroutines: a reader feeds requests in; it takes an in-flight slot before
 // it reads the next message, and a slot is given back only once its
@@ -430,20 +434,22 @@ func sequenceKey(in *inferencepb.ModelInferRequest) string {
 // streamOne runs one stream request and pushes its responses, or its
 // in-band error, for the writer.
 func (s *service) streamOne(ctx context.Context, in *inferRequest, arrival time.Time, push func(streamMsg) error) {
-	fail := func(err error) {
+	// model is the name for the error's infer_response once the model has
+	// run, "" before.
+	fail := func(err error, model string) {
 		s.logFailure("ModelStreamInfer", in.ModelInferRequest, err)
-		msg := in.streamRespond(streamError(in.ModelInferRequest, err))
+		msg := in.streamRespond(streamError(in.ModelInferRequest, err, model))
 		_ = push(streamMsg{resp: msg, err: err})
 	}
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error().Interface("panic", r).Bytes("stack", debug.Stack()).Msg("panic in stream inference")
-			fail(inference.Internal("internal error in ModelStreamInfer: %v", r))
+			fail(inference.Internal("internal error in ModelStreamInfer: %v", r), "")
 		}
 	}()
 
 	if in.refused != nil {
-		fail(in.refused)
+		fail(in.refused, "")
 		return
 	}
 	req, err := s.decodeRequest(ctx, in.ModelInferRequest)
@@ -451,7 +457,7 @@ func (s *service) streamOne(ctx context.Context, in *inferRequest, arrival time.
 		err = s.forwardMetadata(ctx, req)
 	}
 	if err != nil {
-		fail(err)
+		fail(err, "")
 		return
 	}
 	req.Arrival = arrival
@@ -483,7 +489,14 @@ func (s *service) streamOne(ctx context.Context, in *inferRequest, arrival time.
 		return push(streamMsg{resp: msg})
 	}
 	if err := s.inferStreamTraced(ctx, req, arrival, out); err != nil {
-		fail(err)
+		model := ""
+		if req.Timing.Executed() {
+			model = req.ModelName
+			if last != nil && last.ModelName != "" {
+				model = last.ModelName
+			}
+		}
+		fail(err, model)
 		return
 	}
 	in.release() // nothing took the received bytes (no response was sent)
@@ -500,18 +513,28 @@ func streamResponse(ir *inferencepb.ModelInferResponse, final bool) *inferencepb
 	return &inferencepb.ModelStreamInferResponse{InferResponse: ir}
 }
 
-// streamError is Triton's in-band error: the message, and an infer_response
-// with nothing but the request id so the client can tell which request
-// failed.
-func streamError(in *inferencepb.ModelInferRequest, err error) *inferencepb.ModelStreamInferResponse {
+// streamError is Triton's in-band error: the message, and an
+// infer_response that names the request it ends. A request refused before
+// its model ran (a bad request, an unknown model, a scheduler that would
+// not take it) gets the request id alone; one that failed once its model
+// had run (model is its name) gets the model name and
+// triton_final_response true as well, with no model version, as Triton
+// 2.51 answers. The error always ends the request: a client that waits for
+// the final flag stops there.
+func streamError(in *inferencepb.ModelInferRequest, err error, model string) *inferencepb.ModelStreamInferResponse {
 	msg := err.Error()
 	if st, ok := status.FromError(toStatus(err)); ok {
 		msg = st.Message()
 	}
-	return &inferencepb.ModelStreamInferResponse{
-		ErrorMessage:  msg,
-		InferResponse: &inferencepb.ModelInferResponse{Id: in.GetId()},
+	if model == "" {
+		return &inferencepb.ModelStreamInferResponse{
+			ErrorMessage:  msg,
+			InferResponse: &inferencepb.ModelInferResponse{Id: in.GetId()},
+		}
 	}
+	r := streamResponse(&inferencepb.ModelInferResponse{Id: in.GetId(), ModelName: model}, true)
+	r.ErrorMessage = msg
+	return r
 }
 
 func (s *service) logFailure(rpc string, in *inferencepb.ModelInferRequest, err error) {

@@ -95,10 +95,13 @@ func (s *Server) generateOnce(ctx *fasthttp.RequestCtx, g *generateCall) {
 }
 
 // generateStream runs a /generate_stream request. The status is decided
-// by how the request starts: an error before the first response is a
-// plain JSON error with its status; after that the answer is 200 and
-// the events follow as the model sends them, an error among them as a
-// last {"error": ...} event.
+// by how the request starts, as in Triton: an error before the first
+// response takes the error's status, and is a plain JSON error when the
+// core refused the request before its model ran, or else (the model
+// failed it) an event stream holding the one {"error": ...} event; after
+// the first response the answer is 200 and the events follow as the model
+// sends them, an error among them as a last {"error": ...} event. Either
+// way a client reading events sees every failure of the model's as one.
 func (s *Server) generateStream(ctx *fasthttp.RequestCtx, g *generateCall) {
 	rctx, cancel := context.WithCancel(s.requestParent)
 	g.call.watch.start(s.baseCtx, ctx.Conn(), cancel, s.watchHook)
@@ -112,9 +115,12 @@ func (s *Server) generateStream(ctx *fasthttp.RequestCtx, g *generateCall) {
 		}
 	}()
 	first, ok := st.Next()
-	if !ok && st.Err() != nil {
-		s.log.Debug().Err(st.Err()).Str("model", g.call.Req.ModelName).Str("id", g.call.Req.ID).Msg("generate failed")
-		respondErr(ctx, st.Err())
+	if err := st.Err(); !ok && err != nil {
+		s.log.Debug().Err(err).Str("model", g.call.Req.ModelName).Str("id", g.call.Req.ID).Msg("generate failed")
+		respondErr(ctx, err)
+		if g.call.Req.Timing.Executed() {
+			asErrorEvent(ctx)
+		}
 		return
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
@@ -124,4 +130,16 @@ func (s *Server) generateStream(ctx *fasthttp.RequestCtx, g *generateCall) {
 	}
 	handedOff = true
 	ctx.SetBodyStreamWriter(func(w *bufio.Writer) { st.Write(w, first) })
+}
+
+// asErrorEvent turns the JSON error answer respondErr wrote into an event
+// stream of that one event, under the same status.
+func asErrorEvent(ctx *fasthttp.RequestCtx) {
+	body := ctx.Response.SwapBody(nil)
+	ev := make([]byte, 0, len("data: ")+len(body)+len("\n\n"))
+	ev = append(ev, "data: "...)
+	ev = append(ev, body...)
+	ev = append(ev, "\n\n"...)
+	ctx.Response.SwapBody(ev)
+	ctx.SetContentType(contentTypeSSE)
 }

@@ -369,12 +369,12 @@ func cloneRequest(r *inference.Request) *inference.Request {
 	return &c
 }
 
-// harness runs a front end over a fakeCore on an in-memory listener and
-// talks to it with net/http, a different HTTP implementation than the
-// server's.
+// harness runs a front end over a fakeCore (or, from newCoreHarness, any
+// Core) on an in-memory listener and talks to it with net/http, a
+// different HTTP implementation than the server's.
 type harness struct {
 	t      *testing.T
-	core   *fakeCore
+	core   *fakeCore // nil from newCoreHarness
 	srv    *Server
 	ln     *fasthttputil.InmemoryListener
 	client *http.Client
@@ -383,6 +383,14 @@ type harness struct {
 func newHarness(t *testing.T, opts Options) *harness {
 	t.Helper()
 	core := newFakeCore()
+	h := newCoreHarness(t, core, opts)
+	h.core = core
+	return h
+}
+
+// newCoreHarness is newHarness over core.
+func newCoreHarness(t *testing.T, core Core, opts Options) *harness {
+	t.Helper()
 	opts.Logger = zerolog.Nop()
 	srv := New(core, opts)
 	ln := fasthttputil.NewInmemoryListener()
@@ -392,7 +400,7 @@ func newHarness(t *testing.T, opts Options) *harness {
 		DialContext:        func(context.Context, string, string) (net.Conn, error) { return ln.Dial() },
 		DisableCompression: true,
 	}
-	h := &harness{t: t, core: core, srv: srv, ln: ln, client: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+	h := &harness{t: t, srv: srv, ln: ln, client: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
 	t.Cleanup(func() {
 		tr.CloseIdleConnections()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -74,9 +74,29 @@ def test_generate_bad_input_names_it(server):
     assert r.status == 404
 
 
-def test_generate_stream_error_before_first_event_is_json(server):
-    # DELAY shorter than IN: the backend fails the request; before any event
-    # that is a plain JSON error.
+def test_generate_stream_model_error_is_an_event(server):
+    # DELAY shorter than IN: the model fails the request before its first
+    # response. As in Triton, the answer takes the error's status and is an
+    # event stream holding the error as its one event, so that a client
+    # reading events sees it (a Go backend, then a Python model).
     r = post(server, "/v2/models/repeat_int32/generate_stream", {"IN": [1, 2], "DELAY": [1], "WAIT": 0}, preload=False)
     assert r.status == 400
-    assert "DELAY" in json.loads(r.read())["error"]
+    assert r.headers["Content-Type"].startswith("text/event-stream")
+    events = read_sse(r)
+    assert len(events) == 1 and list(events[0]) == ["error"] and "DELAY" in events[0]["error"], events
+    r = post(server, "/v2/models/repeat_python/generate_stream", {"IN": [1, 2, 3], "DELAY": [1, 2]})
+    assert (r.status, r.headers["Content-Type"]) == (400, "text/event-stream; charset=utf-8")
+    assert r.data == b'data: {"error":"DELAY has 2 elements but IN has 3"}\n\n'
+
+
+def test_generate_stream_refusal_before_the_model_is_json(server):
+    # Found before the model runs: a plain JSON error, as in Triton.
+    for path, body, status in [
+        ("/v2/models/no_such_model/generate_stream", {"IN": [1]}, 404),
+        ("/v2/models/repeat_python/generate_stream", {"BOGUS": [1]}, 400),
+        ("/v2/models/repeat_python/generate_stream", {"IN": ["x"]}, 400),
+    ]:
+        r = post(server, path, body)
+        assert r.status == status, (path, body, r.data)
+        assert r.headers["Content-Type"] == "application/json", (path, body, r.headers)
+        assert r.json()["error"], (path, body)

@@ -118,3 +118,76 @@ def test_stream_then_unary_on_same_client(server):
     client = server.grpc()
     r = client.infer("identity_fp32", grpc_inputs([data], ["FP32"]))
     assert_tensor_equal(r.as_numpy("OUTPUT0"), data)
+
+
+def _raw_request(model, tensors, request_id, empty_final=False):
+    """A ModelInferRequest with raw_input_contents: (name, datatype, array)."""
+    from tritonclient.grpc import service_pb2
+
+    req = service_pb2.ModelInferRequest(model_name=model, id=request_id)
+    for name, datatype, arr in tensors:
+        req.inputs.add(name=name, datatype=datatype, shape=list(arr.shape))
+        req.raw_input_contents.append(arr.tobytes())
+    if empty_final:
+        req.parameters["triton_enable_empty_final_response"].bool_param = True
+    return req
+
+
+def _until_final(server, req):
+    """What a raw client reads of one request: messages until the one
+    flagged triton_final_response (a hang here is a timeout failure)."""
+    channel, stub = server.grpc_stub()
+    got = []
+    try:
+        for resp in stub.ModelStreamInfer(iter([req]), timeout=TIMEOUT_S):
+            got.append(resp)
+            params = resp.infer_response.parameters
+            if "triton_final_response" in params and params["triton_final_response"].bool_param:
+                return got
+            assert resp.error_message == "", f"an error without the final flag: {resp}"
+    finally:
+        channel.close()
+    raise AssertionError(f"the stream ended without a final flag: {got}")
+
+
+def test_stream_model_error_carries_final_flag(server):
+    """A request its model fails ends with an error message that names the
+    model and carries triton_final_response true, with or without the empty
+    final response asked for, as Triton 2.51 sends it: a raw client waiting
+    for the final flag stops there. A Python model and a Go backend."""
+    in3 = np.array([4, 5, 6], np.int32)
+    cases = [
+        ("repeat_python", [("IN", "INT32", in3), ("DELAY", "UINT32", np.array([1], np.uint32))],
+         "DELAY has 1 elements but IN has 3"),
+        ("repeat_int32", [("IN", "INT32", in3), ("DELAY", "UINT32", np.array([1], np.uint32)),
+                          ("WAIT", "UINT32", np.array([0], np.uint32))],
+         "inputs IN and DELAY must have the same number of elements"),
+    ]
+    for model, tensors, text in cases:
+        for empty_final in (False, True):
+            got = _until_final(server, _raw_request(model, tensors, f"{model}-err", empty_final))
+            assert len(got) == 1, got
+            assert text in got[0].error_message
+            ir = got[0].infer_response
+            assert (ir.id, ir.model_name, ir.model_version) == (f"{model}-err", model, ""), ir
+            assert list(ir.parameters) == ["triton_final_response"] and not ir.outputs, ir
+
+
+def test_stream_refusal_before_the_model_is_id_only(server):
+    """A request refused before its model runs (unknown model, wrong
+    datatype) gets an error with the request id alone, as in Triton."""
+    from tritonclient.grpc import service_pb2
+
+    channel, stub = server.grpc_stub()
+    try:
+        reqs = [
+            _raw_request("no_such_model", [("IN", "INT32", np.array([1], np.int32))], "unknown"),
+            _raw_request("repeat_python", [("IN", "FP32", np.array([1], np.float32))], "wrong-type"),
+        ]
+        got = list(stub.ModelStreamInfer(iter(reqs), timeout=TIMEOUT_S))
+    finally:
+        channel.close()
+    assert sorted(r.infer_response.id for r in got) == ["unknown", "wrong-type"], got
+    for r in got:
+        assert r.error_message
+        assert r.infer_response == service_pb2.ModelInferResponse(id=r.infer_response.id), r
