@@ -14,8 +14,8 @@ import (
 // compute_infer / compute_output split. Every request's Timing gets the
 // execution's start before the instance runs (so that a decoupled model's
 // responses are timed from it); a unary backend (backends.Unary) has its
-// phases stamped before its responses go out, other executions count
-// wholly as inference. Schedulers call
+// phases stamped before its responses go out, a PhasedInstance's once it
+// returns, and other executions count wholly as inference. Schedulers call
 // it instead of Instance.Execute and hand the Execution to their Recorder
 // when the batch succeeded. For requests traced at the TENSORS level it also
 // reports the backend's inputs, outside the measured time; the server core
@@ -52,15 +52,35 @@ func ExecuteBatch(ctx context.Context, inst backends.Instance, batch []*inferenc
 	for _, r := range batch {
 		r.Timing.ComputeStart = e.Start
 	}
-	err := inst.Execute(ctx, batch)
+	var ph backends.Phases
+	var err error
+	if p, ok := inst.(PhasedInstance); ok {
+		ph, err = p.ExecutePhased(ctx, batch)
+	} else {
+		err = inst.Execute(ctx, batch)
+	}
 	e.End = time.Now()
+	total := e.End.Sub(e.Start)
+	e.ComputeInput = min(max(ph.Input, 0), total)
+	e.ComputeOut = min(max(ph.Output, 0), total-e.ComputeInput)
+	e.ComputeInfer = total - e.ComputeInput - e.ComputeOut
 	for _, r := range batch {
-		r.Timing.ComputeInputEnd = e.Start
-		r.Timing.ComputeOutputStart = e.End
+		// ComputeStart stays: a decoupled model's responses may read it now.
+		r.Timing.ComputeInputEnd = e.Start.Add(e.ComputeInput)
+		r.Timing.ComputeOutputStart = e.End.Add(-e.ComputeOut)
 		r.Timing.ComputeEnd = e.End
 	}
-	e.ComputeInfer = e.End.Sub(e.Start)
 	return e, err
+}
+
+// PhasedInstance is an instance that is not Unary (a decoupled model's,
+// or one that fails single requests of its batch with their own errors)
+// but measures its phases: ExecutePhased is its Execute, and returns the
+// batch's phases as UnaryInstance does. They are stamped on the requests
+// once it has returned, before their statistics are recorded (the
+// execution has ended by then), and count in batch_stats.
+type PhasedInstance interface {
+	ExecutePhased(ctx context.Context, batch []*inference.Request) (backends.Phases, error)
 }
 
 // acquireGate waits until the gate, if any, admits an execution on instance

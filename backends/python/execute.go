@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/jsonw"
@@ -87,15 +88,16 @@ func appendCorrelation(b []byte, p inference.Parameters) []byte {
 	return appendInt(b, "cid", 0)
 }
 
-// exec runs one batch on the stub and returns its done frame. For a
-// decoupled model each request's responses are routed to its sender as
-// the stub sends them, until its final flag.
-func (s *stub) exec(ctx context.Context, batch []*inference.Request, rules *tensorRules, decoupled bool) (*inMsg, error) {
+// exec runs one batch on the stub and returns its done frame and when the
+// exec frame went to the stub (the inputs in its memory). For a decoupled
+// model each request's responses are routed to its sender as the stub
+// sends them, until its final flag.
+func (s *stub) exec(ctx context.Context, batch []*inference.Request, rules *tensorRules, decoupled bool) (*inMsg, time.Time, error) {
 	s.mu.Lock()
 	if s.gone {
 		err := s.goneErr
 		s.mu.Unlock()
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	s.active.Add(1)
 	s.nextID++
@@ -148,13 +150,14 @@ func (s *stub) exec(ctx context.Context, batch []*inference.Request, rules *tens
 	}
 	if err != nil {
 		s.forget(id, handles)
-		return nil, err
+		return nil, time.Time{}, err
 	}
+	sent := time.Now()
 	m, err := s.await(ctx, id, ch)
 	if err != nil || !decoupled || m.Error != nil {
 		s.forget(id, handles)
 	}
-	return m, err
+	return m, sent, err
 }
 
 // forget drops the waiter of an exec and the streams of its requests.

@@ -181,23 +181,40 @@ func (i *instance) watch(s *stub, timeout time.Duration) bool {
 
 // Execute runs a batch in the stub.
 func (i *instance) Execute(ctx context.Context, batch []*inference.Request) error {
+	_, err := i.ExecutePhased(ctx, batch)
+	return err
+}
+
+// ExecutePhased is Execute that also measures the execution's phases, for
+// the statistics' compute_input / compute_infer / compute_output split.
+// Input runs from the call to the exec frame handed to the stub: waiting
+// for a running stub, copying the inputs into the shared memory and
+// writing the frame. Inference is the model's execute in the stub, up to
+// its done frame. Output is what follows: for a model that is not
+// decoupled, reading the responses back (views of the stub's memory,
+// checked against the configuration) and sending them; for a decoupled
+// one, whose responses come on their own, releasing the batch.
+func (i *instance) ExecutePhased(ctx context.Context, batch []*inference.Request) (backends.Phases, error) {
+	start := time.Now()
 	s, err := i.waitStub(ctx)
 	if err != nil {
-		return err
+		return backends.Phases{}, err
 	}
-	start := time.Now()
-	m, err := s.exec(ctx, batch, i.model.rules, i.model.decoupled)
+	m, sent, err := s.exec(ctx, batch, i.model.rules, i.model.decoupled)
 	if err != nil {
-		return modelError(i.model.spec.Name, err)
+		return backends.Phases{}, modelError(i.model.spec.Name, err)
 	}
+	done := time.Now()
+	ph := backends.Phases{Input: sent.Sub(start)}
 	if i.model.decoupled {
 		if m.Error != nil {
-			return m.Error.err()
+			return ph, m.Error.err()
 		}
-		return nil
+	} else {
+		err = s.finishUnary(batch, m, i.model.rules)
 	}
-	backends.StampPhases(batch, start, time.Now(), backends.Phases{})
-	return s.finishUnary(batch, m, i.model.rules)
+	ph.Output = time.Since(done)
+	return ph, err
 }
 
 // Close calls finalize in the stub and reaps it.

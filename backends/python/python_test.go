@@ -561,3 +561,98 @@ class TritonPythonModel:
 	}
 	<-done
 }
+
+const answersConfig = `
+name: "answers"
+backend: "python"
+max_batch_size: 8
+input [ { name: "IN" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]
+`
+
+// IN[0] == 1: an error response; 13: execute raises; 7: an output of the
+// wrong datatype; else OUT = 2 * IN, after a sleep of IN[1] seconds when
+// it is there, so that the execution takes measurable time.
+const answersModel = `
+import time
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "IN").as_numpy()
+            if x.flat[0] == 13:
+                raise pb_utils.TritonModelException("thirteen is unlucky")
+            if x.flat[0] == 1:
+                out.append(pb_utils.InferenceResponse(error=pb_utils.TritonError("one is refused", pb_utils.TritonError.INVALID_ARG)))
+                continue
+            if x.flat[0] == 7:
+                out.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUT", x.astype(np.int32))]))
+                continue
+            if x.size > 1:
+                time.sleep(float(x.flat[1]))
+            out.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUT", x * 2)]))
+        return out
+`
+
+func answersRequest(vs ...float32) *inference.Request {
+	return &inference.Request{ModelName: "answers", Inputs: []inference.Tensor{
+		{Name: "IN", DataType: inference.FP32, Shape: []int64{1, int64(len(vs))}, Data: backendtest.Float32s(vs...)},
+	}}
+}
+
+// execPhased runs a batch through ExecutePhased with a Recorder per request
+// and returns the phases, the execution's duration and each request's
+// Fail error (nil for a response).
+func execPhased(t *testing.T, inst *instance, batch ...*inference.Request) (backends.Phases, time.Duration, []error, error) {
+	t.Helper()
+	recs := make([]*backendtest.Recorder, len(batch))
+	for i, r := range batch {
+		recs[i] = backendtest.NewRecorder(t, r)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	ph, err := inst.ExecutePhased(ctx, batch)
+	took := time.Since(start)
+	errs := make([]error, len(batch))
+	if err == nil {
+		for i, rec := range recs {
+			ev := rec.Events()
+			if len(ev) != 1 || !ev[0].Final {
+				t.Fatalf("request %d: events %+v, want one final", i, ev)
+			}
+			if ev[0].Resp != nil {
+				ev[0].Resp.Done()
+			}
+			errs[i] = ev[0].Err
+		}
+	}
+	return ph, took, errs, err
+}
+
+// The phases an execution reports: copying the inputs in and reading the
+// outputs back both take time, and they bound an inference that holds the
+// model's own run (a 50 ms sleep here) and fit in the execution.
+func TestExecutePhases(t *testing.T) {
+	b := testBackend(t)
+	md, cfg := writeModel(t, t.TempDir(), "answers", answersConfig, answersModel)
+	ti, err := load(t, b, md, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := make([]float32, 1<<18) // 1 MiB each way
+	big[0], big[1] = 2, 0.05
+	ph, took, errs, err := execPhased(t, ti.inst, answersRequest(big...), answersRequest(3, 0))
+	if err != nil || errs[0] != nil || errs[1] != nil {
+		t.Fatalf("execution: %v %v", err, errs)
+	}
+	if ph.Input <= 0 || ph.Output <= 0 {
+		t.Fatalf("phases %+v: input and output must both have taken time", ph)
+	}
+	if infer := took - ph.Input - ph.Output; infer < 50*time.Millisecond {
+		t.Fatalf("phases %+v of an execution of %v leave %v for the model's 50 ms run", ph, took, infer)
+	}
+}

@@ -4,11 +4,16 @@ identity_stats and identity_stats_batch are used by no other test, so their
 counts are exactly what these tests send.
 """
 
+import queue
+import shutil
+
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from e2e_util import assert_tensor_equal, grpc_inputs, http_inputs
+from e2e_util import assert_tensor_equal, grpc_inputs, http_inputs, scrape
 
 
 def _http_stats(server, model, version=""):
@@ -85,3 +90,78 @@ def test_statistics_unknown_model(server):
         server.http().get_inference_statistics("identity_fp32", "9")
     assert e.value.status() == "400"
     assert "requested model version is not available for model 'identity_fp32'" in e.value.message()
+
+
+# --------------------------------------------------------------------------
+# Python models: their phases, and how their errors count. A server of its
+# own, so that the counts are exactly what the test sends.
+
+RAISES_CONFIG = """name: "raises_python"
+backend: "python"
+max_batch_size: 0
+input [ { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] } ]
+output [ { name: "OUT" data_type: TYPE_INT32 dims: [ -1 ] } ]
+"""
+
+RAISES_MODEL = """import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        raise pb_utils.TritonModelException("execute raised")
+"""
+
+
+@pytest.fixture
+def python_stats_server(nereid, tmp_path):
+    from conftest import EXAMPLES, _free_ports
+
+    repo = tmp_path / "repo"
+    for name in ("add_sub", "simple_pre", "repeat_python"):
+        shutil.copytree(EXAMPLES / name, repo / name)
+    (repo / "raises_python" / "1").mkdir(parents=True)
+    (repo / "raises_python" / "config.pbtxt").write_text(RAISES_CONFIG)
+    (repo / "raises_python" / "1" / "model.py").write_text(RAISES_MODEL)
+    (port,) = _free_ports(1)
+    s = nereid.start(repo, ["--allow-metrics=true", f"--metrics-port={port}", "--metrics-address=127.0.0.1"])
+    s.metrics_port = port
+    return s
+
+
+def _counts(entry):
+    st = entry["inference_stats"]
+    return {
+        "success": st["success"]["count"], "fail": st["fail"]["count"],
+        "inference_count": entry["inference_count"], "execution_count": entry["execution_count"],
+        **{k: st[k]["count"] for k in ("queue", "compute_input", "compute_infer", "compute_output")},
+    }
+
+
+def _metric_counts(server, model):
+    samples, _, _ = scrape(server.metrics_port)
+    labels = {"model": model, "version": "1"}
+    success = samples.get(("nv_inference_request_success", frozenset(labels.items())))
+    failures = {
+        reason: samples.get(("nv_inference_request_failure", frozenset({**labels, "reason": reason}.items())))
+        for reason in ("BACKEND", "CANCELED", "REJECTED", "OTHER")
+    }
+    return success, failures
+
+
+def test_statistics_python_phases(python_stats_server):
+    """A Python model's compute_input (its inputs copied into the stub's
+    memory) and compute_output (its outputs read back) take time, in
+    inference_stats and batch_stats alike, as Triton's do."""
+    s = python_stats_server
+    a = np.arange(16, dtype=np.int32).reshape(1, 16)
+    for _ in range(3):
+        r = s.http().infer("add_sub", http_inputs([a, a], ["INT32", "INT32"]))
+        assert_tensor_equal(r.as_numpy("OUTPUT0"), a + a)
+    e = _http_stats(s, "add_sub")
+    assert _counts(e) == {"success": 3, "fail": 0, "inference_count": 3, "execution_count": 3, "queue": 3,
+                          "compute_input": 3, "compute_infer": 3, "compute_output": 3}
+    st = e["inference_stats"]
+    (b,) = e["batch_stats"]
+    for where, d in (("inference_stats", st), ("batch_stats", b)):
+        for phase in ("compute_input", "compute_infer", "compute_output"):
+            assert d[phase]["count"] == 3 and d[phase]["ns"] > 0, (where, phase, d[phase])
+    assert st["compute_input"]["ns"] + st["compute_infer"]["ns"] + st["compute_output"]["ns"] <= st["success"]["ns"]
