@@ -100,6 +100,7 @@ help:
 	@echo 'make test-perf  the performance harness'"'"'s unit tests (perf/test_harness.py)'
 	@echo 'make bench-batching  mlp_large with the dynamic batcher off and on at concurrency 1, 8, 32, 64 (perf/batching.md)'
 	@echo 'make bench-python  the Python backend against the ONNX identity and Triton'"'"'s Python backend (perf/python.md)'
+	@echo 'make compat  Nereid against a real Triton 2.51 (PyPI nvidia-pytriton, into .triton/): the same requests, answers compared (tests/compat)'
 	@echo 'make clean   remove build outputs; make distclean also removes .venv and .tools'
 
 ## ---- build and run -------------------------------------------------------
@@ -267,6 +268,19 @@ bench-python: build venv ort
 	perf/setup pa
 	scripts/install-triton.sh >/dev/null
 	$(VENV)/bin/python perf/python_bench.py $(BENCH_PYTHON_ARGS)
+
+# The differential test against a real Triton (tests/compat): Nereid and
+# the tritonserver of the PyPI wheel nvidia-pytriton (Triton 2.51, Python
+# backend only, installed once into .triton/ by scripts/install-triton.sh,
+# about 100 MB) serve the same Python models; every request goes to both and
+# the answers must agree but for the differences the test's allowlist names.
+# Not part of make test: the first run downloads the wheel. Options through
+# COMPAT_ARGS, e.g. COMPAT_ARGS='-k shared_memory'.
+COMPAT_ARGS ?=
+.PHONY: compat
+compat: build venv
+	scripts/install-triton.sh >/dev/null
+	$(VENV)/bin/python -m pytest -q tests/compat -p no:cacheprovider $(COMPAT_ARGS)
 
 # The model cache under Zipf traffic over 10,000 generated models, against a
 # client-side LRU over the repository API and a server with every model

@@ -13,65 +13,19 @@ Skipped when .triton/ is absent; run `scripts/install-triton.sh` first, then
 """
 
 import os
-import subprocess
 
 import pytest
 
-from conftest import ROOT, Nereid, _free_ports
+from conftest import ROOT
+from triton_oracle import Triton, available, triton_env
 
-TRITON_ENV_FILE = ROOT / ".triton" / "triton-env.sh"
-
-if not TRITON_ENV_FILE.exists():
+if not available():
     pytest.skip(
-        f"{TRITON_ENV_FILE} is missing: run scripts/install-triton.sh for the Triton oracle",
+        "the .triton/ install is missing: run scripts/install-triton.sh for the Triton oracle",
         allow_module_level=True,
     )
 
 from test_python_backend import *  # noqa: E402,F401,F403 - the tests to run again
-
-
-def _triton_env() -> dict:
-    """os.environ plus what triton-env.sh exports."""
-    out = subprocess.run(
-        ["bash", "-c", f"source '{TRITON_ENV_FILE}' && env -0"], check=True, capture_output=True, timeout=30
-    ).stdout
-    env = dict(item.split("=", 1) for item in out.decode().split("\0") if "=" in item)
-    return env
-
-
-TRITON_ENV = _triton_env()
-
-
-class Triton(Nereid):
-    """A tritonserver process with Nereid's test interface."""
-
-    kind = "triton"
-
-    def argv(self):
-        argv = [
-            TRITON_ENV["TRITONSERVER"],
-            f"--model-repository={self.repo}",
-            f"--backend-directory={TRITON_ENV['TRITON_BACKENDS']}",
-            # Each server its own shared-memory names: several run at once.
-            f"--backend-config=python,shm-region-prefix-name=nereid_oracle_{self.http_port}",
-            "--http-address=127.0.0.1",
-            f"--http-port={self.http_port}",
-            "--grpc-address=127.0.0.1",
-            f"--grpc-port={self.grpc_port}",
-            "--allow-metrics=false",
-        ]
-        return argv + list(self.flags)
-
-    def start(self, wait=True):
-        self.http_port, self.grpc_port = _free_ports(2)
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            self.argv(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=TRITON_ENV
-        )
-        if wait:
-            # Triton opens its endpoints only once the start-up loads are done.
-            self.wait_live(timeout=120)
-        return self
 
 
 @pytest.fixture(scope="module")
@@ -86,4 +40,4 @@ def stub_python():  # noqa: F811 - overrides test_python_backend's
     return ROOT / ".triton" / "bin" / "python"
 
 
-assert os.path.exists(TRITON_ENV["TRITONSERVER"]), TRITON_ENV["TRITONSERVER"]
+assert os.path.exists(triton_env()["TRITONSERVER"]), triton_env()["TRITONSERVER"]
