@@ -2,65 +2,22 @@ package grpcfront
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
 
-	_ "github.com/nereid-project/nereid/backends/repeat" // the decoupled model of the real-core tests
 	"github.com/nereid-project/nereid/inference"
 	"github.com/nereid-project/nereid/proto/inferencepb"
-	"github.com/nereid-project/nereid/repository"
 	"github.com/nereid-project/nereid/server"
+	"github.com/nereid-project/nereid/server/servertest"
 )
 
-// repeatConfig is a model of the repeat backend: one response per element
-// of IN, DELAY[i] ms apart, then the final flag alone; a DELAY whose length
-// differs from IN's fails the request in the backend.
-const repeatConfig = `name: "rep"
-backend: "repeat"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [
-  { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] },
-  { name: "DELAY" data_type: TYPE_UINT32 dims: [ -1 ] },
-  { name: "WAIT" data_type: TYPE_UINT32 dims: [ 1 ] }
-]
-output [
-  { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] },
-  { name: "IDX" data_type: TYPE_UINT32 dims: [ 1 ] }
-]
-`
-
-// repeatCore is the server core serving the model "rep" (repeatConfig), as
-// `nereid --model-repository` would load it.
+// repeatCore is the server core serving "rep" (servertest.RepeatConfig).
 func repeatCore(t *testing.T) *server.Server {
 	t.Helper()
-	dir := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(dir, "rep", "1"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "rep", "config.pbtxt"), []byte(repeatConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	log := zerolog.Nop()
-	models, err := repository.New(repository.Options{
-		Paths: []string{dir}, Mode: repository.ModeNone,
-		Loader: server.NewLoader(server.LoaderOptions{Logger: log}), Logger: log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := models.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = models.Close(ctx) })
-	return server.New(models, server.Options{Logger: log})
+	return servertest.Core(t, map[string]string{"rep": servertest.RepeatConfig})
 }
 
 // repeatRequest asks "rep" for one response per element of in, with the

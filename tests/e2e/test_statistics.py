@@ -4,16 +4,13 @@ identity_stats and identity_stats_batch are used by no other test, so their
 counts are exactly what these tests send.
 """
 
-import queue
 import shutil
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from e2e_util import assert_tensor_equal, grpc_inputs, http_inputs, scrape
+from e2e_util import assert_tensor_equal, grpc_inputs, http_inputs
 
 
 def _http_stats(server, model, version=""):
@@ -93,38 +90,17 @@ def test_statistics_unknown_model(server):
 
 
 # --------------------------------------------------------------------------
-# Python models: their phases, and how their errors count. A server of its
-# own, so that the counts are exactly what the test sends.
-
-RAISES_CONFIG = """name: "raises_python"
-backend: "python"
-max_batch_size: 0
-input [ { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] } ]
-output [ { name: "OUT" data_type: TYPE_INT32 dims: [ -1 ] } ]
-"""
-
-RAISES_MODEL = """import triton_python_backend_utils as pb_utils
-
-class TritonPythonModel:
-    def execute(self, requests):
-        raise pb_utils.TritonModelException("execute raised")
-"""
+# Python models: their phases. A server of its own, so that the counts are
+# exactly what the test sends.
 
 
 @pytest.fixture
 def python_stats_server(nereid, tmp_path):
-    from conftest import EXAMPLES, _free_ports
+    from conftest import EXAMPLES
 
     repo = tmp_path / "repo"
-    for name in ("add_sub", "simple_pre", "repeat_python"):
-        shutil.copytree(EXAMPLES / name, repo / name)
-    (repo / "raises_python" / "1").mkdir(parents=True)
-    (repo / "raises_python" / "config.pbtxt").write_text(RAISES_CONFIG)
-    (repo / "raises_python" / "1" / "model.py").write_text(RAISES_MODEL)
-    (port,) = _free_ports(1)
-    s = nereid.start(repo, ["--allow-metrics=true", f"--metrics-port={port}", "--metrics-address=127.0.0.1"])
-    s.metrics_port = port
-    return s
+    shutil.copytree(EXAMPLES / "add_sub", repo / "add_sub")
+    return nereid.start(repo)
 
 
 def _counts(entry):
@@ -134,17 +110,6 @@ def _counts(entry):
         "inference_count": entry["inference_count"], "execution_count": entry["execution_count"],
         **{k: st[k]["count"] for k in ("queue", "compute_input", "compute_infer", "compute_output")},
     }
-
-
-def _metric_counts(server, model):
-    samples, _, _ = scrape(server.metrics_port)
-    labels = {"model": model, "version": "1"}
-    success = samples.get(("nv_inference_request_success", frozenset(labels.items())))
-    failures = {
-        reason: samples.get(("nv_inference_request_failure", frozenset({**labels, "reason": reason}.items())))
-        for reason in ("BACKEND", "CANCELED", "REJECTED", "OTHER")
-    }
-    return success, failures
 
 
 def test_statistics_python_phases(python_stats_server):
