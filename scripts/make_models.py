@@ -469,6 +469,15 @@ def write_testdata(out: pathlib.Path) -> None:
     # An output whose shape depends on the data, not only on input shapes.
     save("nonzero", make_model("nonzero", [helper.make_node("NonZero", ["INPUT0"], ["OUTPUT0"])],
                                [value_info("INPUT0", "FP32", ["n"])], [value_info("OUTPUT0", "INT64", [1, "count"])]))
+    # Output dimensions named after input dimensions, in another order:
+    # their sizes are known before the run.
+    save("transpose", make_model("transpose", [helper.make_node("Transpose", ["INPUT0"], ["OUTPUT0"], perm=[1, 0])],
+                                 [value_info("INPUT0", "FP32", ["rows", "cols"])],
+                                 [value_info("OUTPUT0", "FP32", ["cols", "rows"])]))
+    # An output that claims its input's dimension name but is twice as
+    # long: a prediction from the names is wrong, and found to be.
+    save("mislabeled", make_model("mislabeled", [helper.make_node("Concat", ["INPUT0", "INPUT0"], ["OUTPUT0"], axis=0)],
+                                  [value_info("INPUT0", "FP32", ["n"])], [value_info("OUTPUT0", "FP32", ["n"])]))
     # A type Nereid cannot serve.
     x = helper.make_tensor_value_info("INPUT0", TensorProto.COMPLEX64, ["batch", 4])
     y = helper.make_tensor_value_info("OUTPUT0", TensorProto.COMPLEX64, ["batch", 4])

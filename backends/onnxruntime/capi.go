@@ -73,6 +73,7 @@ enum {
 	NRD_GetTensorElementType = 60,
 	NRD_GetDimensionsCount = 61,
 	NRD_GetDimensions = 62,
+	NRD_GetSymbolicDimensions = 63,
 	NRD_GetTensorTypeAndShape = 65,
 	NRD_GetValueType = 67,
 	NRD_CreateCpuMemoryInfo = 69,
@@ -254,6 +255,42 @@ static OrtStatus *nrd_io_info(OrtSession *s, int output, size_t idx, char **name
 		if (!st) st = NRD_FN(dc_fn, NRD_GetDimensionsCount)(tsi, rank);
 		if (!st && *rank > 0 && *rank <= cap) st = NRD_FN(dv_fn, NRD_GetDimensions)(tsi, dims, *rank);
 	}
+	if (ti) NRD_FN(nrd_release_fn, NRD_ReleaseTypeInfo)(ti);
+	return st;
+}
+
+// nrd_io_symbols writes the dimension names (dim_param) of input (or
+// output) idx, each followed by a NUL ("" for a dimension without one), into
+// buf; *need is the bytes all of them take, which may exceed cap (then
+// nothing past cap is written). A non-tensor writes nothing.
+static OrtStatus *nrd_io_symbols(OrtSession *s, int output, size_t idx, char *buf, size_t cap, size_t *need) {
+	typedef OrtStatus *(*info_fn)(const OrtSession *, size_t, OrtTypeInfo **);
+	typedef OrtStatus *(*kind_fn)(const OrtTypeInfo *, int *);
+	typedef OrtStatus *(*cast_fn)(const OrtTypeInfo *, const OrtTensorTypeAndShapeInfo **);
+	typedef OrtStatus *(*dc_fn)(const OrtTensorTypeAndShapeInfo *, size_t *);
+	typedef OrtStatus *(*sym_fn)(const OrtTensorTypeAndShapeInfo *, const char **, size_t);
+	*need = 0;
+	OrtTypeInfo *ti = NULL;
+	OrtStatus *st = NRD_FN(info_fn, output ? NRD_SessionGetOutputTypeInfo : NRD_SessionGetInputTypeInfo)(s, idx, &ti);
+	int kind = 0;
+	if (!st) st = NRD_FN(kind_fn, NRD_GetOnnxTypeFromTypeInfo)(ti, &kind);
+	const OrtTensorTypeAndShapeInfo *tsi = NULL;
+	if (!st && kind == 1) st = NRD_FN(cast_fn, NRD_CastTypeInfoToTensorInfo)(ti, &tsi);
+	size_t rank = 0;
+	if (!st && tsi) st = NRD_FN(dc_fn, NRD_GetDimensionsCount)(tsi, &rank);
+	const char **names = NULL;
+	if (!st && rank > 0) {
+		names = calloc(rank, sizeof *names);
+		if (!names) st = nrd_error("out of memory reading dimension names");
+	}
+	if (!st && names) st = NRD_FN(sym_fn, NRD_GetSymbolicDimensions)(tsi, names, rank);
+	for (size_t j = 0; !st && j < rank; j++) {
+		const char *n = names[j] ? names[j] : "";
+		size_t len = strlen(n) + 1;
+		if (*need + len <= cap) memcpy(buf + *need, n, len);
+		*need += len;
+	}
+	free(names);
 	if (ti) NRD_FN(nrd_release_fn, NRD_ReleaseTypeInfo)(ti);
 	return st;
 }
@@ -594,7 +631,9 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -852,6 +891,11 @@ func (s *session) io() (ins, outs []tensorInfo, err error) {
 			for j, d := range dims {
 				t.dims[j] = max(d, -1) // a symbolic or unknown dimension
 			}
+			syms, err := s.symbols(outFlag, k, len(dims))
+			if err != nil {
+				return nil, fmt.Errorf("reading the dimension names of %s '%s': %w", kind, nameStr, err)
+			}
+			t.symbols = syms
 			out = append(out, t)
 		}
 		return out, nil
@@ -863,6 +907,29 @@ func (s *session) io() (ins, outs []tensorInfo, err error) {
 		return nil, nil, err
 	}
 	return ins, outs, nil
+}
+
+// symbols returns the dimension names of input (or output) k, rank of
+// them, "" where a dimension has none; nil when it has none at all.
+func (s *session) symbols(output C.int, k, rank int) ([]string, error) {
+	buf := make([]byte, 256)
+	for {
+		var need C.size_t
+		st := C.nrd_io_symbols(s.h, output, C.size_t(k), (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), &need)
+		if err := statusErr("reading dimension names", st); err != nil {
+			return nil, err
+		}
+		if int(need) > len(buf) {
+			buf = make([]byte, need)
+			continue
+		}
+		names := strings.Split(string(buf[:need]), "\x00")
+		names = names[:len(names)-1] // after the last NUL
+		if len(names) != rank || !slices.ContainsFunc(names, func(n string) bool { return n != "" }) {
+			return nil, nil
+		}
+		return names, nil
+	}
 }
 
 // runOptions is a reusable OrtRunOptions whose terminate flag cancels a

@@ -49,4 +49,17 @@
 // input and output in the statistics and only Run as compute infer.
 // BenchmarkIdentityFP32 and BenchmarkSimple compare the backend with a bare
 // C-API Run of the same model in the same process.
+//
+// # Output buffers
+//
+// An output is written by ONNX Runtime straight into the response's buffer
+// when its shape is known before the run: all fixed in the configuration,
+// remembered from the last run with the same input shapes, or predicted
+// from the model's dimension names (dim_param: an output dimension named
+// like one of an input's has that input's size, and a batched model's
+// first dimension is the batch size), read at load. ONNX Runtime fails a
+// run whose output does not fit the buffer it was given; the run is then
+// made again with ONNX Runtime allocating, and that output is never
+// guessed again. Other outputs are copied once out of ONNX Runtime's
+// memory.
 package onnxruntime

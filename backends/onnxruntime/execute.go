@@ -53,10 +53,17 @@ type instance struct {
 	// these input shapes took less than cancelArmFrom: such a run is not
 	// worth arming the cancellation hook for.
 	shortRuns map[string]bool
-	// Scratch of one run, indexed like its wanted outputs.
-	bufs   [][]byte
-	shapes [][]int64
-	wanted []*tensorSpec
+	// Scratch of one run, indexed like its wanted outputs, and the model
+	// shapes of its inputs, indexed like model.inputs (nil for one the
+	// request leaves out).
+	bufs     [][]byte
+	shapes   [][]int64
+	guessed  []bool
+	wanted   []*tensorSpec
+	inShapes [][]int64
+	// copied counts the outputs copied out of ONNX Runtime's memory, the
+	// ones whose size was not known before their run.
+	copied int
 }
 
 // maxShapeCache bounds outShapes and shortRuns; past it a cache starts
@@ -104,6 +111,8 @@ func newInstance(m *model, sess *session) (*instance, error) {
 		dynamic:   make([]bool, len(m.outputs)),
 		bufs:      make([][]byte, len(m.outputs)),
 		shapes:    make([][]int64, len(m.outputs)),
+		guessed:   make([]bool, len(m.outputs)),
+		inShapes:  make([][]int64, len(m.inputs)),
 	}
 	i.onCancel = func() {
 		defer i.cancelling.Done()
@@ -227,6 +236,7 @@ func (i *instance) runGroup(ctx context.Context, group []*inference.Request, ph 
 	}
 	key := i.keyBuf[:0]
 	inBytes := 0
+	defer clear(i.inShapes)
 	for k := range first.Inputs {
 		t := &first.Inputs[k]
 		idx, ok := i.m.inputIdx[t.Name]
@@ -239,6 +249,7 @@ func (i *instance) runGroup(ctx context.Context, group []*inference.Request, ph 
 			return nil, i.fail(err)
 		}
 		inBytes += n
+		i.inShapes[idx] = shape
 		key = binary.AppendUvarint(key, uint64(idx))
 		key = binary.AppendUvarint(key, uint64(len(shape)))
 		for _, d := range shape {
@@ -247,16 +258,18 @@ func (i *instance) runGroup(ctx context.Context, group []*inference.Request, ph 
 	}
 	i.keyBuf = key
 
-	bufs, shapes := i.bufs[:len(wanted)], i.shapes[:len(wanted)] // of the preallocated outputs
+	bufs, shapes, guesses := i.bufs[:len(wanted)], i.shapes[:len(wanted)], i.guessed[:len(wanted)] // of the preallocated outputs
 	defer func() {
 		clear(bufs)
 		clear(shapes)
+		clear(guesses)
 	}()
 	known := i.outShapes[string(key)]
 
 	// The first attempt writes the outputs of known shape (from the
-	// configuration, or from the last run with these input shapes) into
-	// our buffers. If a remembered shape was wrong, the run fails and a
+	// configuration, from the last run with these input shapes, or
+	// predicted from the dimension names of the model) into our buffers.
+	// If a remembered or predicted shape was wrong, the run fails and a
 	// second attempt lets ONNX Runtime allocate them.
 	var err error
 	retried := false
@@ -268,8 +281,15 @@ func (i *instance) runGroup(ctx context.Context, group []*inference.Request, ph 
 			switch {
 			case o.fixed:
 				shape = i.fullShape(o, batchSize)
-			case attempt == 0 && known != nil && known[o.index] != nil && !i.dynamic[o.index]:
-				shape, guessed = known[o.index], true
+			case attempt > 0 || i.dynamic[o.index]:
+			case known != nil && known[o.index] != nil:
+				shape = known[o.index]
+			default:
+				shape = i.predictShape(o, batchSize)
+			}
+			if attempt == 0 {
+				guesses[k] = !o.fixed && shape != nil
+				guessed = guessed || guesses[k]
 			}
 			var buf []byte
 			if shape != nil {
@@ -311,10 +331,10 @@ func (i *instance) runGroup(ctx context.Context, group []*inference.Request, ph 
 		return nil, i.fail(err)
 	}
 	if retried {
-		// The same input shapes gave other output shapes: they depend on
-		// the data.
-		for _, o := range wanted {
-			if !o.fixed && known[o.index] != nil {
+		// The same input shapes gave other output shapes than remembered
+		// or predicted: they depend on the data.
+		for k, o := range wanted {
+			if guesses[k] {
 				i.dynamic[o.index] = true
 			}
 		}
@@ -333,7 +353,7 @@ func (i *instance) runGroup(ctx context.Context, group []*inference.Request, ph 
 		if err != nil {
 			return nil, i.fail(err)
 		}
-		if !o.fixed && o.dt != inference.Bytes && !i.dynamic[o.index] && (known == nil || known[o.index] == nil) {
+		if !o.fixed && o.predict == nil && o.dt != inference.Bytes && !i.dynamic[o.index] && (known == nil || known[o.index] == nil) {
 			if learned == nil {
 				learned = make([][]int64, len(i.m.outputs))
 				copy(learned, known)
@@ -399,6 +419,30 @@ func (i *instance) runOptions(large bool) (*runOptions, error) {
 		i.shrink = ro
 	}
 	return i.shrink, nil
+}
+
+// predictShape is output o's model shape for this run's inputs by its
+// prediction rule, or nil when it has none or an input it names is absent.
+func (i *instance) predictShape(o *tensorSpec, batchSize int64) []int64 {
+	if o.predict == nil {
+		return nil
+	}
+	shape := make([]int64, len(o.predict))
+	for j, src := range o.predict {
+		switch {
+		case src.size > 0:
+			shape[j] = src.size
+		case src.input < 0:
+			shape[j] = batchSize
+		default:
+			in := i.inShapes[src.input]
+			if src.dim >= len(in) {
+				return nil
+			}
+			shape[j] = in[src.dim]
+		}
+	}
+	return shape
 }
 
 // fullShape is the shape of a fixed-size tensor for a batch, as the
@@ -478,6 +522,7 @@ func (i *instance) outputData(o *tensorSpec, k int, prealloc []byte, preShape []
 		}
 	} else {
 		data = i.x.copyAllocated(k, int(n)*o.dt.Size())
+		i.copied++
 	}
 	return data, modelShape, i.clientShape(o, modelShape), nil
 }

@@ -37,6 +37,21 @@ type tensorSpec struct {
 	// supplies rather than the client.
 	implicit bool
 	index    int // position in model.outputs
+	// predict, for an output of open size, says where each dimension of
+	// its model shape comes from, so that its size is known before the
+	// first run with new input shapes; nil when the model does not say.
+	predict []dimSource
+}
+
+// dimSource is where one dimension of an output's shape comes from before
+// the run: a size the configuration or the model fixes, the batch size, or
+// the dimension of an input that carries the same name (dim_param) in the
+// model, as exporters name the batch and sequence axes an output shares
+// with its inputs ("batch", "seq").
+type dimSource struct {
+	size  int64 // > 0: this size
+	input int   // else dimension dim of model.inputs[input]; -1: the batch size
+	dim   int
 }
 
 // sessionParams are the session options Triton's onnxruntime backend
@@ -129,10 +144,87 @@ func (b *Backend) Load(_ context.Context, spec backends.ModelSpec) (backends.Mod
 		m.outputs = append(m.outputs, t)
 		m.wanted = append(m.wanted, batching.Output{Name: t.name, State: t.state})
 	}
+	m.setPredictions(ins, outs)
 	if acc := cfg.GetOptimization().GetExecutionAccelerators(); len(acc.GetGpuExecutionAccelerator())+len(acc.GetCpuExecutionAccelerator()) > 0 {
 		m.log.Warn().Msg("optimization.execution_accelerators (TensorRT, OpenVINO) are not supported by the onnxruntime backend yet: the model runs on the default execution provider")
 	}
 	return m, nil
+}
+
+// setPredictions gives each output of open size, other than BYTES, the
+// rule that predicts its shape from the inputs' (tensorSpec.predict), when
+// every dimension the configuration leaves open is fixed by the model or
+// named after a dimension of an input. A prediction is checked by ONNX
+// Runtime, which fails a run whose output does not fit the buffer it was
+// given; the run is then made again without it (runGroup).
+func (m *model) setPredictions(ins, outs []tensorInfo) {
+	byName := func(ts []tensorInfo, name string) *tensorInfo {
+		for k := range ts {
+			if ts[k].name == name {
+				return &ts[k]
+			}
+		}
+		return nil
+	}
+	batched := m.maxBatch > 0
+	for _, o := range m.outputs {
+		info := byName(outs, o.name)
+		if o.fixed || o.dt == inference.Bytes || info == nil {
+			continue
+		}
+		declared := o.dims
+		if o.reshape != nil {
+			declared = o.reshape
+		}
+		if batched {
+			declared = append([]int64{-1}, declared...)
+		}
+		if len(info.dims) != len(declared) {
+			continue
+		}
+		rule := make([]dimSource, len(declared))
+		for j := range declared {
+			switch size := max(declared[j], info.dims[j]); {
+			case batched && j == 0:
+				rule[j] = dimSource{input: -1}
+			case size > 0:
+				rule[j] = dimSource{size: size}
+			default:
+				src, ok := m.namedInputDim(ins, info, j)
+				if !ok {
+					rule = nil
+				}
+				if rule != nil {
+					rule[j] = src
+				}
+			}
+			if rule == nil {
+				break
+			}
+		}
+		o.predict = rule
+	}
+}
+
+// namedInputDim finds the first configured input with a dimension of the
+// name the model gives dimension j of out.
+func (m *model) namedInputDim(ins []tensorInfo, out *tensorInfo, j int) (dimSource, bool) {
+	if j >= len(out.symbols) || out.symbols[j] == "" {
+		return dimSource{}, false
+	}
+	for k, in := range m.inputs {
+		for _, t := range ins {
+			if t.name != in.name {
+				continue
+			}
+			for d, name := range t.symbols {
+				if name == out.symbols[j] {
+					return dimSource{input: k, dim: d}, true
+				}
+			}
+		}
+	}
+	return dimSource{}, false
 }
 
 func newTensorSpec(c modelio.Configured) *tensorSpec {

@@ -600,23 +600,30 @@ func TestSequenceControlsAndState(t *testing.T) {
 // Runtime's allocation and is not guessed again.
 func TestOutputShapeMemory(t *testing.T) {
 	b := testBackend(t)
-	_, inst := loadModel(t, b, filepath.Join(examples, "identity_fp32"), exampleConfig(t, "identity_fp32"))
-	req := request(inference.Tensor{Name: "INPUT0", DataType: inference.FP32, Shape: []int64{2, 3}, Data: backendtest.Float32s(1, 2, 3, 4, 5, 6)})
+	// An output whose dimensions have names of no input: its shape is
+	// learned from the first run.
+	dir := modelDirWith(t, "transpose")
+	cfg := parseConfig(t, `name: "transpose" backend: "onnxruntime"
+		input { name: "INPUT0" data_type: TYPE_FP32 dims: [-1, -1] }
+		output { name: "OUTPUT0" data_type: TYPE_FP32 dims: [-1, -1] }`)
+	_, tr := loadModel(t, b, dir, cfg)
+	tr.m.outputs[0].predict = nil // as if the names were not the inputs'
+	req := &inference.Request{BatchSize: 1, Inputs: []inference.Tensor{{Name: "INPUT0", DataType: inference.FP32, Shape: []int64{2, 3}, Data: backendtest.Float32s(1, 2, 3, 4, 5, 6)}}}
 	for range 3 {
-		resps, err := inst.Execute(context.Background(), []*inference.Request{req})
+		resps, err := tr.Execute(context.Background(), []*inference.Request{req})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if out := resps[0].Output("OUTPUT0"); !bytes.Equal(out.Data, req.Inputs[0].Data) || !slices.Equal(out.Shape, []int64{2, 3}) {
+		if out := resps[0].Output("OUTPUT0"); !bytes.Equal(out.Data, backendtest.Float32s(1, 4, 2, 5, 3, 6)) || !slices.Equal(out.Shape, []int64{3, 2}) {
 			t.Fatalf("output %+v", out)
 		}
 	}
-	if len(inst.outShapes) != 1 || inst.dynamic[0] {
-		t.Fatalf("shape memory %v, dynamic %v", inst.outShapes, inst.dynamic)
+	if len(tr.outShapes) != 1 || tr.dynamic[0] || tr.copied != 1 {
+		t.Fatalf("shape memory %v, dynamic %v, %d outputs copied (want the first run's only)", tr.outShapes, tr.dynamic, tr.copied)
 	}
 
-	dir := modelDirWith(t, "nonzero")
-	cfg := parseConfig(t, `name: "nonzero" backend: "onnxruntime"
+	dir = modelDirWith(t, "nonzero")
+	cfg = parseConfig(t, `name: "nonzero" backend: "onnxruntime"
 		input { name: "INPUT0" data_type: TYPE_FP32 dims: [-1] }
 		output { name: "OUTPUT0" data_type: TYPE_INT64 dims: [1, -1] }`)
 	_, nz := loadModel(t, b, dir, cfg)
@@ -638,5 +645,78 @@ func TestOutputShapeMemory(t *testing.T) {
 	}
 	if !nz.dynamic[0] {
 		t.Fatal("the NonZero output is not marked data-dependent")
+	}
+}
+
+// TestOutputShapePrediction checks that an output whose open dimensions
+// the model names after input dimensions is written straight into a
+// response buffer from the first run, batch dimension included, and that
+// a model whose names lie is served all the same.
+func TestOutputShapePrediction(t *testing.T) {
+	b := testBackend(t)
+	type run struct {
+		shape, oshape []int64
+		in, out       []float32
+	}
+	transpose := parseConfig(t, `name: "transpose" backend: "onnxruntime"
+		input { name: "INPUT0" data_type: TYPE_FP32 dims: [-1, -1] }
+		output { name: "OUTPUT0" data_type: TYPE_FP32 dims: [-1, -1] }`)
+	_, tr := loadModel(t, b, modelDirWith(t, "transpose"), transpose)
+	_, id := loadModel(t, b, filepath.Join(examples, "identity_fp32"), exampleConfig(t, "identity_fp32"))
+	for _, c := range []struct {
+		name string
+		inst *instance
+		runs []run
+	}{
+		{"transpose", tr, []run{
+			{[]int64{2, 3}, []int64{3, 2}, []float32{1, 2, 3, 4, 5, 6}, []float32{1, 4, 2, 5, 3, 6}},
+			{[]int64{1, 2}, []int64{2, 1}, []float32{7, 8}, []float32{7, 8}},
+			{[]int64{3, 1}, []int64{1, 3}, []float32{1, 2, 3}, []float32{1, 2, 3}},
+		}},
+		{"identity_fp32", id, []run{ // [batch, d0_0]
+			{[]int64{2, 3}, []int64{2, 3}, []float32{1, 2, 3, 4, 5, 6}, []float32{1, 2, 3, 4, 5, 6}},
+			{[]int64{1, 2}, []int64{1, 2}, []float32{7, 8}, []float32{7, 8}},
+		}},
+	} {
+		if c.inst.m.outputs[0].predict == nil {
+			t.Fatalf("%s: no prediction for OUTPUT0", c.name)
+		}
+		for k, r := range c.runs { // new input shapes every run
+			req := &inference.Request{BatchSize: 1, Inputs: []inference.Tensor{{Name: "INPUT0", DataType: inference.FP32, Shape: r.shape, Data: backendtest.Float32s(r.in...)}}}
+			if c.inst.m.maxBatch > 0 {
+				req.BatchSize = int(r.shape[0])
+			}
+			resps, err := c.inst.Execute(context.Background(), []*inference.Request{req})
+			if err != nil {
+				t.Fatalf("%s run %d: %v", c.name, k, err)
+			}
+			if out := resps[0].Output("OUTPUT0"); !bytes.Equal(out.Data, backendtest.Float32s(r.out...)) || !slices.Equal(out.Shape, r.oshape) {
+				t.Fatalf("%s run %d: output %+v", c.name, k, out)
+			}
+		}
+		if c.inst.copied != 0 || len(c.inst.outShapes) != 0 || c.inst.dynamic[0] {
+			t.Fatalf("%s: %d outputs copied, shape memory %v, dynamic %v", c.name, c.inst.copied, c.inst.outShapes, c.inst.dynamic)
+		}
+	}
+
+	// The names say OUTPUT0 is as long as INPUT0; it is twice as long.
+	_, lie := loadModel(t, b, modelDirWith(t, "mislabeled"), parseConfig(t, `name: "mislabeled" backend: "onnxruntime"
+		input { name: "INPUT0" data_type: TYPE_FP32 dims: [-1] }
+		output { name: "OUTPUT0" data_type: TYPE_FP32 dims: [-1] }`))
+	if lie.m.outputs[0].predict == nil {
+		t.Fatal("mislabeled: no prediction to refute")
+	}
+	for k, in := range [][]float32{{1, 2}, {3, 4, 5}, {6}} {
+		req := &inference.Request{BatchSize: 1, Inputs: []inference.Tensor{{Name: "INPUT0", DataType: inference.FP32, Shape: []int64{int64(len(in))}, Data: backendtest.Float32s(in...)}}}
+		resps, err := lie.Execute(context.Background(), []*inference.Request{req})
+		if err != nil {
+			t.Fatalf("mislabeled run %d: %v", k, err)
+		}
+		if out := resps[0].Output("OUTPUT0"); !bytes.Equal(out.Data, backendtest.Float32s(append(slices.Clone(in), in...)...)) || !slices.Equal(out.Shape, []int64{int64(2 * len(in))}) {
+			t.Fatalf("mislabeled run %d: output %+v", k, out)
+		}
+	}
+	if !lie.dynamic[0] || lie.copied != 3 {
+		t.Fatalf("mislabeled: dynamic %v, %d outputs copied (want every run's)", lie.dynamic, lie.copied)
 	}
 }

@@ -88,4 +88,7 @@ type tensorInfo struct {
 	name     string
 	onnxType int     // ONNX element type
 	dims     []int64 // -1 for a symbolic or unknown dimension
+	// symbols are the dimensions' names (dim_param), "" where one has
+	// none; nil when none has one.
+	symbols []string
 }
