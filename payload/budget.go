@@ -82,6 +82,14 @@ func (b *Budget) Release(n int64) {
 	}
 }
 
+// OnRelease adds f to what the budget's Releaser does when it returns the
+// memory of large payloads (Releaser.OnRelease); without one, f never runs.
+func (b *Budget) OnRelease(f func()) {
+	if b != nil {
+		b.rel.OnRelease(f)
+	}
+}
+
 // Discarded tells the budget that n bytes of payload memory it never
 // counted (a body refused while it was being read) are garbage now, so that
 // a large amount goes back to the OS as a released payload's would.

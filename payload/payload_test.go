@@ -163,3 +163,28 @@ func TestReleaserWaitsForQuiet(t *testing.T) {
 		<-done
 	})
 }
+
+// What OnRelease adds runs with every release, before it.
+func TestReleaserOnRelease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := NewReleaser()
+		r.After = [3]time.Duration{time.Second, 2 * time.Second, 3 * time.Second}
+		var order []string
+		r.release = func() { order = append(order, "heap") }
+		b := NewBudget(0, r)
+		b.OnRelease(func() { order = append(order, "pool") })
+		var none *Budget
+		none.OnRelease(func() { t.Error("a nil budget ran its function") })
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { r.Run(ctx); close(done) }()
+		b.Discarded(LargeSize)
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		cancel()
+		<-done
+		if want := []string{"pool", "heap", "pool", "heap", "pool", "heap"}; !slices.Equal(order, want) {
+			t.Fatalf("order %v, want %v", order, want)
+		}
+	})
+}

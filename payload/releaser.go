@@ -4,6 +4,8 @@ import (
 	"context"
 	"runtime"
 	"runtime/debug"
+	"slices"
+	"sync"
 	"time"
 )
 
@@ -26,6 +28,33 @@ type Releaser struct {
 	// release returns the memory; nil means collect and scavenge.
 	release func()
 	notes   chan struct{}
+
+	mu sync.Mutex
+	// also is what OnRelease added, run before each release.
+	also []func()
+}
+
+// OnRelease adds f to what each release does, before the heap is returned:
+// a pool outside the Go heap trims what it keeps. f runs on Run's
+// goroutine. A nil Releaser ignores it.
+func (r *Releaser) OnRelease(f func()) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	r.also = append(r.also, f)
+	r.mu.Unlock()
+}
+
+// releaseAll runs the OnRelease functions, then release.
+func (r *Releaser) releaseAll(release func()) {
+	r.mu.Lock()
+	also := slices.Clone(r.also)
+	r.mu.Unlock()
+	for _, f := range also {
+		f()
+	}
+	release()
 }
 
 // NewReleaser returns a Releaser; call Run to start it.
@@ -74,7 +103,7 @@ func (r *Releaser) Run(ctx context.Context) {
 			if next == len(after) {
 				continue
 			}
-			release()
+			r.releaseAll(release)
 			if next++; next < len(after) {
 				timer.Reset(time.Until(last.Add(after[next])))
 			}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
 	protocodec "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
@@ -86,6 +88,11 @@ func BenchmarkDecodeEncodeRawWire(b *testing.B) {
 //
 //	go test -run '^$' -bench 'ModelInferWire|InferCodec' -benchtime 2000x -count 6 ./server/grpc/ > codec.txt
 //	benchstat -col /codec codec.txt
+//
+// and the transport's buffer pools (framePool against grpc-go's default):
+//
+//	go test -run '^$' -bench 'ModelInferFrames' -benchtime 2000x -count 6 ./server/grpc/ > frames.txt
+//	benchstat -col /frames frames.txt
 var wireSizes = []int{1 << 10, 4 << 10, 64 << 10, 1 << 20}
 
 // codecVariants are the server codecs compared: grpc-go's default protobuf
@@ -191,32 +198,53 @@ func BenchmarkModelInferWire(b *testing.B) {
 	for _, v := range codecVariants {
 		for _, n := range wireSizes {
 			b.Run(fmt.Sprintf("codec=%s/size=%s", v.name, sizeName(n)), func(b *testing.B) {
-				counter := &receiveCounter{CodecV2: v.codec()}
-				c := benchServer(b, identityCore(b), grpc.ForceServerCodecV2(counter))
-				wire := identityWire(b, n)
-				call := grpc.ForceCodecV2(&reusedCodec{wire: wire, minResp: n})
-				var req, resp inferencepb.ModelInferRequest // placeholders: the codec ignores them
-				ctx := context.Background()
-				// The first call connects, which b.Loop leaves out.
-				if err := c.Invoke(ctx, inferencepb.GRPCInferenceService_ModelInfer_FullMethodName, &req, &resp, call); err != nil {
-					b.Fatal(err)
-				}
-				counter.msgs.Store(0)
-				counter.bufs.Store(0)
-				counter.single.Store(0)
-				b.SetBytes(int64(n))
-				b.ReportAllocs()
-				for b.Loop() {
-					if err := c.Invoke(ctx, inferencepb.GRPCInferenceService_ModelInfer_FullMethodName, &req, &resp, call); err != nil {
-						b.Fatal(err)
-					}
-				}
-				if m := counter.msgs.Load(); m > 0 {
-					b.ReportMetric(float64(counter.bufs.Load())/float64(m), "recv-bufs/op")
-					b.ReportMetric(100*float64(counter.single.Load())/float64(m), "single-%")
-				}
+				benchInferWire(b, n, &receiveCounter{CodecV2: v.codec()})
 			})
 		}
+	}
+}
+
+// BenchmarkModelInferFrames is BenchmarkModelInferWire with the front end's
+// codec and, as the transport's buffer pool, framePool (what New installs)
+// or grpc-go's default pool.
+func BenchmarkModelInferFrames(b *testing.B) {
+	for _, v := range []struct {
+		name string
+		pool func() mem.BufferPool
+	}{{"grpc", mem.DefaultBufferPool}, {"nereid", func() mem.BufferPool { return newFramePool() }}} {
+		for _, n := range append(slices.Clone(wireSizes), 16<<20) {
+			b.Run(fmt.Sprintf("frames=%s/size=%s", v.name, sizeName(n)), func(b *testing.B) {
+				benchInferWire(b, n, &receiveCounter{CodecV2: newCodec(nil)}, experimental.BufferPool(v.pool()))
+			})
+		}
+	}
+}
+
+// benchInferWire runs ModelInfer with a raw tensor of n bytes on a server
+// whose codec is counter, with the extra options.
+func benchInferWire(b *testing.B, n int, counter *receiveCounter, extra ...grpc.ServerOption) {
+	c := benchServer(b, identityCore(b), append([]grpc.ServerOption{grpc.ForceServerCodecV2(counter)}, extra...)...)
+	wire := identityWire(b, n)
+	call := grpc.ForceCodecV2(&reusedCodec{wire: wire, minResp: n})
+	var req, resp inferencepb.ModelInferRequest // placeholders: the codec ignores them
+	ctx := context.Background()
+	// The first call connects, which b.Loop leaves out.
+	if err := c.Invoke(ctx, inferencepb.GRPCInferenceService_ModelInfer_FullMethodName, &req, &resp, call); err != nil {
+		b.Fatal(err)
+	}
+	counter.msgs.Store(0)
+	counter.bufs.Store(0)
+	counter.single.Store(0)
+	b.SetBytes(int64(n))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := c.Invoke(ctx, inferencepb.GRPCInferenceService_ModelInfer_FullMethodName, &req, &resp, call); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if m := counter.msgs.Load(); m > 0 {
+		b.ReportMetric(float64(counter.bufs.Load())/float64(m), "recv-bufs/op")
+		b.ReportMetric(100*float64(counter.single.Load())/float64(m), "single-%")
 	}
 }
 

@@ -173,6 +173,10 @@ type codec struct {
 	// copies and holds (Options.PayloadBudget); a message that does not fit
 	// is not copied but refused (inferRequest.refused).
 	budget *payload.Budget
+	// frames, when set, is the transport's pool: the codec hands the
+	// pages of a large message's frames back to the kernel as it copies
+	// them (framePool.discard).
+	frames *framePool
 }
 
 var _ encoding.CodecV2 = (*codec)(nil)
@@ -296,7 +300,7 @@ func (c *codec) unmarshalInferRequest(data mem.BufferSlice, r *inferRequest) err
 			return nil
 		}
 		p := c.pool.Get(n + pad)
-		data.CopyTo((*p)[pad:])
+		c.copyFrames((*p)[pad:], data, n)
 		buf = mem.NewBuffer(p, budgetedPool{pool: c.pool, budget: c.budget, n: int64(n + pad)})
 		msg = buf.ReadOnlyData()[pad:]
 	}
@@ -310,6 +314,21 @@ func (c *codec) unmarshalInferRequest(data mem.BufferSlice, r *inferRequest) err
 	}
 	r.buf = buf
 	return nil
+}
+
+// copyFrames copies the n bytes of data into dst. The frames of a message
+// of discardFrom bytes or more go back to the kernel as they are copied,
+// so that the message is not resident twice.
+func (c *codec) copyFrames(dst []byte, data mem.BufferSlice, n int) {
+	if c.frames == nil || n < discardFrom {
+		data.CopyTo(dst)
+		return
+	}
+	for _, b := range data {
+		d := b.ReadOnlyData()
+		dst = dst[copy(dst, d):]
+		c.frames.discard(d)
+	}
 }
 
 // rawAlign is the alignment alignPad gives a large message's first raw

@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
@@ -122,9 +123,10 @@ const defaultMaxStreamInFlight = 64
 
 // Server is the gRPC listener side of Nereid.
 type Server struct {
-	grpc  *grpc.Server
-	log   zerolog.Logger
-	conns connSet // every accepted connection, for Shutdown's deadline
+	grpc   *grpc.Server
+	log    zerolog.Logger
+	conns  connSet    // every accepted connection, for Shutdown's deadline
+	frames *framePool // the transport's buffers
 }
 
 // handshakeTimeout bounds how long an accepted connection may take to
@@ -162,6 +164,9 @@ func New(core Core, opts Options) *Server {
 
 	c := newCodec(nil)
 	c.budget = opts.PayloadBudget
+	frames := newFramePool()
+	c.frames = frames
+	opts.PayloadBudget.OnRelease(frames.trim)
 	currentInflateLimits.Store(&inflateLimits{maxMessageSize: opts.MaxMessageSize, budget: opts.PayloadBudget})
 	so := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(opts.MaxMessageSize),
@@ -174,6 +179,7 @@ func New(core Core, opts Options) *Server {
 		// For this server only: other servers in the process keep
 		// grpc-go's codec.
 		grpc.ForceServerCodecV2(c),
+		experimental.BufferPool(frames),
 		grpc.NumStreamWorkers(streamWorkers),
 	}
 	if opts.PayloadBudget != nil {
@@ -183,7 +189,7 @@ func New(core Core, opts Options) *Server {
 	gs := grpc.NewServer(so...)
 	gs.RegisterService(inferenceServiceDesc(), svc)
 	healthpb.RegisterHealthServer(gs, &healthService{core: core})
-	return &Server{grpc: gs, log: log}
+	return &Server{grpc: gs, log: log, frames: frames}
 }
 
 // Serve accepts connections on ln until Shutdown. It returns nil after a
